@@ -1,0 +1,31 @@
+# permerge: align BERTs trained from different seeds with activation-correlation permutations,
+# interpolate θ(λ) = (1-λ)·θ_A + λ·π(θ_B), and measure loss barriers (Verma & Elbayad, TMLR 2024).
+#
+# Output layout (each a file or a HuggingFace model directory under results/):
+#   data/            embedded texts and GLUE-shaped tasks (or local copies of hub data)
+#   models/{task}/seed{seed}/                           pre-trained (mlm) or fine-tuned checkpoints
+#   stats/{task}/fraction{f}.safetensors                activation statistics of all seeds, one pass
+#   permutations/{task}/{variant}/seed{a}-seed{b}.safetensors
+#   merged/{task}/{variant}/seed{a}-seed{b}/lambda{λ}/  merged checkpoints (merged_lambdas)
+#   losses/{task}/{variant}/seed{a}-seed{b}.tsv         one row per λ
+#   tables/barriers.tsv, tables/summary.tsv, figures/all.pdf
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/align.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        "results/figures/all.pdf",

@@ -1,0 +1,137 @@
+"""Configuration: schema validation (defaults filled) plus the checks a JSON schema cannot express.
+
+Used by the Snakefile before planning, so bad input fails before any job runs, naming the key.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+GLUE_TASKS = ("mnli", "qqp", "qnli", "sst2", "cola", "stsb", "mrpc", "rte")
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message names the key."""
+
+
+def validate_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Validate `config` in place against the schema (filling defaults), then check cross-key rules."""
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    try:
+        validate(config, str(SCHEMA), set_default=True)
+    except WorkflowError as err:
+        raise ConfigError(f"invalid configuration: {err}") from None
+    _check_pairs(config)
+    _check_lambdas(config)
+    _check_variants(config)
+    _check_sources(config)
+    return config
+
+
+def pairs(config) -> list[tuple[int, int]]:
+    """The (a, b) seed pairs to merge; a is the reference model A."""
+    if config.get("pairs"):
+        return [(int(a), int(b)) for a, b in config["pairs"]]
+    return list(combinations(sorted(config["seeds"]), 2))
+
+
+def lambdas(config) -> list[float]:
+    """The λ grid, sorted; an integer N means N evenly spaced values in [0, 1]."""
+    spec = config["lambdas"]
+    if isinstance(spec, int):
+        return [round(i / (spec - 1), 10) for i in range(spec)]
+    return sorted(float(x) for x in spec)
+
+
+def variants_for(config, task: str) -> list[str]:
+    """Variant names evaluated for `task` (a GLUE task falls back to the `glue` entry)."""
+    tv = config["task_variants"]
+    if task in tv:
+        return list(tv[task])
+    if task == "mlm":
+        raise ConfigError("task_variants: no entry for 'mlm'")
+    if "glue" not in tv:
+        raise ConfigError(f"task_variants: no entry for '{task}' and no 'glue' default")
+    return list(tv["glue"])
+
+
+def variant_options(config, name: str):
+    from permerge.variants import Variant
+
+    return Variant.from_mapping(config["variants"][name], name=name)
+
+
+def stats_fractions(config, task: str) -> list[float]:
+    """The statistics fractions the variants of `task` need (one statistics file each)."""
+    return sorted({variant_options(config, v).stats_fraction for v in variants_for(config, task)})
+
+
+def _check_pairs(config):
+    seeds = set(config["seeds"])
+    for i, pair in enumerate(config.get("pairs") or []):
+        a, b = pair
+        for s in (a, b):
+            if s not in seeds:
+                raise ConfigError(
+                    f"pairs[{i}] = {pair}: seed {s} is not in seeds {sorted(seeds)}"
+                )
+        if a == b:
+            raise ConfigError(f"pairs[{i}] = {pair}: a model cannot be merged with itself")
+
+
+def _check_lambdas(config):
+    grid = lambdas(config)
+    if 0.0 not in grid or 1.0 not in grid:
+        raise ConfigError(
+            f"lambdas: the grid must contain both endpoints 0 and 1 (got {grid}); "
+            "the barrier is measured against them"
+        )
+
+
+def _check_variants(config):
+    from permerge.variants import VariantError
+
+    for name in config["variants"]:
+        try:
+            variant_options(config, name)
+        except VariantError as err:
+            raise ConfigError(f"variants.{name}: {err}") from None
+    for task in config["tasks"]:
+        for v in variants_for(config, task):
+            if v not in config["variants"]:
+                key = task if task in config["task_variants"] else "glue"
+                raise ConfigError(
+                    f"task_variants.{key}: unknown variant '{v}' "
+                    f"(defined: {', '.join(sorted(config['variants']))})"
+                )
+
+
+def _check_sources(config):
+    offline = config["offline"]
+    models = config["models"]
+    if models["source"] == "hub":
+        if "{seed}" not in models["hub_id"]:
+            raise ConfigError(f"models.hub_id '{models['hub_id']}' must contain '{{seed}}'")
+        if offline:
+            raise ConfigError(
+                f"models.hub_id '{models['hub_id']}' needs the HuggingFace hub but offline: true; "
+                "set offline: false (as configs/paper.yaml does) or use the embedded config.yaml"
+            )
+    if models["source"] == "local" and "{seed}" not in models.get("local_dir", ""):
+        raise ConfigError("models.local_dir must be set and contain '{seed}' when models.source is local")
+    for role, spec in config["data"].items():
+        if spec["source"] == "hub":
+            if not spec.get("id"):
+                raise ConfigError(f"data.{role}.id: a dataset id is required with source: hub")
+            if offline:
+                raise ConfigError(
+                    f"data.{role}.id '{spec['id']}' needs the HuggingFace hub but offline: true; "
+                    "set offline: false or use the embedded config.yaml"
+                )
+        if spec["source"] == "local" and not spec.get("path"):
+            raise ConfigError(f"data.{role}.path: a file or folder is required with source: local")

@@ -1,0 +1,58 @@
+# Losses along θ(λ) = (1-λ)·θ_A + λ·π(θ_B), interpolated in memory (no checkpoint per λ).
+
+
+rule build_mlm_evalset:
+    input:
+        text="results/data/text/heldout.txt",
+        tokenizer=f"results/models/mlm/seed{SEEDS[0]}",
+    output:
+        "results/data/evalsets/mlm.safetensors",
+    log:
+        "results/logs/build_mlm_evalset.log",
+    params:
+        mlm_eval={
+            k: config["data"]["mlm_eval"][k]
+            for k in ("block_size", "mask_prob", "mask_seed", "max_blocks", "paper_compat")
+        },
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        ENV
+    script:
+        "../scripts/build_mlm_evalset.py"
+
+
+def evaluation_data(wildcards):
+    if wildcards.task == "mlm":
+        return "results/data/evalsets/mlm.safetensors"
+    return f"results/data/glue/{wildcards.task}/{eval_split(wildcards.task)}.jsonl"
+
+
+rule sweep_lambdas:
+    input:
+        model_a="results/models/{task}/seed{a}",
+        model_b="results/models/{task}/seed{b}",
+        permutations="results/permutations/{task}/{variant}/seed{a}-seed{b}.safetensors",
+        data=evaluation_data,
+    output:
+        "results/losses/{task}/{variant}/seed{a}-seed{b}.tsv",
+    log:
+        "results/logs/sweep_lambdas/{task}/{variant}/seed{a}-seed{b}.log",
+    benchmark:
+        "results/benchmarks/sweep_lambdas/{task}/{variant}/seed{a}-seed{b}.tsv"
+    params:
+        lambdas=LAMBDAS,
+        evaluation=config["evaluation"],
+        max_length=config["finetune"]["max_length"],
+        device=config["device"],
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+        gpu=GPU,
+    conda:
+        ENV
+    script:
+        "../scripts/sweep_lambdas.py"

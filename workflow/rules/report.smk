@@ -1,0 +1,58 @@
+# Barrier tables and figures: the user-facing end of the pipeline.
+
+
+localrules:
+    tabulate_barriers,
+    plot_barriers,
+    tabulate_finetuning,
+
+
+rule tabulate_barriers:
+    input:
+        losses=[f for task in TASKS for f in loss_files(task)],
+    output:
+        barriers="results/tables/barriers.tsv",
+        summary="results/tables/summary.tsv",
+    log:
+        "results/logs/tabulate_barriers.log",
+    params:
+        function_preserving={
+            v: cfg.variant_options(config, v).function_preserving for v in config["variants"]
+        },
+    conda:
+        ENV
+    script:
+        "../scripts/tabulate_barriers.py"
+
+
+rule tabulate_finetuning:
+    input:
+        models=expand("results/models/{task}/seed{seed}", task=GLUE, seed=SEEDS),
+    output:
+        "results/tables/finetune.tsv",
+    log:
+        "results/logs/tabulate_finetuning.log",
+    conda:
+        ENV
+    script:
+        "../scripts/tabulate_finetuning.py"
+
+
+rule plot_barriers:
+    input:
+        losses=[f for task in TASKS for f in loss_files(task)],
+        summary="results/tables/summary.tsv",
+        # Not read: listed so that this target builds the whole grid.
+        merged=[m for task in TASKS for m in merged_models(task)],
+        finetune=["results/tables/finetune.tsv"] if GLUE else [],
+    output:
+        pdf="results/figures/all.pdf",
+        pngs=expand("results/figures/{task}.png", task=TASKS),
+    log:
+        "results/logs/plot_barriers.log",
+    params:
+        tasks=TASKS,
+    conda:
+        ENV
+    script:
+        "../scripts/plot_barriers.py"

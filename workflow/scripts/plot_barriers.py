@@ -1,0 +1,17 @@
+"""results/figures/all.pdf and a PNG per task from the loss files and the summary table."""
+
+from pathlib import Path
+
+from permerge.barriers import read_tsv
+from permerge.io import atomic_path, setup_job
+from permerge.plots import write_figures
+
+log = setup_job(snakemake)
+pdf = Path(snakemake.output.pdf)
+with atomic_path(pdf) as tmp_pdf:
+    # PNGs are written next to the PDF's temp file's dir, then moved one by one.
+    pngs = write_figures(snakemake.input.losses, read_tsv(snakemake.input.summary), tmp_pdf,
+                         tmp_pdf.parent, snakemake.params.tasks)
+    for png in pngs:
+        png.replace(pdf.parent / png.name)
+log.info("wrote %s and %d PNGs", pdf, len(pngs))
