@@ -1,0 +1,116 @@
+"""Matching options ("variants") of the method, validated from plain config mappings.
+
+A variant says which permutations are computed (``components``) and how: the attention matcher, whether
+Q/K get their own within-head permutation, which residual nodes drive the residual matching, and which
+fraction of the statistics data is used. The empty component set is vanilla averaging.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+COMPONENTS: frozenset[str] = frozenset({"ff", "attn", "res", "pooler"})
+ATTENTION_MODES: tuple[str, ...] = ("head_perm", "monotonic", "ignore_heads")
+QK_MODES: tuple[str, ...] = ("shared", "separate")
+RESIDUAL_MODES: tuple[str, ...] = ("first", "last", "all")
+VARIANT_KEYS: tuple[str, ...] = ("attention", "components", "qk", "residual", "stats_fraction")
+
+_CHOICES = {"attention": ATTENTION_MODES, "qk": QK_MODES, "residual": RESIDUAL_MODES}
+
+
+class VariantError(ValueError):
+    """An invalid variant description; the message names the variant and the offending key."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    components: frozenset[str] = frozenset()
+    attention: str = "head_perm"
+    qk: str = "shared"
+    residual: str = "all"
+    stats_fraction: float = 1.0
+
+    def __post_init__(self) -> None:
+        # Direct construction is validated like from_mapping, so an invalid Variant cannot exist.
+        object.__setattr__(self, "components", frozenset(self.components))
+        _validate(self.__dict__, "variant")
+
+    @classmethod
+    def from_mapping(cls, d: Mapping[str, Any], name: str = "variant") -> "Variant":
+        if not isinstance(d, Mapping):
+            raise VariantError(f"variant {name!r}: expected a mapping of options, got {type(d).__name__}")
+        unknown = sorted(str(k) for k in d if k not in VARIANT_KEYS)
+        if unknown:
+            raise VariantError(
+                f"variant {name!r}: unknown option {unknown[0]!r} (allowed: {', '.join(VARIANT_KEYS)})"
+            )
+        kwargs: dict[str, Any] = {}
+        if "components" in d:
+            comps = d["components"]
+            # A bare string would silently become a set of characters.
+            if comps is None:
+                comps = []
+            if isinstance(comps, (str, bytes)) or not isinstance(comps, (list, tuple, set, frozenset)):
+                raise VariantError(
+                    f"variant {name!r}: option 'components' must be a list of strings, "
+                    f"got {type(comps).__name__}"
+                )
+            for c in comps:
+                if not isinstance(c, str):
+                    raise VariantError(
+                        f"variant {name!r}: option 'components' must contain strings, got {c!r}"
+                    )
+            kwargs["components"] = frozenset(comps)
+        for key in ("attention", "qk", "residual"):
+            if key in d:
+                if not isinstance(d[key], str):
+                    raise VariantError(
+                        f"variant {name!r}: option {key!r} must be a string, got {type(d[key]).__name__}"
+                    )
+                kwargs[key] = d[key]
+        if "stats_fraction" in d:
+            f = d["stats_fraction"]
+            if isinstance(f, bool) or not isinstance(f, (int, float)):
+                raise VariantError(
+                    f"variant {name!r}: option 'stats_fraction' must be a number, got {type(f).__name__}"
+                )
+            kwargs["stats_fraction"] = float(f)
+        _validate({**_DEFAULTS, **kwargs}, name)
+        return cls(**kwargs)
+
+    @property
+    def function_preserving(self) -> bool:
+        # Only the flat attention LSA mixes units across heads; every other option is an exact symmetry.
+        return not ("attn" in self.components and self.attention == "ignore_heads")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "components": sorted(self.components),
+            "attention": self.attention,
+            "qk": self.qk,
+            "residual": self.residual,
+            "stats_fraction": self.stats_fraction,
+        }
+
+
+_DEFAULTS = {"components": frozenset(), "attention": "head_perm", "qk": "shared", "residual": "all",
+             "stats_fraction": 1.0}
+
+
+def _validate(v: Mapping[str, Any], name: str) -> None:
+    for c in sorted(v["components"]):
+        if c not in COMPONENTS:
+            raise VariantError(
+                f"variant {name!r}: option 'components' has unknown value {c!r} "
+                f"(allowed: {', '.join(sorted(COMPONENTS))})"
+            )
+    for key, choices in _CHOICES.items():
+        value = v[key]
+        if value not in choices:
+            raise VariantError(
+                f"variant {name!r}: option {key!r} has unknown value {value!r} (allowed: {', '.join(choices)})"
+            )
+    f = v["stats_fraction"]
+    if isinstance(f, bool) or not isinstance(f, (int, float)) or not (0.0 < f <= 1.0):
+        raise VariantError(f"variant {name!r}: option 'stats_fraction' must satisfy 0 < f <= 1, got {f!r}")
