@@ -1,0 +1,149 @@
+"""Permutation matching by maximising summed *signed* Pearson correlation (linear sum assignment).
+
+Convention: a permutation is an index array p with aligned_B[i] = B[p[i]]; p[i] is the unit of B matched
+to unit i of A.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from .stats import Statistics
+from .variants import Variant
+
+
+def _as_numpy(corr) -> np.ndarray:
+    if hasattr(corr, "detach"):
+        corr = corr.detach().cpu().double().numpy()
+    corr = np.asarray(corr, dtype=np.float64)
+    if corr.ndim != 2 or corr.shape[0] != corr.shape[1]:
+        raise ValueError(f"expected a square correlation matrix, got shape {corr.shape}")
+    if not np.isfinite(corr).all():
+        raise ValueError("correlation matrix contains NaN or inf")
+    return corr
+
+
+def _lsa(corr: np.ndarray) -> np.ndarray:
+    rows, cols = linear_sum_assignment(corr, maximize=True)
+    p = np.empty(len(rows), dtype=np.int64)
+    p[rows] = cols
+    return p
+
+
+def match_ff(corr) -> np.ndarray:
+    """One LSA over all units (FF intermediate, pooler, residual)."""
+    return _lsa(_as_numpy(corr))
+
+
+def _inner(corr: np.ndarray, dh: int, j: int, k: int) -> tuple[np.ndarray, float]:
+    block = corr[j * dh:(j + 1) * dh, k * dh:(k + 1) * dh]
+    p = _lsa(block)
+    return p, float(block[np.arange(dh), p].sum())
+
+
+def match_attention(corr_ctx, num_heads: int, mode: str = "head_perm",
+                    corr_qk=None) -> tuple[np.ndarray, np.ndarray]:
+    """(p_ctx, p_qk) for one attention layer.
+
+    head_perm: Algorithm 1 of the paper - inner LSA on every (head j of A, head k of B) block of the
+      context correlation, scored by the sum of matched correlations; outer LSA over the H x H scores picks
+      the head assignment; each head then uses its pair's inner permutation.
+    monotonic: head j <-> head j, inner LSA only.
+    ignore_heads: one flat LSA over all units (mixes heads: not function-preserving); p_qk = p_ctx.
+    corr_qk (Q/K "separate"): within-head Q/K orders from these blocks under the same head assignment;
+      when None, Q/K reuse the context permutation (the reference behaviour).
+    """
+    corr = _as_numpy(corr_ctx)
+    d = corr.shape[0]
+    if d % num_heads:
+        raise ValueError(f"dimension {d} is not divisible by {num_heads} heads")
+    dh = d // num_heads
+    if mode == "ignore_heads":
+        p = _lsa(corr)
+        return p, p.copy()
+    if mode == "head_perm":
+        inner = {(j, k): _inner(corr, dh, j, k) for j in range(num_heads) for k in range(num_heads)}
+        scores = np.array([[inner[j, k][1] for k in range(num_heads)] for j in range(num_heads)])
+        heads = _lsa(scores)
+    elif mode == "monotonic":
+        heads = np.arange(num_heads)
+        inner = {(j, j): _inner(corr, dh, j, j) for j in range(num_heads)}
+    else:
+        raise ValueError(f"unknown attention mode {mode!r}")
+    p_ctx = np.concatenate([heads[j] * dh + inner[j, heads[j]][0] for j in range(num_heads)])
+    if corr_qk is None:
+        return p_ctx, p_ctx.copy()
+    cqk = _as_numpy(corr_qk)
+    if cqk.shape != corr.shape:
+        raise ValueError(f"corr_qk shape {cqk.shape} differs from corr_ctx shape {corr.shape}")
+    p_qk = np.concatenate([heads[j] * dh + _inner(cqk, dh, j, heads[j])[0] for j in range(num_heads)])
+    return p_ctx, p_qk
+
+
+def residual_correlation(stats: Statistics, a: str, b: str, mode: str, num_layers: int):
+    """The correlation matrix that drives the residual matching."""
+    last = 2 * num_layers
+    if mode == "first":
+        return stats.correlation("res.0", a, b)
+    if mode == "last":
+        return stats.correlation(f"res.{last}", a, b)
+    if mode == "all":
+        total = stats.correlation("res.0", a, b).clone()
+        for i in range(1, last + 1):
+            total += stats.correlation(f"res.{i}", a, b)
+        return total / (last + 1)
+    raise ValueError(f"unknown residual mode {mode!r}")
+
+
+def match_residual(stats: Statistics, a: str, b: str, mode: str, num_layers: int) -> np.ndarray:
+    """first: embeddings-LN node; last: final layer output; all: mean correlation over all 2L+1 nodes."""
+    return match_ff(residual_correlation(stats, a, b, mode, num_layers))
+
+
+def required_features(variant: Variant, num_layers: int, *, pooler: bool = False) -> list[str]:
+    """Statistics features a variant needs (to collect fewer when statistics are not shared)."""
+    out: list[str] = []
+    comps = variant.components
+    if "res" in comps:
+        nodes = {"first": [0], "last": [2 * num_layers], "all": range(2 * num_layers + 1)}[variant.residual]
+        out += [f"res.{i}" for i in nodes]
+    if "ff" in comps:
+        out += [f"ff.{l}" for l in range(num_layers)]
+    if "attn" in comps:
+        out += [f"ctx.{l}" for l in range(num_layers)]
+        if variant.qk == "separate":
+            out += [f"{kind}.{l}" for kind in ("q", "k") for l in range(num_layers)]
+    if "pooler" in comps and pooler:
+        out.append("pooler")
+    return out
+
+
+def compute_permutations(stats: Statistics, a: str, b: str, variant: Variant,
+                         config) -> dict[str, np.ndarray]:
+    """Perms mapping model b into model a's basis for the components the variant asks for.
+
+    Perms not returned are the identity. "pooler" is returned only when the statistics hold the pooler
+    feature (i.e. the models have a pooler).
+    """
+    L = config.num_hidden_layers
+    H = config.num_attention_heads
+    comps = variant.components
+    perms: dict[str, np.ndarray] = {}
+    if "ff" in comps:
+        for l in range(L):
+            perms[f"ff.{l}"] = match_ff(stats.correlation(f"ff.{l}", a, b))
+    if "attn" in comps:
+        for l in range(L):
+            corr_qk = None
+            if variant.qk == "separate":
+                # Q and K need one common within-head order: match on the sum of their correlations.
+                corr_qk = stats.correlation(f"q.{l}", a, b) + stats.correlation(f"k.{l}", a, b)
+            p_ctx, p_qk = match_attention(stats.correlation(f"ctx.{l}", a, b), H, variant.attention, corr_qk)
+            perms[f"attn.{l}"] = p_ctx
+            perms[f"qk.{l}"] = p_qk
+    if "res" in comps:
+        perms["res"] = match_residual(stats, a, b, variant.residual, L)
+    if "pooler" in comps and "pooler" in stats.features:
+        perms["pooler"] = match_ff(stats.correlation("pooler", a, b))
+    return perms
