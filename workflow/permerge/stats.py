@@ -88,15 +88,19 @@ class _Accumulator:
         if nb == 0:
             return
         n_old, n_new = self.n, self.n + nb
-        # Per-batch centring keeps the float32 matmul well conditioned whatever the feature offsets.
-        mu_b = torch.stack([x.mean(0, dtype=torch.float64) for x in xs])
-        xc = [x.float() - m.float() for x, m in zip(xs, mu_b)]
+        # Centre on the batch mean rounded to float32 so the float32 matmul sees small numbers; the exact
+        # (float64) remainder r of that rounding is corrected for below, so large offsets cost nothing.
+        shift = [x.mean(0, dtype=torch.float64).to(x.dtype) for x in xs]
+        xc = [x - c for x, c in zip(xs, shift)]
+        r = torch.stack([x.sum(0, dtype=torch.float64) / nb for x in xc])
+        mu_b = torch.stack([c.double() for c in shift]) + r
         delta = mu_b - self.mean
         w = n_old * nb / n_new
         for (i, j), c in self.cross.items():
-            c += (xc[i].T @ xc[j]).double()
+            c += (xc[i].float().T @ xc[j].float()).double()
+            c -= nb * torch.outer(r[i], r[j])
             c += w * torch.outer(delta[i], delta[j])
-        m2_b = torch.stack([(x.double() ** 2).sum(0) for x in xc])
+        m2_b = torch.stack([(x.double() ** 2).sum(0) for x in xc]) - nb * r**2
         self.m2 += m2_b + w * delta**2
         self.mean += delta * (nb / n_new)
         self.n = n_new
