@@ -13,7 +13,7 @@ Token features drop padding positions (attention_mask == 0).
 All models run on each batch once; for every feature we keep per model the count, mean and M2 (sum of
 squared deviations) and per model pair the cross block sum (a - mean_a)(b - mean_b)^T (d_a x d_b), merged
 batch by batch with Chan's parallel formula: the batch is centred on its own mean (float32 matmul) and the
-result merged into float64 accumulators.
+result merged into float64 accumulators (the float32 rounding of the centre is corrected exactly).
 """
 
 from __future__ import annotations
@@ -74,6 +74,18 @@ def _hook_points(base: torch.nn.Module, feature: str):
     raise KeyError(f"unknown feature {feature!r}")
 
 
+def _matmul_fp32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """A true float32 matmul even where TF32 was enabled globally (TF32 keeps ~3 digits)."""
+    if a.device.type != "cuda":
+        return a @ b
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        return a @ b
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+
+
 class _Accumulator:
     """Running count / mean / M2 per model and cross sums per pair for one feature."""
 
@@ -90,14 +102,14 @@ class _Accumulator:
         n_old, n_new = self.n, self.n + nb
         # Centre on the batch mean rounded to float32 so the float32 matmul sees small numbers; the exact
         # (float64) remainder r of that rounding is corrected for below, so large offsets cost nothing.
-        shift = [x.mean(0, dtype=torch.float64).to(x.dtype) for x in xs]
-        xc = [x - c for x, c in zip(xs, shift)]
+        shift = [x.mean(0, dtype=torch.float64).float() for x in xs]
+        xc = [x.float() - c for x, c in zip(xs, shift)]
         r = torch.stack([x.sum(0, dtype=torch.float64) / nb for x in xc])
         mu_b = torch.stack([c.double() for c in shift]) + r
         delta = mu_b - self.mean
         w = n_old * nb / n_new
         for (i, j), c in self.cross.items():
-            c += (xc[i].float().T @ xc[j].float()).double()
+            c += _matmul_fp32(xc[i].T, xc[j]).double()
             c -= nb * torch.outer(r[i], r[j])
             c += w * torch.outer(delta[i], delta[j])
         m2_b = torch.stack([(x.double() ** 2).sum(0) for x in xc]) - nb * r**2
@@ -208,7 +220,11 @@ def collect_statistics(models: Sequence[torch.nn.Module], batches: Iterable[Mapp
 
 
 class Statistics:
-    """Accumulated statistics. Tensors are kept in memory or read lazily from a safetensors file."""
+    """Accumulated statistics. Tensors are kept in memory or read lazily from a safetensors file.
+
+    names: model names; pairs: model pairs with cross blocks; count: feature -> number of rows (tokens,
+    or sequences for "pooler"); num_tokens: the token count.
+    """
 
     def __init__(self, names: Sequence[str], pairs: Sequence[tuple[str, str]], count: Mapping[str, int],
                  tensors: Mapping[str, torch.Tensor] | None = None, *, path: str | os.PathLike | None = None,

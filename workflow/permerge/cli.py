@@ -1,0 +1,265 @@
+"""Command line: ``permerge align`` and ``permerge merge`` (more subcommands register via SUBCOMMANDS).
+
+  permerge align --model-a A --model-b B --text FILE --options VARIANT.yaml --out DIR
+      statistics on FILE (one text per line, tokenizer of A), matching, writes aligned B to DIR
+      (save_pretrained layout + tokenizer) and DIR/permutations.safetensors.
+  permerge merge --model-a A --aligned-b DIR --lam 0.5 --out DIR
+      theta(lam) = (1 - lam) * A + lam * aligned B.
+
+Outputs are written to a temporary sibling directory and renamed into place, so a failed run leaves no
+partial output. Input errors exit with status 1 and a message naming the cause.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+log = logging.getLogger("permerge")
+
+MODEL_CLASSES = ("BertForMaskedLM", "BertForSequenceClassification", "BertModel")
+PERMUTATIONS_FILE = "permutations.safetensors"
+
+
+class CliError(Exception):
+    """Bad input detected by the command line layer; the message is shown to the user."""
+
+
+# ---------------------------------------------------------------- helpers shared by subcommands
+
+def existing_model_dir(path: str | Path, role: str) -> Path:
+    path = Path(path)
+    if not path.is_dir():
+        raise CliError(f"{role}: directory {path} does not exist")
+    if not (path / "config.json").is_file():
+        raise CliError(f"{role}: {path} has no config.json (not a save_pretrained directory)")
+    return path
+
+
+def load_config(path: Path, role: str):
+    from transformers import BertConfig
+
+    try:
+        config = BertConfig.from_pretrained(str(path))
+    except Exception as err:  # transformers raises several types for unreadable configs
+        raise CliError(f"{role}: cannot read {path / 'config.json'}: {err}") from err
+    if getattr(config, "model_type", "bert") != "bert":
+        raise CliError(f"{role}: model_type {config.model_type!r} is not 'bert'")
+    archs = config.architectures or []
+    if len(archs) != 1 or archs[0] not in MODEL_CLASSES:
+        raise CliError(f"{role}: unsupported architectures {archs} (expected one of {', '.join(MODEL_CLASSES)})")
+    return config
+
+
+def load_model(path: Path, config):
+    """Load with the class named by config.architectures, in eval mode."""
+    import transformers
+
+    cls = getattr(transformers, config.architectures[0])
+    return cls.from_pretrained(str(path), config=config).eval()
+
+
+def has_tokenizer(path: Path) -> bool:
+    from .apply import TOKENIZER_FILES
+
+    return any((path / f).is_file() for f in TOKENIZER_FILES)
+
+
+def read_lines(path: str | Path, max_lines: int | None) -> list[str]:
+    path = Path(path)
+    if not path.is_file():
+        raise CliError(f"text file {path} does not exist")
+    lines: list[str] = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            line = line.strip()
+            if line:
+                lines.append(line)
+                if max_lines is not None and len(lines) >= max_lines:
+                    break
+    if not lines:
+        raise CliError(f"text file {path} has no non-empty lines")
+    return lines
+
+
+def read_variant(path: str | Path, key: str | None = None):
+    """A Variant from a YAML mapping of options (or the mapping under ``key``/``variants.key``)."""
+    import yaml
+
+    from .variants import Variant
+
+    path = Path(path)
+    if not path.is_file():
+        raise CliError(f"options file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise CliError(f"options file {path} is not valid YAML: {err}") from err
+    if data is None:
+        data = {}
+    name = path.stem
+    if key is not None:
+        table = data.get("variants", data) if isinstance(data, dict) else None
+        if not isinstance(table, dict) or key not in table:
+            raise CliError(f"options file {path} has no variant {key!r}")
+        data, name = table[key], key
+    return Variant.from_mapping(data, name=name)
+
+
+def check_out(out: Path, *inputs: Path) -> Path:
+    out = Path(out)
+    for p in inputs:
+        if out.resolve() == p.resolve():
+            raise CliError(f"--out {out} would overwrite the input {p}")
+    return out
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# ---------------------------------------------------------------- align
+
+def cmd_align(args: argparse.Namespace) -> int:
+    from transformers import AutoTokenizer
+
+    from .apply import (apply_permutations, check_compatible, json_metadata, save_permutations,
+                        save_pretrained_atomic)
+    from .matching import compute_permutations
+    from .stats import collect_statistics, first_fraction, text_batches
+
+    dir_a = existing_model_dir(args.model_a, "--model-a")
+    dir_b = existing_model_dir(args.model_b, "--model-b")
+    out = check_out(args.out, dir_a, dir_b)
+    variant = read_variant(args.options, args.variant)
+    config_a, config_b = load_config(dir_a, "--model-a"), load_config(dir_b, "--model-b")
+    check_compatible(config_a, config_b)
+    if not has_tokenizer(dir_a):
+        raise CliError(f"--model-a: {dir_a} has no tokenizer files")
+    # The file prefix (capped by --max-lines) is the sample; stats_fraction takes its first part.
+    lines = first_fraction(read_lines(args.text, args.max_lines), variant.stats_fraction)
+
+    log.info("variant %s (%s)", json.dumps(variant.to_dict(), sort_keys=True),
+             "function-preserving" if variant.function_preserving else "NOT function-preserving")
+    device = args.device or default_device()
+    model_a = load_model(dir_a, config_a).to(device)
+    model_b = load_model(dir_b, config_b).to(device)
+    tokenizer = AutoTokenizer.from_pretrained(str(dir_a))
+
+    perms = {}
+    num_tokens = 0
+    if variant.components:
+        batches = text_batches(tokenizer, lines, batch_size=args.batch_size, max_length=args.max_length)
+        stats = collect_statistics([model_a, model_b], batches, names=["a", "b"], device=device)
+        num_tokens = stats.num_tokens
+        log.info("statistics on %d texts, %d tokens", len(lines), num_tokens)
+        perms = compute_permutations(stats, "a", "b", variant, config_a)
+    else:
+        log.info("vanilla variant: no statistics, identity permutations")
+    aligned = apply_permutations(model_b.cpu(), perms)
+    log.info("permutations: %s", ", ".join(sorted(perms)) or "none")
+
+    meta = json_metadata(variant=variant.to_dict(), function_preserving=variant.function_preserving,
+                         model_a=str(dir_a), model_b=str(dir_b), text=str(args.text), texts=len(lines),
+                         tokens=num_tokens)
+    tok_dir = dir_b if has_tokenizer(dir_b) else dir_a
+    save_pretrained_atomic(aligned, out, tok_dir,
+                           write_extra=lambda tmp: save_permutations(perms, tmp / PERMUTATIONS_FILE, meta))
+    log.info("wrote aligned model B to %s", out)
+    return 0
+
+
+def add_align(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("align", help="permute model B into model A's basis",
+                       description="Compute activation statistics of A and B on a text file, match "
+                                   "units by correlation and write the permuted (aligned) B.")
+    p.add_argument("--model-a", required=True, help="reference model directory (save_pretrained layout)")
+    p.add_argument("--model-b", required=True, help="model directory to permute")
+    p.add_argument("--text", required=True, help="text file, one sentence/paragraph per line")
+    p.add_argument("--options", required=True, help="YAML file with the variant options")
+    p.add_argument("--variant", default=None,
+                   help="name of the variant inside the options file (a mapping of variants, or its "
+                        "'variants' section); default: the file itself is the variant")
+    p.add_argument("--out", required=True, help="output directory (aligned B + permutations.safetensors)")
+    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--max-length", type=_positive_int, default=128)
+    p.add_argument("--max-lines", type=_positive_int, default=None, help="use at most this many lines")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.set_defaults(func=cmd_align)
+
+
+# ---------------------------------------------------------------- merge
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from .apply import check_compatible, interpolate, save_pretrained_atomic
+
+    if not math.isfinite(args.lam):
+        raise CliError(f"--lam must be a finite number, got {args.lam}")
+    dir_a = existing_model_dir(args.model_a, "--model-a")
+    dir_b = existing_model_dir(args.aligned_b, "--aligned-b")
+    out = check_out(args.out, dir_a, dir_b)
+    config_a, config_b = load_config(dir_a, "--model-a"), load_config(dir_b, "--aligned-b")
+    check_compatible(config_a, config_b)
+    model_a, model_b = load_model(dir_a, config_a), load_model(dir_b, config_b)
+    merged = interpolate(model_a, model_b, args.lam)
+    tok_dir = dir_a if has_tokenizer(dir_a) else (dir_b if has_tokenizer(dir_b) else None)
+    save_pretrained_atomic(merged, out, tok_dir)
+    log.info("wrote theta(%g) = (1 - %g) * A + %g * B to %s", args.lam, args.lam, args.lam, out)
+    return 0
+
+
+def add_merge(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("merge", help="interpolate model A and an aligned model B",
+                       description="Write theta(lam) = (1 - lam) * theta_A + lam * theta_B.")
+    p.add_argument("--model-a", required=True)
+    p.add_argument("--aligned-b", required=True, help="output directory of 'permerge align'")
+    p.add_argument("--lam", type=float, default=0.5, help="interpolation weight of B (default 0.5)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_merge)
+
+
+# ---------------------------------------------------------------- entry point
+
+# Each entry adds one subparser (and sets func); new subcommands append their registrar here.
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_align, add_merge]
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="permerge", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (with tracebacks)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for register in SUBCOMMANDS:
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s permerge %(levelname)s %(message)s", stream=sys.stderr)
+    try:
+        return int(args.func(args) or 0)
+    except (CliError, ValueError, KeyError, OSError) as err:
+        # ValueError covers VariantError and check_compatible; the message names the cause.
+        log.debug("traceback", exc_info=True)
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"permerge {args.command}: error: {msg}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
