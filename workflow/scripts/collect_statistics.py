@@ -31,8 +31,14 @@ log.info("statistics of %s on %d examples of %s (fraction %g)", names, len(examp
 batches = text_batches(tokenizer, examples, batch_size=p.statistics["batch_size"],
                        max_length=p.statistics["max_length"], text_keys=keys)
 pairs = [(f"seed{a}", f"seed{b}") for a, b in p.pairs]
-stats = collect_statistics(models, batches, names=names, pairs=pairs, device=p.device,
-                           progress=log.info)
+
+
+def progress(step, tokens):
+    if step % 50 == 0:
+        log.info("batch %d: %d tokens", step, tokens)
+
+
+stats = collect_statistics(models, batches, names=names, pairs=pairs, device=p.device, progress=progress)
 with atomic_path(snakemake.output[0]) as tmp:
     stats.save(tmp, metadata={"text": text, "fraction": str(p.fraction), "examples": str(len(examples))})
-log.info("done: %d tokens", stats.count)
+log.info("done: %d tokens", stats.num_tokens)

@@ -1,0 +1,28 @@
+"""Shared fixtures. `smoke_run` runs the smoke configuration once per test session (minutes)."""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.workflow_utils import ROOT, copy_workflow, snakemake
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+# Downloaded source packages are cached across test sessions (the workflow's own fetch rule fills it).
+DOWNLOAD_CACHE = ROOT / ".cache" / "downloads"
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> Path:
+    """A workflow copy where `results/figures/all.pdf` was built with configs/smoke.yaml."""
+    wd = copy_workflow(tmp_path_factory.mktemp("smoke"))
+    downloads = wd / "results" / "data" / "downloads"
+    if DOWNLOAD_CACHE.is_dir():
+        shutil.copytree(DOWNLOAD_CACHE, downloads, copy_function=shutil.copy2)
+    snakemake(wd, "-j", "2", "results/figures/all.pdf", "--configfile", "configs/smoke.yaml")
+    DOWNLOAD_CACHE.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(downloads, DOWNLOAD_CACHE, dirs_exist_ok=True, copy_function=shutil.copy2)
+    return wd

@@ -1,0 +1,50 @@
+"""Dry runs: the planned jobs per rule for the embedded, paper and smoke configurations."""
+
+import pytest
+
+from tests.workflow_utils import copy_workflow, planned_jobs
+
+
+@pytest.fixture(scope="module")
+def wf(tmp_path_factory):
+    return copy_workflow(tmp_path_factory.mktemp("wf"))
+
+
+def test_embedded_seed_models(wf):
+    jobs = planned_jobs(wf, *[f"results/models/mlm/seed{s}" for s in range(1, 6)])
+    assert jobs["pretrain_seed"] == 5
+    assert jobs["train_tokenizer"] == 1
+    assert "finetune" not in jobs and "collect_statistics" not in jobs
+
+
+def test_embedded_full_grid(wf):
+    jobs = planned_jobs(wf, "results/figures/all.pdf")
+    n_pairs, mlm_variants, glue_tasks, glue_variants = 10, 8, 8, 2
+    per_pair = mlm_variants + glue_tasks * glue_variants
+    assert jobs["pretrain_seed"] == 5
+    assert jobs["finetune"] == 5 * glue_tasks
+    assert jobs["collect_statistics"] == 1 + glue_tasks
+    assert jobs["compute_permutations"] == n_pairs * per_pair
+    assert jobs["sweep_lambdas"] == n_pairs * per_pair
+    assert jobs["merge_checkpoint"] == n_pairs * per_pair  # one merged λ (0.5)
+    assert jobs["build_mlm_evalset"] == 1
+    assert jobs["tabulate_barriers"] == jobs["plot_barriers"] == jobs["tabulate_finetuning"] == 1
+
+
+def test_paper_grid_dry_run(wf):
+    # targets before --configfile, which takes several files
+    jobs = planned_jobs(wf, "results/figures/all.pdf", "--configfile", "configs/paper.yaml")
+    assert jobs["fetch_model"] == 5
+    assert "pretrain_seed" not in jobs and "train_tokenizer" not in jobs
+    assert jobs["finetune"] == 40
+    # 9 tasks; mlm needs one statistics file per data fraction of the ablation (5)
+    assert jobs["collect_statistics"] == 8 + 5
+    assert jobs["compute_permutations"] == 10 * (14 + 8 * 2)
+    assert jobs["sweep_lambdas"] == 10 * (14 + 8 * 2)
+
+
+def test_smoke_plan(wf):
+    jobs = planned_jobs(wf, "results/figures/all.pdf", "--configfile", "configs/smoke.yaml")
+    assert jobs["pretrain_seed"] == 3
+    assert jobs["finetune"] == 3 * 2
+    assert jobs["compute_permutations"] == 3 * (3 + 2 * 2)
