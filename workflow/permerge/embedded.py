@@ -179,6 +179,7 @@ def fetch(source: Source | str, dest_dir: str | os.PathLike) -> Path:
         log.info("using cached %s", dest)
         return dest
     with tempfile.TemporaryDirectory(prefix=".fetch-", dir=dest_dir) as tmp:
+        tmp = str(Path(tmp).resolve())
         if source.kind == "deb":
             cmd = ["apt-get", "download", f"{source.package}={source.version}"]
         elif source.kind == "sdist":

@@ -69,7 +69,8 @@ TASKS: dict[str, TaskInfo] = {
         TaskInfo("qqp", ("question1", "question2"), 2, "f1", "validation", _STD,
                  ("not_duplicate", "duplicate"), ("kjv", "web"), {"train": 2000, "validation": 400}),
         TaskInfo("qnli", ("question", "sentence"), 2, "accuracy", "validation", _STD,
-                 ("entailment", "not_entailment"), ("wordnet",), {"train": 3000, "validation": 600}),
+                 ("entailment", "not_entailment"), ("wordnet", "janeaustenr", "tidytext"),
+                 {"train": 3000, "validation": 600}),
         TaskInfo("sst2", ("sentence",), 2, "accuracy", "validation", _STD,
                  ("negative", "positive"), ("janeaustenr", "tidytext"), {"train": 3000, "validation": 600}),
         TaskInfo("cola", ("sentence",), 2, "matthews", "validation", _STD,
@@ -79,7 +80,8 @@ TASKS: dict[str, TaskInfo] = {
         TaskInfo("mrpc", ("sentence1", "sentence2"), 2, "f1", "validation", _STD,
                  ("not_equivalent", "equivalent"), ("kjv", "web"), {"train": 3000, "validation": 600}),
         TaskInfo("rte", ("sentence1", "sentence2"), 2, "accuracy", "validation", _STD,
-                 ("entailment", "not_entailment"), ("wordnet", "web"), {"train": 2400, "validation": 400}),
+                 ("entailment", "not_entailment"), ("wordnet", "web", "janeaustenr", "tidytext"),
+                 {"train": 2400, "validation": 400}),
     )
 }
 
@@ -199,8 +201,8 @@ class Resources:
 
     @functools.cached_property
     def wordnet(self) -> "WordNet":
-        vocab = self.vocab if {"janeaustenr", "tidytext"} <= set(self.paths) else None
-        return WordNet(E.wordnet(self._need("wordnet")), E.wordnet_index(self._need("wordnet")), vocab)
+        # The novels' vocabulary steers word choice (words the pre-trained models have read).
+        return WordNet(E.wordnet(self._need("wordnet")), E.wordnet_index(self._need("wordnet")), self.vocab)
 
 
 # --------------------------------------------------------------------------------------------------

