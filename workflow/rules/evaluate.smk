@@ -24,12 +24,6 @@ rule build_mlm_evalset:
         "../scripts/build_mlm_evalset.py"
 
 
-def evaluation_data(wildcards):
-    if wildcards.task == "mlm":
-        return "results/data/evalsets/mlm.safetensors"
-    return f"results/data/glue/{wildcards.task}/{eval_split(wildcards.task)}.jsonl"
-
-
 rule sweep_lambdas:
     input:
         model_a="results/models/{task}/seed{a}",
