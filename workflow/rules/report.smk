@@ -11,8 +11,18 @@ rule tabulate_barriers:
     input:
         losses=[f for task in TASKS for f in loss_files(task)],
     output:
-        barriers="results/tables/barriers.tsv",
-        summary="results/tables/summary.tsv",
+        barriers=report(
+            "results/tables/barriers.tsv",
+            caption="../report/barriers.rst",
+            category="Tables",
+            labels={"table": "barriers per pair"},
+        ),
+        summary=report(
+            "results/tables/summary.tsv",
+            caption="../report/summary.rst",
+            category="Tables",
+            labels={"table": "barrier summary"},
+        ),
     log:
         "results/logs/tabulate_barriers.log",
     params:
@@ -29,7 +39,12 @@ rule tabulate_finetuning:
     input:
         models=expand("results/models/{task}/seed{seed}", task=GLUE, seed=SEEDS),
     output:
-        "results/tables/finetune.tsv",
+        report(
+            "results/tables/finetune.tsv",
+            caption="../report/finetune.rst",
+            category="Tables",
+            labels={"table": "fine-tuning"},
+        ),
     log:
         "results/logs/tabulate_finetuning.log",
     conda:
@@ -46,8 +61,21 @@ rule plot_barriers:
         merged=[m for task in TASKS for m in merged_models(task)],
         finetune=["results/tables/finetune.tsv"] if GLUE else [],
     output:
-        pdf="results/figures/all.pdf",
-        pngs=expand("results/figures/{task}.png", task=TASKS),
+        pdf=report(
+            "results/figures/all.pdf",
+            caption="../report/figures.rst",
+            category="Figures",
+            labels={"figure": "all tasks (PDF)"},
+        ),
+        pngs=[
+            report(
+                f"results/figures/{task}.png",
+                caption="../report/figure_task.rst",
+                category="Figures",
+                labels={"figure": f"loss along λ: {task}"},
+            )
+            for task in TASKS
+        ],
     log:
         "results/logs/plot_barriers.log",
     params:
