@@ -1,0 +1,436 @@
+"""Evaluation along the interpolation path: MLM and GLUE-style losses, the λ sweep, loss tables.
+
+* MLM evaluation set (method.md): every non-empty line is tokenized normally with [CLS] ... [SEP], the
+  lines are concatenated and cut into `block_size` blocks (remainder dropped). BERT masking: 15% of the
+  non-special tokens are chosen; of those 80% become [MASK], 10% a uniformly random vocabulary id, 10% stay.
+  Only chosen positions are scored (labels == -100 elsewhere). The masks are drawn ONCE from a
+  `torch.Generator` with a fixed seed, saved, and reused for every λ, pair and variant.
+* `paper_compat=True` reproduces a bug of the reference implementation: it joined the *characters* of each
+  line with spaces before tokenizing (``" ".join(line)``), so it scored spelled-out text ("t h e   c a t").
+  Only for comparison with the paper's absolute numbers; never the default.
+* Losses are exact corpus means: the sum of the per-token (per-example) losses over the whole set divided by
+  the count, accumulated in float64 — not a mean of batch means.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .io import atomic_path
+
+IGNORE_INDEX = -100
+
+
+# ----------------------------------------------------------------------------------------------- masking
+def special_ids(tokenizer) -> list[int]:
+    """Ids that are never chosen for masking ([CLS], [SEP], [PAD], [UNK]-style specials, [MASK])."""
+    return sorted(set(int(i) for i in tokenizer.all_special_ids))
+
+
+def bert_mask(
+    input_ids: torch.Tensor,
+    *,
+    special: Sequence[int] | torch.Tensor,
+    mask_token_id: int,
+    vocab_size: int,
+    mask_prob: float = 0.15,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT's masking of a batch of ids. Returns (masked input ids, labels with -100 off the chosen positions).
+
+    Each non-special token is chosen independently with probability `mask_prob` (the dynamic-masking scheme of
+    HF's DataCollatorForLanguageModeling, written here so that the draws come from an explicit generator and
+    are reproducible); of the chosen tokens 80% are replaced by [MASK], 10% by a uniformly random id from the
+    whole vocabulary (as in BERT and HF), 10% are left unchanged.
+    """
+    special_t = torch.as_tensor(list(special) if not torch.is_tensor(special) else special, dtype=input_ids.dtype)
+    candidates = ~torch.isin(input_ids, special_t)
+    chosen = (torch.rand(input_ids.shape, generator=generator) < mask_prob) & candidates
+    action = torch.rand(input_ids.shape, generator=generator)
+    random_ids = torch.randint(vocab_size, input_ids.shape, generator=generator, dtype=input_ids.dtype)
+    labels = torch.where(chosen, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
+    masked = input_ids.clone()
+    masked[chosen & (action < 0.8)] = mask_token_id
+    rand_pos = chosen & (action >= 0.8) & (action < 0.9)
+    masked[rand_pos] = random_ids[rand_pos]
+    return masked, labels
+
+
+# ------------------------------------------------------------------------------------------ tokenization
+def paper_compat_line(line: str) -> str:
+    """The reference's bug: the characters of a line joined with spaces ("the cat" -> "t h e   c a t")."""
+    return " ".join(line)
+
+
+def tokenize_lines(tokenizer, lines: Iterable[str], *, paper_compat: bool = False, chunk: int = 4096) -> list[int]:
+    """Tokenize every non-empty line with [CLS]/[SEP] and concatenate the ids (no truncation)."""
+    ids: list[int] = []
+    buf: list[str] = []
+
+    def flush():
+        if buf:
+            enc = tokenizer(buf, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
+            for seq in enc:
+                ids.extend(seq)
+            buf.clear()
+
+    for line in lines:
+        line = line.strip()
+        if not line:
+            continue
+        buf.append(paper_compat_line(line) if paper_compat else line)
+        if len(buf) >= chunk:
+            flush()
+    flush()
+    return ids
+
+
+def blocks_from_ids(ids: Sequence[int], block_size: int, max_blocks: int | None = None) -> torch.Tensor:
+    """Cut a flat id list into [n, block_size] blocks, dropping the remainder."""
+    n = len(ids) // block_size
+    if max_blocks is not None:
+        n = min(n, int(max_blocks))
+    if n == 0:
+        raise ValueError(f"only {len(ids)} tokens: not enough for one block of {block_size}")
+    return torch.tensor(ids[: n * block_size], dtype=torch.long).view(n, block_size)
+
+
+def build_mlm_evalset(
+    tokenizer,
+    lines: Iterable[str],
+    *,
+    block_size: int = 128,
+    mask_prob: float = 0.15,
+    seed: int = 0,
+    paper_compat: bool = False,
+    max_blocks: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """The fixed masked MLM evaluation set: {"input_ids": [n, block], "labels": [n, block] (-100 = unscored)}.
+
+    `paper_compat=True` reproduces the reference's character-spacing bug (see the module docstring).
+    """
+    ids = tokenize_lines(tokenizer, lines, paper_compat=paper_compat)
+    blocks = blocks_from_ids(ids, block_size, max_blocks)
+    gen = torch.Generator().manual_seed(int(seed))
+    masked, labels = bert_mask(
+        blocks,
+        special=special_ids(tokenizer),
+        mask_token_id=tokenizer.mask_token_id,
+        vocab_size=len(tokenizer),
+        mask_prob=mask_prob,
+        generator=gen,
+    )
+    return {"input_ids": masked, "labels": labels}
+
+
+def save_evalset(evalset: dict[str, torch.Tensor], path, metadata: dict | None = None) -> None:
+    """Save an evaluation set as safetensors (atomically); metadata values are stored as strings/JSON."""
+    from safetensors.torch import save_file
+
+    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in evalset.items()}, str(tmp), metadata=meta)
+
+
+def load_evalset(path, *, with_metadata: bool = False):
+    """Load an evaluation set saved by `save_evalset` (optionally also its metadata dict)."""
+    from safetensors import safe_open
+
+    tensors = {}
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata() or {})
+        for k in f.keys():
+            tensors[k] = f.get_tensor(k)
+    return (tensors, meta) if with_metadata else tensors
+
+
+# --------------------------------------------------------------------------------------------- MLM loss
+def _device(model) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
+
+
+def _masked_logits(model, input_ids: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
+    """Logits at the selected positions only. For BERT-style MLMs (`.bert` + `.cls`) the head runs on the
+    masked positions alone (the vocabulary projection dominates small models); otherwise the full forward."""
+    if hasattr(model, "bert") and hasattr(model, "cls"):
+        hidden = model.bert(input_ids=input_ids).last_hidden_state
+        return model.cls(hidden[sel])
+    return model(input_ids=input_ids).logits[sel]
+
+
+@torch.inference_mode()
+def mlm_loss(model, evalset: dict[str, torch.Tensor], *, batch_size: int = 32) -> dict:
+    """Mean masked-token cross-entropy (nats) over the whole set, exact: sum of CE / number of masked tokens.
+
+    Returns {"loss", "n_tokens", "pseudo_perplexity" (= exp(loss)), "accuracy" (masked-token top-1)}.
+    """
+    was_training = model.training
+    model.eval()
+    input_ids, labels = evalset["input_ids"], evalset["labels"]
+    dev = _device(model)
+    total = 0.0
+    n = 0
+    correct = 0
+    for start in range(0, input_ids.shape[0], batch_size):
+        x = input_ids[start : start + batch_size].to(dev)
+        y = labels[start : start + batch_size].to(dev)
+        sel = y != IGNORE_INDEX
+        if not bool(sel.any()):
+            continue
+        logits = _masked_logits(model, x, sel).float()
+        target = y[sel]
+        total += float(F.cross_entropy(logits, target, reduction="sum").double())
+        correct += int((logits.argmax(-1) == target).sum())
+        n += int(target.numel())
+    model.train(was_training)
+    if n == 0:
+        raise ValueError("the evaluation set has no masked tokens")
+    loss = total / n
+    return {"loss": loss, "n_tokens": n, "pseudo_perplexity": math.exp(loss), "accuracy": correct / n}
+
+
+# --------------------------------------------------------------------------------------------- GLUE
+def build_glue_evalset(
+    tokenizer,
+    examples: Sequence[dict],
+    text_keys: Sequence[str],
+    *,
+    max_length: int = 128,
+    label_key: str = "label",
+    regression: bool | None = None,
+) -> dict[str, torch.Tensor]:
+    """Tokenize (sentence or sentence pair, truncated to `max_length` as in fine-tuning) and pad to the
+    longest example. Returns input_ids, token_type_ids, attention_mask, lengths and labels (float for
+    regression — inferred from float-typed labels when `regression` is None — else long)."""
+    text_keys = list(text_keys)
+    if not 1 <= len(text_keys) <= 2:
+        raise ValueError(f"text_keys must name one or two fields, got {text_keys}")
+    first = [str(ex[text_keys[0]]) for ex in examples]
+    second = [str(ex[text_keys[1]]) for ex in examples] if len(text_keys) == 2 else None
+    enc = tokenizer(
+        first,
+        second,
+        truncation=True,
+        max_length=max_length,
+        padding="longest",
+        return_tensors="pt",
+        return_token_type_ids=True,
+        return_attention_mask=True,
+    )
+    raw = [ex[label_key] for ex in examples]
+    if regression is None:
+        regression = any(isinstance(v, float) for v in raw)
+    labels = torch.tensor(raw, dtype=torch.float32 if regression else torch.long)
+    return {
+        "input_ids": enc["input_ids"],
+        "token_type_ids": enc["token_type_ids"],
+        "attention_mask": enc["attention_mask"],
+        "lengths": enc["attention_mask"].sum(1),
+        "labels": labels,
+    }
+
+
+def length_batches(lengths: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """Index batches of similar length (sorted, longest first) so each batch is trimmed to its own max."""
+    order = torch.argsort(lengths, descending=True, stable=True)
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def _rankdata(x: np.ndarray) -> np.ndarray:
+    from scipy.stats import rankdata
+
+    return rankdata(x)
+
+
+def classification_metrics(preds: np.ndarray, labels: np.ndarray) -> dict:
+    """accuracy; f1 of the positive class 1; Matthews correlation (binary or multi-class formula)."""
+    preds = np.asarray(preds).astype(np.int64)
+    labels = np.asarray(labels).astype(np.int64)
+    acc = float((preds == labels).mean()) if len(labels) else float("nan")
+    tp = float(((preds == 1) & (labels == 1)).sum())
+    fp = float(((preds == 1) & (labels != 1)).sum())
+    fn = float(((preds != 1) & (labels == 1)).sum())
+    f1 = 2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) > 0 else 0.0
+    # Matthews (Gorodkin's multi-class generalisation; equals the binary formula for 2 classes).
+    k = int(max(preds.max(initial=0), labels.max(initial=0))) + 1
+    conf = np.zeros((k, k), dtype=np.float64)
+    np.add.at(conf, (labels, preds), 1.0)
+    t = conf.sum(1)
+    p = conf.sum(0)
+    c = np.trace(conf)
+    s = conf.sum()
+    denom = math.sqrt(max(s * s - (p * p).sum(), 0.0) * max(s * s - (t * t).sum(), 0.0))
+    mcc = float((c * s - (t * p).sum()) / denom) if denom > 0 else 0.0
+    return {"accuracy": acc, "f1": f1, "matthews": mcc}
+
+
+def regression_metrics(preds: np.ndarray, labels: np.ndarray) -> dict:
+    """Pearson and Spearman correlations (0 when a side is constant)."""
+    preds = np.asarray(preds, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.float64)
+
+    def pearson(a, b):
+        a = a - a.mean()
+        b = b - b.mean()
+        d = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
+        return float((a * b).sum() / d) if d > 0 else 0.0
+
+    return {"pearson": pearson(preds, labels), "spearman": pearson(_rankdata(preds), _rankdata(labels))}
+
+
+@torch.inference_mode()
+def glue_predictions(model, evalset: dict[str, torch.Tensor], *, num_labels: int, batch_size: int = 64):
+    """(summed loss in float64, predictions [n, num_labels] float32, in the evalset's order)."""
+    was_training = model.training
+    model.eval()
+    labels = evalset["labels"]
+    dev = _device(model)
+    out = torch.empty(labels.shape[0], num_labels, dtype=torch.float32)
+    total = 0.0
+    for idx in length_batches(evalset["lengths"], batch_size):
+        width = int(evalset["lengths"][idx].max())
+        logits = model(
+            input_ids=evalset["input_ids"][idx, :width].to(dev),
+            token_type_ids=evalset["token_type_ids"][idx, :width].to(dev),
+            attention_mask=evalset["attention_mask"][idx, :width].to(dev),
+        ).logits.float()
+        y = labels[idx].to(dev)
+        if num_labels == 1:
+            total += float(F.mse_loss(logits.squeeze(-1), y.float(), reduction="sum").double())
+        else:
+            total += float(F.cross_entropy(logits, y.long(), reduction="sum").double())
+        out[idx] = logits.cpu()
+    model.train(was_training)
+    return total, out
+
+
+def glue_loss(model, evalset: dict[str, torch.Tensor], *, num_labels: int, metric: str, batch_size: int = 64) -> dict:
+    """Validation loss (mean cross-entropy; MSE when num_labels == 1) and the task metric.
+
+    Returns {"loss", metric: value, ...}: classification adds accuracy (and f1/matthews when that is the
+    metric); regression returns pearson and spearman.
+    """
+    total, logits = glue_predictions(model, evalset, num_labels=num_labels, batch_size=batch_size)
+    labels = evalset["labels"].numpy()
+    row = {"loss": total / max(len(labels), 1)}
+    if num_labels == 1:
+        row.update(regression_metrics(logits.squeeze(-1).numpy(), labels))
+    else:
+        m = classification_metrics(logits.argmax(-1).numpy(), labels)
+        row["accuracy"] = m["accuracy"]
+        if metric in m and metric != "accuracy":
+            row[metric] = m[metric]
+    if metric not in row:
+        raise ValueError(f"unknown metric {metric!r} for num_labels={num_labels}")
+    return row
+
+
+# --------------------------------------------------------------------------------------------- λ sweep
+def _float_tensors(model) -> dict[str, torch.Tensor]:
+    """Float parameters (deduplicated: tied weights appear once) and float buffers, by name."""
+    out = {n: p for n, p in model.named_parameters() if p.is_floating_point()}
+    out.update({n: b for n, b in model.named_buffers() if b.is_floating_point()})
+    return out
+
+
+def lambda_sweep(
+    model_a,
+    model_b_aligned,
+    lambdas: Iterable[float],
+    evaluate_fn: Callable[[object], dict],
+    *,
+    log=None,
+    work_model=None,
+) -> list[dict]:
+    """Evaluate θ(λ) = (1−λ)·θ_A + λ·θ_B for each λ: rows {"lambda": λ, **evaluate_fn(model)}.
+
+    ONE working copy (a deep copy of A unless `work_model` is given) has its float parameters and buffers
+    overwritten in place with torch.lerp(θ_A, θ_B, λ, out=param): nothing is reallocated per λ, tied weights
+    stay tied (named_parameters lists a tied tensor once) and non-float buffers are A's. torch.lerp computes
+    a + λ(b − a) for λ < 0.5 and b − (1 − λ)(b − a) otherwise, so λ = 0 and λ = 1 give A and B exactly.
+    """
+    work = copy.deepcopy(model_a) if work_model is None else work_model
+    work.eval()
+    ta, tb, tw = _float_tensors(model_a), _float_tensors(model_b_aligned), _float_tensors(work)
+    if set(ta) != set(tb) or set(ta) != set(tw):
+        missing = sorted(set(ta) ^ set(tb)) or sorted(set(ta) ^ set(tw))
+        raise ValueError(f"models differ in their float parameters: {missing[:5]}")
+    for n in ta:
+        if ta[n].shape != tb[n].shape:
+            raise ValueError(f"shape mismatch for {n}: {tuple(ta[n].shape)} vs {tuple(tb[n].shape)}")
+    rows = []
+    with torch.no_grad():
+        for lam in lambdas:
+            lam = float(lam)
+            for n, dst in tw.items():
+                torch.lerp(ta[n].detach(), tb[n].detach(), lam, out=dst.data)
+            row = {"lambda": lam, **evaluate_fn(work)}
+            if log is not None:
+                log.info("lambda=%.3f %s", lam, " ".join(f"{k}={v:.5g}" for k, v in row.items()
+                                                          if isinstance(v, float) and k != "lambda"))
+            rows.append(row)
+    return rows
+
+
+def lambda_grid(n_or_list) -> list[float]:
+    """21 -> [0, 0.05, ..., 1]; an explicit list is returned as floats."""
+    if isinstance(n_or_list, int):
+        if n_or_list < 2:
+            raise ValueError("need at least two lambdas")
+        return [i / (n_or_list - 1) for i in range(n_or_list)]
+    return [float(x) for x in n_or_list]
+
+
+def write_loss_table(rows: Sequence[dict], path) -> None:
+    """TSV with a header: `lambda`, `loss`, then every other column in order of first appearance."""
+    cols = ["lambda", "loss"]
+    for r in rows:
+        for k in r:
+            if k not in cols:
+                cols.append(k)
+
+    def fmt(v):
+        if v is None:
+            return ""
+        if isinstance(v, float):
+            return repr(v)
+        return str(v)
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            f.write("\t".join(cols) + "\n")
+            for r in rows:
+                f.write("\t".join(fmt(r.get(c)) for c in cols) + "\n")
+
+
+def read_loss_table(path) -> list[dict]:
+    """Inverse of write_loss_table (numbers parsed as float, integers as int)."""
+    lines = Path(path).read_text().splitlines()
+    cols = lines[0].split("\t")
+    rows = []
+    for line in lines[1:]:
+        row = {}
+        for c, v in zip(cols, line.split("\t")):
+            if v == "":
+                row[c] = None
+                continue
+            try:
+                row[c] = int(v)
+            except ValueError:
+                try:
+                    row[c] = float(v)
+                except ValueError:
+                    row[c] = v
+        rows.append(row)
+    return rows
