@@ -556,10 +556,13 @@ def _word_count(s: str) -> int:
 
 
 def novel_corpus(paths: Mapping[str, str | os.PathLike]) -> list[tuple[str, list[str]]]:
-    """(title, sentences) for the nine novels in a fixed order."""
-    out = list(austen_novels(paths["janeaustenr"]).items())
-    out += list(tidytext_novels(paths["tidytext"]).items())
-    return out
+    """(title, sentences) for the nine novels in a fixed order (parsed once per process)."""
+    return _novel_corpus(str(paths["janeaustenr"]), str(paths["tidytext"]))
+
+
+@functools.lru_cache(maxsize=2)
+def _novel_corpus(janeaustenr: str, tidytext: str) -> list[tuple[str, list[str]]]:
+    return list(austen_novels(janeaustenr).items()) + list(tidytext_novels(tidytext).items())
 
 
 def pretrain_lines(paths: Mapping[str, str | os.PathLike]) -> list[str]:
@@ -645,21 +648,21 @@ _CHAPTER_END = re.compile(r'<chapter\b[^>]*\beID="')
 
 
 def osis_to_text(osis: str) -> str:
-    text = _NOTE.sub(" ", osis)
-    text = _TITLE.sub(" ", text)
+    text = _NOTE.sub(" ", osis) if "<note" in osis else osis
+    text = _TITLE.sub(" ", text) if "<title" in text else text
     text = _TAG.sub("", text)
     text = text.replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"')
     return normalize(text)
 
 
+_STRONG = re.compile(r"strong:([GH])0*(\d+)")
+
+
 def osis_lemmas(osis: str) -> tuple[str, ...]:
-    out = []
-    for val in _LEMMA.findall(_NOTE.sub(" ", osis)):
-        for part in val.split():
-            if part.startswith("strong:"):
-                num = part[len("strong:"):]
-                out.append(num[0] + num[1:].lstrip("0").rjust(4, "0") if num[1:].isdigit() else num)
-    return tuple(out)
+    """Strong's numbers of the ``<w lemma="strong:H0430">`` tags (outside notes), zero-padded to 4 digits."""
+    if "<note" in osis:
+        osis = _NOTE.sub(" ", osis)
+    return tuple(f"{p}{int(n):04d}" for val in _LEMMA.findall(osis) for p, n in _STRONG.findall(val))
 
 
 def ztext_entries(bzs: bytes, bzv: bytes, bzz: bytes) -> list[str]:
@@ -716,6 +719,7 @@ def read_ztext(files: Mapping[str, bytes]) -> list[Verse]:
     return verses
 
 
+@functools.lru_cache(maxsize=4)
 def bible_verses(deb: str | os.PathLike) -> list[Verse]:
     files = archive_glob(deb, r"modules/texts/ztext/[^/]+/(ot|nt)\.bz[svz]$")
     if not files:

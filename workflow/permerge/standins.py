@@ -9,7 +9,7 @@ minutes on a CPU. Construction (details in docs/data.md):
 * cola  novel sentences (acceptable) vs corrupted copies of other sentences (word swap, move, drop,
         duplication);
 * mrpc  King James verse paired with the World English Bible rendering of the same verse (paraphrase)
-        or of a neighbouring verse (not a paraphrase);
+        or of the most word-overlapping verse among its ten neighbours (not a paraphrase);
 * qqp   the same for question verses, negatives being the most word-overlapping other question of the book;
 * stsb  KJV/WEB verse pairs (same, joined with a neighbour, neighbouring, unrelated) scored 0-5 by the
         weighted overlap of their Strong's numbers (the underlying Hebrew/Greek words);
@@ -420,12 +420,16 @@ def build_mrpc(res: Resources, sizes: Mapping[str, int], rng: random.Random) -> 
         pos, neg = [], []
         for c in sorted(names):
             vs = chapters[c]
+            content = [set(words(wt)) - _STOP for _, _, wt in vs]
             for i, (k, kt, wt) in enumerate(vs):
-                nb = [j for j in (i - 1, i + 1) if 0 <= j < len(vs) and abs(vs[j][0].verse - k.verse) == 1]
+                nb = [j for j in range(max(0, i - 5), min(len(vs), i + 6)) if j != i]
                 if rng.random() < 0.5 or not nb:
                     pos.append({**_pair(rng, kt, wt), "label": 1})
                 else:
-                    neg.append({**_pair(rng, kt, vs[rng.choice(nb)][2]), "label": 0})
+                    # Hard negative: of the nearby verses (within 5), the one sharing most content words.
+                    kw = set(words(kt)) - _STOP
+                    j = max(nb, key=lambda j: (_overlap(kw, content[j]), -abs(j - i)))
+                    neg.append({**_pair(rng, kt, vs[j][2]), "label": 0})
         rng.shuffle(pos)
         rng.shuffle(neg)
         out.update(_take_balanced({0: neg, 1: pos}, {split: sizes[split]}, rng))
@@ -666,31 +670,56 @@ class WordNet:
         return cands
 
 
+_SUBSTITUTE = re.compile(r"[a-z]+(?:[ '-][a-z]+){0,2}")
+
+
 def _good_substitute(word: str, cand: str) -> bool:
     return (
         cand != word
-        and re.fullmatch(r"[a-z]+(?:[ '-][a-z]+){0,2}", cand) is not None
+        and _SUBSTITUTE.fullmatch(cand) is not None
         and word not in cand.split()
         and cand not in word.split()
     )
 
 
+@functools.lru_cache(maxsize=None)
+def word_pattern(word: str) -> re.Pattern:
+    """Whole-word, case-insensitive pattern of ``word`` (compiled once)."""
+    return re.compile(rf"(?<![\w'-]){re.escape(word)}(?![\w'-])", re.IGNORECASE)
+
+
+_RUN = re.compile(r"[\w'-]+")
+
+
+def _find_word(sentence: str, word: str) -> tuple[int, int] | None:
+    if " " not in word:  # fast path: compare whole tokens, no per-word regex
+        for m in _RUN.finditer(sentence):
+            if m.group(0).lower() == word:
+                return m.span()
+        return None
+    m = word_pattern(word).search(sentence)
+    return m.span() if m else None
+
+
+_ARTICLE = re.compile(r"(?<![\w'-])(a|an|A|An)\s+$")
+
+
 def substitute(sentence: str, word: str, repl: str) -> str | None:
     """Replace the first whole-word occurrence of ``word`` (case-insensitive), fixing a/an before it."""
-    m = re.search(rf"(?<![\w'-]){re.escape(word)}(?![\w'-])", sentence, re.IGNORECASE)
-    if not m:
+    span = _find_word(sentence, word.lower())
+    if span is None:
         return None
-    found = m.group(0)
-    if found[0].isupper():
+    start, end = span
+    if sentence[start].isupper():
         repl = repl[0].upper() + repl[1:]
-    before = sentence[:m.start()]
-    art = re.search(r"(?<![\w'-])(a|an|A|An)\s+$", before)
+    before = sentence[:start]
+    art = _ARTICLE.search(before)
     if art:
-        new = ("an" if repl[0].lower() in "aeiou" else "a")
+        new = "an" if repl[0].lower() in "aeiou" else "a"
         if art.group(1)[0].isupper():
             new = new.capitalize()
         before = before[:art.start(1)] + new + before[art.end(1):]
-    return before + repl + sentence[m.end():]
+    return before + repl + sentence[end:]
 
 
 # relation -> MNLI label; for RTE entailment (0) vs not (1)
@@ -713,7 +742,7 @@ def _nli_candidates(wn: WordNet, key: str, word: str, premise: str, rng: random.
                 continue
             hyp = substitute(premise, word, rng.choice(cands))
             if hyp and hyp != premise:
-                out[label] = {"premise": premise, "hypothesis": hyp, "label": label}
+                out[label] = {"premise": premise, "hypothesis": hyp, "label": label, "_word": word}
                 break
     return out
 
@@ -758,9 +787,12 @@ def _wordnet_example_groups(wn: WordNet, rng: random.Random) -> list[list[dict]]
     return groups
 
 
-def _novel_nli_groups(wn: WordNet, sentences: Sequence[str], rng: random.Random, limit: int) -> list[list[dict]]:
+def _novel_nli_groups(wn: WordNet, sentences: Sequence[str], rng: random.Random, limit: int,
+                      targets: set[str] | None = None) -> list[list[dict]]:
     """The same substitutions on novel sentences, using the first WordNet sense of nouns/adjectives that
-    are not also verbs (less ambiguity); at most one group per sentence."""
+    are not also verbs (less ambiguity); at most one group per sentence. With ``targets``, only those
+    words are replaced (the words the training set substitutes: what was learnt there can transfer, as
+    BERT's pre-trained lexical knowledge does for the real MNLI mismatched set)."""
     groups = []
     order = list(range(len(sentences)))
     rng.shuffle(order)
@@ -772,7 +804,7 @@ def _novel_nli_groups(wn: WordNet, sentences: Sequence[str], rng: random.Random,
         rng.shuffle(toks)
         for t in toks:
             pos = wn.plain_pos(t)
-            if pos is None:
+            if pos is None or (targets is not None and t not in targets):
                 continue
             key = wn.first_sense(t, pos)
             cands = _nli_candidates(wn, key, t, s, rng)
@@ -789,7 +821,8 @@ def build_mnli(res: Resources, sizes: Mapping[str, int], rng: random.Random) -> 
     groups = _wordnet_example_groups(wn, rng)
     split_groups = _assign_groups(groups, {"train": sizes["train"], "validation_matched": sizes["validation_matched"]}, rng)
     out = {s: _take_groups(g, sizes[s], (0, 1, 2), rng, "mnli " + s) for s, g in split_groups.items()}
-    mism = _novel_nli_groups(wn, res.novel_sentences, rng, limit=4 * sizes["validation_mismatched"])
+    targets = {r["_word"] for r in out["train"]}
+    mism = _novel_nli_groups(wn, res.novel_sentences, rng, limit=4 * sizes["validation_mismatched"], targets=targets)
     out["validation_mismatched"] = _take_groups(mism, sizes["validation_mismatched"], (0, 1, 2), rng,
                                                 "mnli validation_mismatched")
     return {s: out[s] for s in TASKS["mnli"].splits}
@@ -936,7 +969,7 @@ def build_qnli(res: Resources, sizes: Mapping[str, int], rng: random.Random) -> 
                 pos_rows.append({"question": q, "sentence": _gloss_sentence(s, rng.random() < 0.7), "label": 0})
                 continue
             # Not entailment: a hyponym's gloss that mentions the word, or a sibling's/random gloss.
-            mention = [h for h in wn.hyponyms(k) if h in ks_set and re.search(rf"\b{re.escape(word)}\b", wn.synsets[h].definition)]
+            mention = [h for h in wn.hyponyms(k) if h in ks_set and word_pattern(word).search(wn.synsets[h].definition)]
             sib = [x for h in wn.hypernyms(k) for x in wn.hyponyms(h) if x != k and x in ks_set]
             if mention and rng.random() < 0.4:
                 other = wn.synsets[rng.choice(mention)]
@@ -946,7 +979,7 @@ def build_qnli(res: Resources, sizes: Mapping[str, int], rng: random.Random) -> 
                 other = wn.synsets[rng.choice(pool)]
                 if other.key == k:
                     continue
-                if re.search(rf"\b{re.escape(word)}\b", other.definition + " ".join(other.examples[:1])):
+                if word_pattern(word).search(other.definition + " " + " ".join(other.examples[:1])):
                     continue
                 neg_rows.append({"question": q, "sentence": _gloss_sentence(other, rng.random() < 0.7), "label": 1})
         rng.shuffle(pos_rows)
