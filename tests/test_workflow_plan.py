@@ -19,14 +19,15 @@ def test_embedded_seed_models(wf):
 
 def test_embedded_full_grid(wf):
     jobs = planned_jobs(wf, "results/figures/all.pdf")
-    n_pairs, mlm_variants, glue_tasks, glue_variants = 10, 8, 8, 2
+    mlm_variants, glue_tasks, glue_variants = 8, 8, 2
     per_pair = mlm_variants + glue_tasks * glue_variants
     assert jobs["pretrain_seed"] == 5
     assert jobs["finetune"] == 5 * glue_tasks
     assert jobs["collect_statistics"] == 1 + glue_tasks
-    assert jobs["compute_permutations"] == n_pairs * per_pair
-    assert jobs["sweep_lambdas"] == n_pairs * per_pair
-    assert jobs["merge_checkpoint"] == n_pairs * per_pair  # one merged λ (0.5)
+    # one job per (task, variant), each covering all pairs
+    assert jobs["compute_permutations"] == per_pair
+    assert jobs["sweep_lambdas"] == per_pair
+    assert jobs["merge_checkpoints"] == per_pair
     assert jobs["build_mlm_evalset"] == 1
     assert jobs["tabulate_barriers"] == jobs["plot_barriers"] == jobs["tabulate_finetuning"] == 1
 
@@ -39,12 +40,12 @@ def test_paper_grid_dry_run(wf):
     assert jobs["finetune"] == 40
     # 9 tasks; mlm needs one statistics file per data fraction of the ablation (5)
     assert jobs["collect_statistics"] == 8 + 5
-    assert jobs["compute_permutations"] == 10 * (14 + 8 * 2)
-    assert jobs["sweep_lambdas"] == 10 * (14 + 8 * 2)
+    assert jobs["compute_permutations"] == 14 + 8 * 2  # each job: the 10 pairs of one (task, variant)
+    assert jobs["sweep_lambdas"] == 14 + 8 * 2
 
 
 def test_smoke_plan(wf):
     jobs = planned_jobs(wf, "results/figures/all.pdf", "--configfile", "configs/smoke.yaml")
     assert jobs["pretrain_seed"] == 3
     assert jobs["finetune"] == 3 * 2
-    assert jobs["compute_permutations"] == 3 * (3 + 2 * 2)
+    assert jobs["compute_permutations"] == 3 + 2 * 2

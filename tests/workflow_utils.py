@@ -36,7 +36,7 @@ def snakemake(workdir: Path, *args: str, check: bool = True, timeout: float = 18
 
 def planned_jobs(workdir: Path, *args: str) -> Counter:
     """Jobs per rule that a dry run would execute."""
-    out = snakemake(workdir, "-n", "--quiet", "rules", *args)
+    out = snakemake(workdir, "-n", *args, "--quiet", "rules")
     counts: Counter = Counter()
     for line in (out.stdout + out.stderr).splitlines():
         m = re.match(r"^(\w+)\s+(\d+)$", line.strip())

@@ -28,17 +28,48 @@ rule collect_statistics:
         "../scripts/collect_statistics.py"
 
 
+# One job per (task, variant) covering every pair: the pairs share the statistics file and the per-job
+# start-up (python + torch) would otherwise dominate small models. Changing a variant's options reruns
+# exactly that variant's jobs.
 rule compute_permutations:
     input:
         stats=stats_file,
-        model_a="results/models/{task}/seed{a}",
-        model_b="results/models/{task}/seed{b}",
+        model_config=f"results/models/{{task}}/seed{SEEDS[0]}",
     output:
-        "results/permutations/{task}/{variant}/seed{a}-seed{b}.safetensors",
+        [f"results/permutations/{{task}}/{{variant}}/{pair_name(a, b)}.safetensors" for a, b in PAIRS],
     log:
-        "results/logs/compute_permutations/{task}/{variant}/seed{a}-seed{b}.log",
+        "results/logs/compute_permutations/{task}/{variant}.log",
     params:
         options=variant_options,
+        pairs=PAIRS,
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        ENV
+    script:
+        "../scripts/compute_permutations.py"
+
+
+rule merge_checkpoints:
+    input:
+        models=seed_models,
+        permutations=lambda w: [
+            f"results/permutations/{w.task}/{w.variant}/{pair_name(a, b)}.safetensors" for a, b in PAIRS
+        ],
+    output:
+        [
+            directory(f"results/merged/{{task}}/{{variant}}/{pair_name(a, b)}/lambda{fmt(lam)}")
+            for a, b in PAIRS
+            for lam in config["merged_lambdas"]
+        ],
+    log:
+        "results/logs/merge_checkpoints/{task}/{variant}.log",
+    params:
+        seeds=SEEDS,
+        pairs=PAIRS,
+        lambdas=config["merged_lambdas"],
     threads: 1
     resources:
         mem_mb=4000,
@@ -46,25 +77,4 @@ rule compute_permutations:
     conda:
         ENV
     script:
-        "../scripts/compute_permutations.py"
-
-
-rule merge_checkpoint:
-    input:
-        model_a="results/models/{task}/seed{a}",
-        model_b="results/models/{task}/seed{b}",
-        permutations="results/permutations/{task}/{variant}/seed{a}-seed{b}.safetensors",
-    output:
-        directory("results/merged/{task}/{variant}/seed{a}-seed{b}/lambda{lam}"),
-    log:
-        "results/logs/merge_checkpoint/{task}/{variant}/seed{a}-seed{b}/lambda{lam}.log",
-    params:
-        lam=lambda w: float(w.lam),
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=15,
-    conda:
-        ENV
-    script:
-        "../scripts/merge_checkpoint.py"
+        "../scripts/merge_checkpoints.py"

@@ -43,7 +43,6 @@ wildcard_constraints:
     a=r"\d+",
     b=r"\d+",
     fraction=r"[0-9.]+(e-?\d+)?",
-    lam=r"[0-9.]+",
 
 
 def fmt(x):

@@ -26,17 +26,20 @@ rule build_mlm_evalset:
 
 rule sweep_lambdas:
     input:
-        model_a="results/models/{task}/seed{a}",
-        model_b="results/models/{task}/seed{b}",
-        permutations="results/permutations/{task}/{variant}/seed{a}-seed{b}.safetensors",
+        models=seed_models,
+        permutations=lambda w: [
+            f"results/permutations/{w.task}/{w.variant}/{pair_name(a, b)}.safetensors" for a, b in PAIRS
+        ],
         data=evaluation_data,
     output:
-        "results/losses/{task}/{variant}/seed{a}-seed{b}.tsv",
+        [f"results/losses/{{task}}/{{variant}}/{pair_name(a, b)}.tsv" for a, b in PAIRS],
     log:
-        "results/logs/sweep_lambdas/{task}/{variant}/seed{a}-seed{b}.log",
+        "results/logs/sweep_lambdas/{task}/{variant}.log",
     benchmark:
-        "results/benchmarks/sweep_lambdas/{task}/{variant}/seed{a}-seed{b}.tsv"
+        "results/benchmarks/sweep_lambdas/{task}/{variant}.tsv"
     params:
+        seeds=SEEDS,
+        pairs=PAIRS,
         lambdas=LAMBDAS,
         evaluation=config["evaluation"],
         max_length=config["finetune"]["max_length"],
@@ -44,7 +47,7 @@ rule sweep_lambdas:
     threads: 1
     resources:
         mem_mb=4000,
-        runtime=120,
+        runtime=240,
         gpu=GPU,
     conda:
         ENV

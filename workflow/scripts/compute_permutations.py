@@ -1,4 +1,4 @@
-"""Permutations aligning model B to model A for one variant, from saved statistics."""
+"""Permutations aligning model B to model A, for one variant and every pair, from saved statistics."""
 
 from transformers import AutoConfig
 
@@ -9,13 +9,16 @@ from permerge.stats import Statistics
 from permerge.variants import Variant
 
 log = setup_job(snakemake)
-w = snakemake.wildcards
-variant = Variant.from_mapping(snakemake.params.options, name=w.variant)
-config = AutoConfig.from_pretrained(snakemake.input.model_a)
+w, p = snakemake.wildcards, snakemake.params
+variant = Variant.from_mapping(p.options, name=w.variant)
+config = AutoConfig.from_pretrained(snakemake.input.model_config)
 stats = Statistics.load(snakemake.input.stats)
-perms = compute_permutations(stats, f"seed{w.a}", f"seed{w.b}", variant, config)
-log.info("%s %s seed%s-seed%s: %s (function-preserving: %s)", w.task, w.variant, w.a, w.b,
-         ", ".join(sorted(perms)) or "identity", variant.function_preserving)
-with atomic_path(snakemake.output[0]) as tmp:
-    save_permutations(perms, tmp, metadata={"variant": w.variant, "options": repr(variant.to_dict()),
-                                            "function_preserving": str(variant.function_preserving)})
+metadata = {"variant": w.variant, "options": repr(variant.to_dict()),
+            "function_preserving": str(variant.function_preserving)}
+for (a, b), out in zip(p.pairs, snakemake.output):
+    perms = compute_permutations(stats, f"seed{a}", f"seed{b}", variant, config)
+    log.info("%s %s seed%s-seed%s: %d permutations (%s); function-preserving: %s", w.task, w.variant,
+             a, b, len(perms), ", ".join(sorted(perms)[:4]) + (" …" if len(perms) > 4 else "") or "identity",
+             variant.function_preserving)
+    with atomic_path(out) as tmp:
+        save_permutations(perms, tmp, metadata={**metadata, "pair": f"seed{a}-seed{b}"})

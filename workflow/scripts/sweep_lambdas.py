@@ -1,4 +1,7 @@
-"""Loss (and task metric) of θ(λ) for every λ, interpolated in memory; one TSV row per λ."""
+"""Loss (and task metric) of θ(λ) for every λ and pair of one variant; one TSV row per λ.
+
+θ(λ) is interpolated in memory into one working model; evaluation data is prepared once for all pairs.
+"""
 
 import json
 
@@ -11,14 +14,15 @@ from permerge.models import load_model, load_tokenizer
 log = setup_job(snakemake)
 p, w = snakemake.params, snakemake.wildcards
 batch_size = p.evaluation["batch_size"]
+model_dirs = dict(zip(p.seeds, snakemake.input.models))
 
 if w.task == "mlm":
     evalset = load_evalset(snakemake.input.data)
+    num_labels = None
 
     def evaluate(model):
         return mlm_loss(model, evalset, batch_size=batch_size)
 
-    num_labels = None
 else:
     from permerge.standins import TASKS
 
@@ -28,17 +32,18 @@ else:
         examples = [json.loads(line) for line in fh if line.strip()]
     if p.evaluation["max_examples"]:
         examples = examples[: p.evaluation["max_examples"]]
-    evalset = build_glue_evalset(load_tokenizer(snakemake.input.model_a), examples, info.text_keys,
+    evalset = build_glue_evalset(load_tokenizer(model_dirs[p.seeds[0]]), examples, info.text_keys,
                                  max_length=p.max_length)
+    log.info("%s: %d validation examples from %s", w.task, len(examples), snakemake.input.data)
 
     def evaluate(model):
         return glue_loss(model, evalset, num_labels=info.num_labels, metric=info.metric,
                          batch_size=batch_size)
 
-model_a = load_model(snakemake.input.model_a, device=p.device, num_labels=num_labels)
-model_b = load_model(snakemake.input.model_b, device=p.device, num_labels=num_labels)
-aligned_b = apply_permutations(model_b, load_permutations(snakemake.input.permutations))
-rows = lambda_sweep(model_a, aligned_b, p.lambdas, evaluate)
-for r in rows:
-    log.info("λ=%.3f loss=%.5f", r["lambda"], r["loss"])
-write_loss_table(rows, snakemake.output[0])
+models = {s: load_model(d, device=p.device, num_labels=num_labels) for s, d in model_dirs.items()}
+for (a, b), perm_file, out in zip(p.pairs, snakemake.input.permutations, snakemake.output):
+    aligned_b = apply_permutations(models[b], load_permutations(perm_file))
+    rows = lambda_sweep(models[a], aligned_b, p.lambdas, evaluate)
+    log.info("%s %s seed%s-seed%s: " + " ".join(f"{r['lambda']:g}:{r['loss']:.4f}" for r in rows),
+             w.task, w.variant, a, b)
+    write_loss_table(rows, out)
