@@ -336,8 +336,11 @@ def corrupt(tokens: Sequence[str], rng: random.Random, lower_vocab: set[str] = f
     elif kind == "move":
         i = rng.choice(idx)
         w = toks.pop(i)
-        j = rng.choice([k for k in range(len(toks) + 1) if abs(k - i) >= 2] or [0])
-        toks.insert(j, w)
+        last = max(k for k, t in enumerate(toks) if t[0].isalnum())  # stay before the final punctuation
+        js = [k for k in range(last + 2) if abs(k - i) >= 2]
+        if not js:
+            return None
+        toks.insert(rng.choice(js), w)
     elif kind == "drop":
         cands = [i for i in idx if toks[i].lower() in _DROPPABLE]
         if not cands:
