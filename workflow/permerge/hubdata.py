@@ -116,11 +116,6 @@ def write_text_role(spec: dict, out: str | os.PathLike) -> int:
     return n
 
 
-# GLUE on the hub: split names per task (test splits, labelled -1, are never used).
-def hub_split(task: str, split: str) -> str:
-    return split  # nyu-mll/glue uses the same names (validation_matched, validation_mismatched, ...)
-
-
 def export_glue_task(task: str, outputs: dict[str, str | os.PathLike], hub_id: str = "nyu-mll/glue") -> dict[str, int]:
     """Write the GLUE splits of ``task`` (split -> jsonl path) from the hub, with the stand-ins' columns.
 
@@ -133,7 +128,7 @@ def export_glue_task(task: str, outputs: dict[str, str | os.PathLike], hub_id: s
     for split, out in outputs.items():
         if split not in info.splits:
             raise ValueError(f"task {task} has no split {split!r} (splits: {info.splits})")
-        ds = load_hub_dataset(hub_id, task, hub_split(task, split))
+        ds = load_hub_dataset(hub_id, task, split)  # nyu-mll/glue uses the same split names
         missing = [c for c in (*info.text_keys, "label") if c not in ds.column_names]
         if missing:
             raise ValueError(f"{hub_id}/{task} split {split}: columns {missing} missing (have {ds.column_names})")
