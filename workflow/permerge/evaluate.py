@@ -74,10 +74,19 @@ def tokenize_lines(tokenizer, lines: Iterable[str], *, paper_compat: bool = Fals
     """Tokenize every non-empty line with [CLS]/[SEP] and concatenate the ids (no truncation)."""
     ids: list[int] = []
     buf: list[str] = []
+    # The raw `tokenizers` object gives the same ids ~2x faster than the transformers wrapper (no offsets,
+    # no BatchEncoding); used when it is configured without truncation or padding.
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and (backend.truncation is not None or backend.padding is not None):
+        backend = None
+    encode = getattr(backend, "encode_batch_fast", None) or getattr(backend, "encode_batch", None)
 
     def flush():
         if buf:
-            enc = tokenizer(buf, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
+            if encode is not None:
+                enc = [e.ids for e in encode(buf, add_special_tokens=True)]
+            else:
+                enc = tokenizer(buf, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
             for seq in enc:
                 ids.extend(seq)
             buf.clear()

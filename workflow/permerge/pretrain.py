@@ -1,0 +1,334 @@
+"""Pre-training of tiny BERTs from scratch: the offline stand-ins for the MultiBERTs seeds.
+
+* `train_wordpiece`: a lowercase WordPiece tokenizer (BERT normalizer and pre-tokenizer) saved so that
+  `AutoTokenizer.from_pretrained(dir)` returns a `BertTokenizer` whose post-processor adds [CLS]/[SEP] and
+  gives sentence pairs token_type_ids.
+* `pretrain_bert`: BertForMaskedLM (post-LN, dropout 0, decoder tied to the word embeddings, two token
+  types) trained with BERT's dynamic 15% / 80-10-10 masking. The seed controls the initialisation, the data
+  order and the masks. For speed the MLM head runs only at the masked positions (the vocabulary projection
+  dominates a tiny model's cost).
+* `unigram_loss`: the unigram plateau — the masked-token cross-entropy of a model that ignores the context and
+  predicts training-text token frequencies. A pre-trained seed must beat it clearly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .evaluate import IGNORE_INDEX, bert_mask, blocks_from_ids, build_mlm_evalset, mlm_loss, special_ids, tokenize_lines
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def _read_lines(path) -> Iterable[str]:
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                yield line
+
+
+# ------------------------------------------------------------------------------------------- tokenizer
+def train_wordpiece(
+    text_files: Sequence[str | os.PathLike] | str | os.PathLike,
+    out_dir,
+    vocab_size: int = 8192,
+    *,
+    min_frequency: int = 2,
+    model_max_length: int = 512,
+):
+    """Train a lowercase WordPiece tokenizer on the text files and save it to `out_dir`. Returns it."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import BertTokenizer
+
+    if isinstance(text_files, (str, os.PathLike)):
+        text_files = [text_files]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True, clean_text=True, handle_chinese_chars=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece(prefix="##")
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=int(vocab_size), min_frequency=int(min_frequency), special_tokens=SPECIAL_TOKENS
+    )
+
+    def lines():
+        for path in text_files:
+            yield from _read_lines(path)
+
+    tok.train_from_iterator(lines(), trainer)
+    # BertTokenizer (tokenizers-backed in transformers 5) rebuilds BERT's normalizer, pre-tokenizer and the
+    # [CLS] A [SEP] (B [SEP]) post-processor with token types around this vocabulary.
+    vocab = tok.get_vocab()
+    hf = BertTokenizer(vocab=vocab, do_lower_case=True, model_max_length=int(model_max_length))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    hf.save_pretrained(str(out_dir))
+    # vocab.txt too, for tools that expect the classic BERT layout.
+    with open(out_dir / "vocab.txt", "w", encoding="utf-8") as f:
+        for token, _ in sorted(vocab.items(), key=lambda kv: kv[1]):
+            f.write(token + "\n")
+    return hf
+
+
+def load_tokenizer(tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(tokenizer_dir))
+
+
+# ------------------------------------------------------------------------------------------- model
+def make_config(
+    *,
+    vocab_size: int,
+    num_hidden_layers: int = 4,
+    hidden_size: int = 128,
+    num_attention_heads: int = 4,
+    intermediate_size: int = 512,
+    max_position_embeddings: int = 128,
+    pad_token_id: int = 0,
+    initializer_range: float = 0.02,
+):
+    from transformers import BertConfig
+
+    return BertConfig(
+        vocab_size=int(vocab_size),
+        hidden_size=int(hidden_size),
+        num_hidden_layers=int(num_hidden_layers),
+        num_attention_heads=int(num_attention_heads),
+        intermediate_size=int(intermediate_size),
+        max_position_embeddings=int(max_position_embeddings),
+        type_vocab_size=2,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        pad_token_id=int(pad_token_id),
+        initializer_range=float(initializer_range),
+        tie_word_embeddings=True,
+    )
+
+
+def _param_groups(model, weight_decay: float):
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "LayerNorm" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def linear_schedule(optimizer, warmup_steps: int, total_steps: int):
+    """Linear warm-up to the peak lr, then linear decay to 0 at `total_steps`."""
+
+    def factor(step):
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def mlm_step_loss(model, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean masked-token CE with the MLM head applied at the masked positions only."""
+    hidden = model.bert(input_ids=input_ids).last_hidden_state
+    sel = labels != IGNORE_INDEX
+    logits = model.cls(hidden[sel])
+    return F.cross_entropy(logits, labels[sel])
+
+
+def pretrain_bert(
+    *,
+    tokenizer_dir,
+    text_file,
+    seed: int,
+    out_dir,
+    num_hidden_layers: int = 4,
+    hidden_size: int = 128,
+    num_attention_heads: int = 4,
+    intermediate_size: int = 512,
+    max_position_embeddings: int = 128,
+    vocab_size: int | None = None,
+    steps: int = 800,
+    batch_size: int = 32,
+    seq_len: int = 128,
+    lr: float = 2e-3,
+    warmup: float = 0.06,
+    weight_decay: float = 0.01,
+    mask_prob: float = 0.15,
+    grad_clip: float = 1.0,
+    initializer_range: float = 0.02,
+    heldout_file=None,
+    heldout_max_blocks: int | None = 256,
+    heldout_every: int = 0,
+    log_every: int = 50,
+    log: logging.Logger | None = None,
+) -> dict:
+    """Pre-train a BertForMaskedLM from scratch and save it (safetensors + tokenizer + train_metrics.json).
+
+    The text is tokenized line by line with [CLS]/[SEP], concatenated and cut into `seq_len` blocks; each
+    epoch visits the blocks in a seed-dependent order, and masks are drawn afresh each step (dynamic masking)
+    from a seed-dependent generator. `heldout_file` (optional): lines scored at the end with a fixed masked
+    set (block size max_position_embeddings, mask seed 0), reported with the unigram baseline of the same set;
+    with `heldout_every` > 0 the first 32 of those blocks are also scored (and logged) every that many steps.
+    """
+    log = log or logging.getLogger("permerge.pretrain")
+    t0 = time.time()
+    tokenizer = load_tokenizer(tokenizer_dir)
+    vocab_size = int(vocab_size or len(tokenizer))
+    if vocab_size < len(tokenizer):
+        raise ValueError(f"vocab_size {vocab_size} < tokenizer size {len(tokenizer)}")
+    if seq_len > max_position_embeddings:
+        raise ValueError(f"seq_len {seq_len} > max_position_embeddings {max_position_embeddings}")
+
+    ids = tokenize_lines(tokenizer, _read_lines(text_file))
+    blocks = blocks_from_ids(ids, seq_len)
+    log.info("seed %d: %d tokens -> %d blocks of %d (%.1fs)", seed, len(ids), len(blocks), seq_len, time.time() - t0)
+
+    torch.manual_seed(int(seed))
+    config = make_config(
+        vocab_size=vocab_size,
+        num_hidden_layers=num_hidden_layers,
+        hidden_size=hidden_size,
+        num_attention_heads=num_attention_heads,
+        intermediate_size=intermediate_size,
+        max_position_embeddings=max_position_embeddings,
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
+        initializer_range=initializer_range,
+    )
+    from transformers import BertForMaskedLM
+
+    model = BertForMaskedLM(config)
+    model.train()
+    opt = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6)
+    sched = linear_schedule(opt, int(math.ceil(warmup * steps)), steps)
+
+    evalset = None
+    if heldout_file is not None:
+        evalset = build_mlm_evalset(
+            tokenizer, _read_lines(heldout_file), block_size=max_position_embeddings, seed=0,
+            max_blocks=heldout_max_blocks,
+        )
+    curve = []
+
+    data_gen = torch.Generator().manual_seed(int(seed))
+    mask_gen = torch.Generator().manual_seed(int(seed) + 7919)
+    special = torch.tensor(special_ids(tokenizer), dtype=torch.long)
+    order = torch.randperm(len(blocks), generator=data_gen)
+    pos = 0
+    epochs = 0
+
+    t_train = time.time()
+    t_last = t_train
+    window_loss, window_n, last_losses, first_losses = 0.0, 0, [], []
+    tokens = 0
+    for step in range(steps):
+        if pos + batch_size > len(order):
+            order = torch.randperm(len(blocks), generator=data_gen)
+            pos = 0
+            epochs += 1
+        batch = blocks[order[pos : pos + batch_size]]
+        pos += batch_size
+        x, y = bert_mask(
+            batch, special=special, mask_token_id=tokenizer.mask_token_id, vocab_size=len(tokenizer),
+            mask_prob=mask_prob, generator=mask_gen,
+        )
+        loss = mlm_step_loss(model, x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        opt.step()
+        sched.step()
+        tokens += batch.numel()
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise FloatingPointError(f"non-finite loss at step {step}")
+        window_loss += value
+        window_n += 1
+        last_losses.append(value)
+        if len(first_losses) < 10:
+            first_losses.append(value)
+        last_losses = last_losses[-50:]
+        if (step + 1) % log_every == 0 or step + 1 == steps:
+            now = time.time()
+            log.info(
+                "step %d/%d loss %.4f lr %.2e tok/s %.0f",
+                step + 1, steps, window_loss / window_n, sched.get_last_lr()[0],
+                window_n * batch.numel() / max(now - t_last, 1e-9),
+            )
+            t_last, window_loss, window_n = now, 0.0, 0
+        if evalset is not None and heldout_every and ((step + 1) % heldout_every == 0):
+            t_eval = time.time()
+            small = {k: v[:32] for k, v in evalset.items()}
+            h = mlm_loss(model, small)["loss"]
+            model.train()
+            curve.append([step + 1, h])
+            log.info("step %d held-out (32 blocks) loss %.4f", step + 1, h)
+            t_last += time.time() - t_eval  # keep eval time out of tok/s
+    train_s = time.time() - t_train
+
+    metrics = {
+        "seed": int(seed),
+        "steps": int(steps),
+        "batch_size": int(batch_size),
+        "seq_len": int(seq_len),
+        "lr": float(lr),
+        "train_tokens": int(tokens),
+        "epochs": epochs + pos / max(len(order), 1),
+        "initial_train_loss": sum(first_losses) / max(len(first_losses), 1),
+        "final_train_loss": sum(last_losses) / max(len(last_losses), 1),
+        "train_minutes": train_s / 60,
+        "tokens_per_s": tokens / max(train_s, 1e-9),
+        "n_params": sum(p.numel() for p in model.parameters()),
+    }
+    if curve:
+        metrics["heldout_curve"] = curve
+    if evalset is not None:
+        t_eval = time.time()
+        res = mlm_loss(model, evalset)
+        metrics["heldout_loss"] = res["loss"]
+        metrics["heldout_accuracy"] = res["accuracy"]
+        metrics["heldout_tokens_per_s"] = evalset["input_ids"].numel() / max(time.time() - t_eval, 1e-9)
+        metrics["unigram_loss"] = unigram_loss_from_ids(ids, evalset, vocab_size=vocab_size, special=special)
+        log.info(
+            "held-out MLM loss %.4f (unigram plateau %.4f, masked acc %.3f)",
+            metrics["heldout_loss"], metrics["unigram_loss"], metrics["heldout_accuracy"],
+        )
+    metrics["minutes"] = (time.time() - t0) / 60
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out_dir), safe_serialization=True)
+    tokenizer.save_pretrained(str(out_dir))
+    (out_dir / "train_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    log.info("saved %s: %s", out_dir, json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}))
+    return metrics
+
+
+# ------------------------------------------------------------------------------------------- unigram
+def unigram_loss_from_ids(train_ids, evalset: dict[str, torch.Tensor], *, vocab_size: int, special=(), smoothing: float = 1.0) -> float:
+    """Mean CE of the evalset's masked targets under add-`smoothing` unigram frequencies of `train_ids`
+    (special tokens excluded from the counts: they are never targets)."""
+    counts = torch.bincount(torch.as_tensor(train_ids, dtype=torch.long), minlength=vocab_size).double()
+    counts = counts[:vocab_size] + smoothing
+    counts[torch.as_tensor(list(special), dtype=torch.long)] = 0.0
+    logp = torch.log(counts / counts.sum())
+    labels = evalset["labels"]
+    targets = labels[labels != IGNORE_INDEX]
+    return float(-logp[targets].mean())
+
+
+def unigram_loss(tokenizer, train_file, evalset: dict[str, torch.Tensor], *, smoothing: float = 1.0) -> float:
+    """The unigram plateau: masked-token CE of `evalset` when predicting the training text's token
+    frequencies (add-one smoothed), i.e. the loss of an MLM that ignores its context."""
+    ids = tokenize_lines(tokenizer, _read_lines(train_file))
+    return unigram_loss_from_ids(
+        ids, evalset, vocab_size=len(tokenizer), special=special_ids(tokenizer), smoothing=smoothing
+    )
