@@ -123,6 +123,7 @@ def test_evalset_blocks_labels_and_determinism(tokenizer, corpus_dir):
     ids = tokenize_lines(tokenizer, lines)
     # every non-empty line contributes [CLS] ... [SEP]
     assert ids.count(tokenizer.cls_token_id) == 200 and ids.count(tokenizer.sep_token_id) == 200
+    assert ids == [i for line in lines if line.strip() for i in tokenizer(line.strip())["input_ids"]]
     ev = build_mlm_evalset(tokenizer, lines, block_size=32, seed=3)
     n_blocks = len(ids) // 32
     assert ev["input_ids"].shape == (n_blocks, 32) and ev["labels"].shape == (n_blocks, 32)

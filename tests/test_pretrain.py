@@ -116,3 +116,11 @@ def test_seed_controls_init_and_data(tokenizer_dir, corpus_dir, tmp_path):
     wa, wb, wc = (load_file(str(tmp_path / d / "model.safetensors")) for d in "abc")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert not torch.equal(wa["bert.embeddings.word_embeddings.weight"], wc["bert.embeddings.word_embeddings.weight"])
+
+
+def test_default_initializer_range_keeps_bert_base_gain():
+    from permerge.pretrain import default_initializer_range
+
+    assert default_initializer_range(768) == pytest.approx(0.02)
+    assert default_initializer_range(1024) == pytest.approx(0.02)  # never below BERT's
+    assert default_initializer_range(128) * math.sqrt(128) == pytest.approx(0.02 * math.sqrt(768))
