@@ -124,3 +124,16 @@ def test_default_initializer_range_keeps_bert_base_gain():
     assert default_initializer_range(768) == pytest.approx(0.02)
     assert default_initializer_range(1024) == pytest.approx(0.02)  # never below BERT's
     assert default_initializer_range(128) * math.sqrt(128) == pytest.approx(0.02 * math.sqrt(768))
+
+
+def test_corpus_ids_cache_is_keyed_by_content(tokenizer_dir, corpus_dir, tmp_path, tokenizer):
+    from permerge.pretrain import corpus_ids, tokenize_file
+
+    text = corpus_dir / "train.txt"
+    assert len(list(tokenizer_dir.glob("corpus_ids-*.safetensors"))) == 1  # written by train_wordpiece
+    direct = tokenize_file(tokenizer, text).long()
+    assert torch.equal(corpus_ids(tokenizer, tokenizer_dir, text), direct)
+    other = tmp_path / "train.txt"
+    other.write_text(text.read_text() + "One more line.\n")  # same name, new content: not from the cache
+    ids = corpus_ids(tokenizer, tokenizer_dir, other)
+    assert len(ids) > len(direct) and torch.equal(ids[: len(direct)], direct)

@@ -102,14 +102,14 @@ def tokenize_lines(tokenizer, lines: Iterable[str], *, paper_compat: bool = Fals
     return ids
 
 
-def blocks_from_ids(ids: Sequence[int], block_size: int, max_blocks: int | None = None) -> torch.Tensor:
-    """Cut a flat id list into [n, block_size] blocks, dropping the remainder."""
+def blocks_from_ids(ids: Sequence[int] | torch.Tensor, block_size: int, max_blocks: int | None = None) -> torch.Tensor:
+    """Cut a flat id list (or 1-D tensor) into [n, block_size] int64 blocks, dropping the remainder."""
     n = len(ids) // block_size
     if max_blocks is not None:
         n = min(n, int(max_blocks))
     if n == 0:
         raise ValueError(f"only {len(ids)} tokens: not enough for one block of {block_size}")
-    return torch.tensor(ids[: n * block_size], dtype=torch.long).view(n, block_size)
+    return torch.as_tensor(ids[: n * block_size], dtype=torch.long).reshape(n, block_size)
 
 
 def build_mlm_evalset(

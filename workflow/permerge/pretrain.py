@@ -45,8 +45,13 @@ def train_wordpiece(
     *,
     min_frequency: int = 2,
     model_max_length: int = 512,
+    cache_ids: bool = True,
 ):
-    """Train a lowercase WordPiece tokenizer on the text files and save it to `out_dir`. Returns it."""
+    """Train a lowercase WordPiece tokenizer on the text files and save it to `out_dir`. Returns it.
+
+    With `cache_ids`, each text file's token ids are also stored in `out_dir` (`corpus_ids-<sha>.safetensors`,
+    keyed by the file's content hash), so that the pre-training jobs of all seeds skip re-tokenizing the corpus.
+    """
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import BertTokenizer
 
@@ -72,11 +77,57 @@ def train_wordpiece(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     hf.save_pretrained(str(out_dir))
+    if cache_ids:
+        for path in text_files:
+            save_corpus_ids(out_dir, path, tokenize_file(hf, path))
     # vocab.txt too, for tools that expect the classic BERT layout.
     with open(out_dir / "vocab.txt", "w", encoding="utf-8") as f:
         for token, _ in sorted(vocab.items(), key=lambda kv: kv[1]):
             f.write(token + "\n")
     return hf
+
+
+def _sha256(path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def tokenize_file(tokenizer, text_file) -> torch.Tensor:
+    """All non-empty lines with [CLS]/[SEP], concatenated (int32)."""
+    return torch.tensor(tokenize_lines(tokenizer, _read_lines(text_file)), dtype=torch.int32)
+
+
+def _cache_path(tokenizer_dir, digest: str) -> Path:
+    return Path(tokenizer_dir) / f"corpus_ids-{digest[:16]}.safetensors"
+
+
+def save_corpus_ids(tokenizer_dir, text_file, ids: torch.Tensor) -> Path:
+    from safetensors.torch import save_file
+
+    digest = _sha256(text_file)
+    path = _cache_path(tokenizer_dir, digest)
+    save_file({"ids": ids.to(torch.int32).contiguous()}, str(path), metadata={"sha256": digest})
+    return path
+
+
+def corpus_ids(tokenizer, tokenizer_dir, text_file, log=None) -> torch.Tensor:
+    """The text file's ids from the tokenizer directory's cache when its content hash matches, else tokenized."""
+    from safetensors import safe_open
+
+    digest = _sha256(text_file)
+    path = _cache_path(tokenizer_dir, digest)
+    if path.is_file():
+        with safe_open(str(path), framework="pt") as f:
+            if (f.metadata() or {}).get("sha256") == digest:
+                if log is not None:
+                    log.info("token ids of %s from %s", text_file, path.name)
+                return f.get_tensor("ids").long()
+    return tokenize_file(tokenizer, text_file).long()
 
 
 def load_tokenizer(tokenizer_dir):
@@ -196,7 +247,7 @@ def pretrain_bert(
     if seq_len > max_position_embeddings:
         raise ValueError(f"seq_len {seq_len} > max_position_embeddings {max_position_embeddings}")
 
-    ids = tokenize_lines(tokenizer, _read_lines(text_file))
+    ids = corpus_ids(tokenizer, tokenizer_dir, text_file, log=log)
     blocks = blocks_from_ids(ids, seq_len)
     log.info("seed %d: %d tokens -> %d blocks of %d (%.1fs)", seed, len(ids), len(blocks), seq_len, time.time() - t0)
 
