@@ -12,8 +12,10 @@ Token features drop padding positions (attention_mask == 0).
 
 All models run on each batch once; for every feature we keep per model the count, mean and M2 (sum of
 squared deviations) and per model pair the cross block sum (a - mean_a)(b - mean_b)^T (d_a x d_b), merged
-batch by batch with Chan's parallel formula: the batch is centred on its own mean (float32 matmul) and the
-result merged into float64 accumulators (the float32 rounding of the centre is corrected exactly).
+batch by batch with Chan's parallel formula: the batch is centred on (an estimate of) its own mean, the
+product is a float32 matmul added into float64 accumulators, and the difference between the centre and the
+exact batch mean is corrected for in float64. Cost per batch and pair: one float32 matmul per feature
+(T x d by T x d) plus one pass over the float64 block; nothing else is quadratic in d.
 """
 
 from __future__ import annotations
@@ -74,45 +76,144 @@ def _hook_points(base: torch.nn.Module, feature: str):
     raise KeyError(f"unknown feature {feature!r}")
 
 
-def _matmul_fp32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def _matmul_fp32(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """A true float32 matmul even where TF32 was enabled globally (TF32 keeps ~3 digits)."""
     if a.device.type != "cuda":
-        return a @ b
+        return torch.mm(a, b, out=out)
     old = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = False
     try:
-        return a @ b
+        return torch.mm(a, b, out=out)
     finally:
         torch.backends.cuda.matmul.allow_tf32 = old
 
 
-class _Accumulator:
-    """Running count / mean / M2 per model and cross sums per pair for one feature."""
+# The rank-one mean corrections of the cross blocks are queued and applied as one float64 matmul every this
+# many batches (each queued batch holds 2 float64 vectors per model).
+_FLUSH_EVERY = 4
 
-    def __init__(self, num_models: int, dim: int, pairs: Sequence[tuple[int, int]], device):
+
+# On CPUs where torch runs at most this many threads, the per-batch elementwise work (centring, column
+# sums, adding the product into the float64 sums) is done with numpy: single-threaded, but it needs no
+# float64 temporaries and no thread wake-ups, which on a small or shared CPU cost more than the work.
+_NUMPY_MAX_THREADS = 4
+
+
+def _numpy_path(t: torch.Tensor) -> bool:
+    return t.device.type == "cpu" and torch.get_num_threads() <= _NUMPY_MAX_THREADS
+
+
+def _centre(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(shift, x - shift) in float32; the shift is the mean of about 64 evenly spaced rows."""
+    x = x.detach().float()
+    step = max(1, len(x) // 64)
+    if _numpy_path(x):
+        a = x.numpy()
+        c = a[::step].mean(0)
+        return torch.from_numpy(c), torch.from_numpy(a - c)
+    c = x[::step].mean(0)
+    return c, x - c
+
+
+def _column_sums(d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float64 sums of the columns of float32 d (rows x n) and of their squares, without rounding."""
+    if _numpy_path(d):  # numpy casts in small buffers: no float64 copy of d
+        a = d.detach().numpy()
+        s1 = np.add.reduce(a, axis=0, dtype=np.float64)
+        s2 = np.einsum("ij,ij->j", a, a, dtype=np.float64)
+        return torch.from_numpy(s1), torch.from_numpy(s2)
+    d64 = d.double()
+    ones = torch.ones(len(d), dtype=torch.float64, device=d.device)
+    return torch.mv(d64.T, ones), torch.mv(d64.square_().T, ones)
+
+
+def _add_into(acc: torch.Tensor, x: torch.Tensor) -> None:
+    """acc += x for a float64 acc and float32 x (torch on CPU first makes a float64 copy of x)."""
+    if _numpy_path(acc) and acc.is_contiguous():
+        a = acc.numpy()
+        np.add(a, x.detach().numpy(), out=a)
+    elif acc.device.type == "cpu":  # bound the float64 copy: row slabs of 2**20 elements
+        rows = max(1, (1 << 20) // max(1, acc.shape[1]))
+        for r0 in range(0, len(acc), rows):
+            acc[r0:r0 + rows].add_(x[r0:r0 + rows])
+    else:
+        acc.add_(x)
+
+
+class _Accumulator:
+    """Running count / mean / M2 per model and cross sums per pair for one feature.
+
+    Per batch, the cross blocks receive the float32 product of the batch-centred features (formed in a
+    float32 buffer that accumulators share through ``workspace``, and added to the float64 sums);
+    the exact float64 corrections (centring remainder, Chan's merge term) are rank-one and are queued, then
+    applied together as one float64 matmul (``cross`` flushes them).
+    """
+
+    def __init__(self, num_models: int, dim: int, pairs: Sequence[tuple[int, int]], device,
+                 workspace: dict | None = None):
         self.n = 0
+        self._workspace = {} if workspace is None else workspace
         self.mean = torch.zeros(num_models, dim, dtype=torch.float64, device=device)
         self.m2 = torch.zeros(num_models, dim, dtype=torch.float64, device=device)
-        self.cross = {p: torch.zeros(dim, dim, dtype=torch.float64, device=device) for p in pairs}
+        self._cross = {p: torch.zeros(dim, dim, dtype=torch.float64, device=device) for p in pairs}
+        # queued corrections: cross[i, j] += sum_k coef[k] * rows[i][k] rows[j][k]^T
+        self._rows: list[list[torch.Tensor]] = [[] for _ in range(num_models)]
+        self._coef: list[float] = []
+
+    @property
+    def cross(self) -> dict[tuple[int, int], torch.Tensor]:
+        self._flush()
+        return self._cross
+
+    def _buffer(self, block: torch.Tensor) -> torch.Tensor:
+        """A float32 buffer shaped like block, carved from one flat buffer shared through the workspace."""
+        key = ("float32", block.device)
+        flat = self._workspace.get(key)
+        if flat is None or flat.numel() < block.numel():
+            flat = self._workspace[key] = torch.empty(block.numel(), dtype=torch.float32, device=block.device)
+        return flat[:block.numel()].view(block.shape)
+
+    def _flush(self) -> None:
+        if not self._coef:
+            return
+        coef = torch.tensor(self._coef, dtype=torch.float64, device=self.mean.device)
+        rows = [torch.stack(r) for r in self._rows]
+        for (i, j), c in self._cross.items():
+            c.addmm_((rows[i] * coef[:, None]).T, rows[j])
+        for r in self._rows:
+            r.clear()
+        self._coef.clear()
 
     def update(self, xs: Sequence[torch.Tensor]) -> None:
         nb = xs[0].shape[0]
         if nb == 0:
             return
         n_old, n_new = self.n, self.n + nb
-        # Centre on the batch mean rounded to float32 so the float32 matmul sees small numbers; the exact
-        # (float64) remainder r of that rounding is corrected for below, so large offsets cost nothing.
-        shift = [x.mean(0, dtype=torch.float64).float() for x in xs]
-        xc = [x.float() - c for x, c in zip(xs, shift)]
-        r = torch.stack([x.sum(0, dtype=torch.float64) / nb for x in xc])
-        mu_b = torch.stack([c.double() for c in shift]) + r
+        # Centre on a float32 shift close to the batch mean (the mean of about 64 evenly spaced rows) so the
+        # float32 matmul sees small numbers; the exact (float64) remainder r between the batch mean and the
+        # shift is corrected for below, so large offsets cost nothing.
+        xc, r, sq = [], [], []
+        shift = []
+        for x in xs:
+            c, d = _centre(x)
+            s1, s2 = _column_sums(d)
+            shift.append(c)
+            xc.append(d)
+            r.append(s1 / nb)
+            sq.append(s2)
+        r = torch.stack(r)
+        mu_b = torch.stack(shift).double() + r
         delta = mu_b - self.mean
         w = n_old * nb / n_new
-        for (i, j), c in self.cross.items():
-            c += _matmul_fp32(xc[i].T, xc[j]).double()
-            c -= nb * torch.outer(r[i], r[j])
-            c += w * torch.outer(delta[i], delta[j])
-        m2_b = torch.stack([(x.double() ** 2).sum(0) for x in xc]) - nb * r**2
+        for (i, j), c in self._cross.items():
+            _add_into(c, _matmul_fp32(xc[i].T, xc[j], out=self._buffer(c)))
+        # cross[i, j] += -nb r_i r_j^T + w delta_i delta_j^T, queued
+        for k in range(len(xs)):
+            self._rows[k] += [r[k], delta[k]]
+        self._coef += [-nb, w]
+        if len(self._coef) >= 2 * _FLUSH_EVERY:
+            self._flush()
+        m2_b = torch.stack(sq) - nb * r**2
         self.m2 += m2_b + w * delta**2
         self.mean += delta * (nb / n_new)
         self.n = n_new
@@ -160,6 +261,8 @@ def collect_statistics(models: Sequence[torch.nn.Module], batches: Iterable[Mapp
         def grab(t: torch.Tensor) -> None:
             if feature == "pooler":
                 captured[feature] = t.detach()
+            elif state["full"]:  # no padding: all tokens, as a view
+                captured[feature] = t.detach().reshape(-1, t.shape[-1])
             else:  # boolean-mask gather drops padding for the whole batch at once
                 captured[feature] = t.detach()[state["mask"]]
         if where == "pre":
@@ -169,6 +272,7 @@ def collect_statistics(models: Sequence[torch.nn.Module], batches: Iterable[Mapp
     bases = [base_model(m) for m in models]
     was_training = [m.training for m in models]
     accs: dict[str, _Accumulator] = {}
+    workspace: dict = {}  # the float32 product buffer, shared by all accumulators
     total_tokens = 0
     try:
         for base in bases:
@@ -188,6 +292,7 @@ def collect_statistics(models: Sequence[torch.nn.Module], batches: Iterable[Mapp
                 if "attention_mask" not in inputs:
                     inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
                 state["mask"] = inputs["attention_mask"].bool()
+                state["full"] = bool(state["mask"].all())
                 captured.clear()
                 base(**inputs)
                 outs.append({f: captured[f].to(device) for f in features})
@@ -196,7 +301,7 @@ def collect_statistics(models: Sequence[torch.nn.Module], batches: Iterable[Mapp
             for f in features:
                 xs = [o[f] for o in outs]
                 if f not in accs:
-                    accs[f] = _Accumulator(len(models), xs[0].shape[-1], pair_idx, device)
+                    accs[f] = _Accumulator(len(models), xs[0].shape[-1], pair_idx, device, workspace)
                 accs[f].update(xs)
             if progress is not None:
                 progress(step, tokens)
@@ -239,6 +344,10 @@ class Statistics:
     @property
     def features(self) -> list[str]:
         return list(self.count)
+
+    def nbytes(self) -> int:
+        """Bytes of the tensors held in memory (all of them for statistics just collected)."""
+        return sum(t.numel() * t.element_size() for t in self._tensors.values())
 
     @property
     def num_tokens(self) -> int:
