@@ -9,6 +9,12 @@
   dominates a tiny model's cost).
 * `unigram_loss`: the unigram plateau — the masked-token cross-entropy of a model that ignores the context and
   predicts training-text token frequencies. A pre-trained seed must beat it clearly.
+
+Measured on the embedded corpus (10 MB, 2.76 M tokens; held-out Moby Dick, unigram plateau 6.88 nats), one
+thread, L4-H128-A4-I512: steps=1000, batch_size=8, seq_len=128, lr=1e-3 (init 0.049, see pretrain_bert)
+reach held-out 6.53-6.57 for seeds 2-5 in ~3 CPU-minutes per seed (~6k tokens/s). At equal tokens smaller
+batches did better (B32x300: 6.63, B16x600: 6.55, B8x1200: 6.50); with BERT's init 0.02 the models were
+still on the plateau after 1.2 M tokens.
 """
 
 from __future__ import annotations
