@@ -105,15 +105,16 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def validate_task_files(task: str, paths: Mapping[str, str | os.PathLike]) -> None:
+def validate_task_files(task: str, paths: Mapping[str, str | os.PathLike], *, require_all: bool = True) -> None:
     """Check that every split of ``task`` is present and every row has the text keys and a valid label.
 
-    ``paths``: split -> jsonl file. Raises ``ValueError`` naming the task, split and file.
+    ``paths``: split -> jsonl file (with ``require_all=False``, only the splits given are checked).
+    Raises ``ValueError`` naming the task, split and file.
     """
     if task not in TASKS:
         raise ValueError(f"unknown GLUE task {task!r}; expected one of {sorted(TASKS)}")
     info = TASKS[task]
-    missing = [s for s in info.splits if s not in paths]
+    missing = [s for s in info.splits if s not in paths] if require_all else []
     if missing:
         raise ValueError(f"task {task}: split(s) {missing} missing (have {sorted(paths)})")
     for split, path in paths.items():

@@ -4,12 +4,16 @@ from permerge.io import atomic_path, setup_job
 
 log = setup_job(snakemake)
 from permerge.finetune import finetune, read_jsonl, task_info  # noqa: E402
+from permerge.standins import validate_task_files  # noqa: E402
 
 p = snakemake.params
 hp = dict(p.hparams)
-task = p.task if hasattr(p, "task") else snakemake.wildcards.glue_task
-seed = int(p.seed) if hasattr(p, "seed") else int(snakemake.wildcards.seed)
+task = snakemake.wildcards.glue_task
+seed = int(snakemake.wildcards.seed)
 info = task_info(task)
+# A missing split, text or label column fails here, naming the task and the file.
+validate_task_files(task, {"train": snakemake.input.train, info.eval_split: snakemake.input.validation},
+                    require_all=False)
 train = read_jsonl(snakemake.input.train, hp.get("max_train_examples"))
 validation = read_jsonl(snakemake.input.validation)
 with atomic_path(snakemake.output[0], is_dir=True) as tmp:
