@@ -353,6 +353,19 @@ def _float_tensors(model) -> dict[str, torch.Tensor]:
     return out
 
 
+def _work_copy(model):
+    """A deep copy of `model` whose float parameters and buffers are fresh uninitialised tensors (tied ones
+    stay tied); everything else (non-float buffers, config, structure) is copied. Copying the float data
+    would cost as much as a λ step, for values lambda_sweep overwrites anyway."""
+    memo: dict[int, torch.Tensor] = {}
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.is_floating_point() and id(t) not in memo:
+            fresh = torch.empty_like(t)
+            is_param = isinstance(t, torch.nn.Parameter)
+            memo[id(t)] = torch.nn.Parameter(fresh, requires_grad=t.requires_grad) if is_param else fresh
+    return copy.deepcopy(model, memo)
+
+
 def lambda_sweep(
     model_a,
     model_b_aligned,
@@ -364,12 +377,13 @@ def lambda_sweep(
 ) -> list[dict]:
     """Evaluate θ(λ) = (1−λ)·θ_A + λ·θ_B for each λ: rows {"lambda": λ, **evaluate_fn(model)}.
 
-    ONE working copy (a deep copy of A unless `work_model` is given) has its float parameters and buffers
-    overwritten in place with torch.lerp(θ_A, θ_B, λ, out=param): nothing is reallocated per λ, tied weights
-    stay tied (named_parameters lists a tied tensor once) and non-float buffers are A's. torch.lerp computes
+    ONE working copy (a copy of A unless `work_model` is given; its float tensors are allocated, not copied,
+    as every λ overwrites them all before evaluating) has its float parameters and buffers overwritten in
+    place with torch.lerp(θ_A, θ_B, λ, out=param): nothing is reallocated per λ, tied weights stay tied
+    (named_parameters lists a tied tensor once) and non-float buffers are A's. torch.lerp computes
     a + λ(b − a) for λ < 0.5 and b − (1 − λ)(b − a) otherwise, so λ = 0 and λ = 1 give A and B exactly.
     """
-    work = copy.deepcopy(model_a) if work_model is None else work_model
+    work = _work_copy(model_a) if work_model is None else work_model
     work.eval()
     ta, tb, tw = _float_tensors(model_a), _float_tensors(model_b_aligned), _float_tensors(work)
     if set(ta) != set(tb) or set(ta) != set(tw):
