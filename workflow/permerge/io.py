@@ -52,4 +52,12 @@ def setup_job(snakemake=None, *, threads: int | None = None) -> logging.Logger:
         import torch
 
         torch.set_num_threads(int(threads))
+    # Progress bars of weight loading would land in snakemake's own output, not the job's log.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
+    except (ImportError, AttributeError):
+        pass
     return logging.getLogger("permerge")
