@@ -395,10 +395,13 @@ class Statistics:
         """Pearson correlation block (float64); features with zero variance correlate 0 with everything."""
         c = self._cross_sum(feature, a, b).double()
         m2 = self._get(f"m2/{feature}").double()
-        sa = m2[self.names.index(a)].sqrt()
-        sb = m2[self.names.index(b)].sqrt()
-        denom = torch.outer(sa, sb)
-        corr = torch.where(denom > 0, c / torch.where(denom > 0, denom, 1.0), torch.zeros_like(c))
+        # one d_a x d_b result and no other block-sized temporaries (this runs on 3072^2 blocks per layer);
+        # a spread below sqrt(smallest normal float64) counts as zero (its inverse could overflow)
+        tiny = math.sqrt(torch.finfo(torch.float64).tiny)
+        inv_a, inv_b = (torch.where(sd > tiny, 1.0 / sd, 0.0) for sd in
+                        (m2[self.names.index(a)].sqrt(), m2[self.names.index(b)].sqrt()))
+        corr = c * inv_a[:, None]
+        corr *= inv_b[None, :]
         return corr.clamp_(-1.0, 1.0)
 
     def save(self, path: str | os.PathLike, metadata: Mapping[str, str] | None = None) -> None:
