@@ -1,0 +1,82 @@
+"""`permerge bench --quick` with tiny sizes: runs end to end and reports finite positive figures.
+
+Timing targets are not checked here (they depend on the machine); docs/performance.md has the figures.
+"""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from permerge.bench import flop_floor, statistics_bytes
+
+TINY = ["--quick", "--layers", "1", "--seeds-layers", "1", "--scale-layers", "1", "--hidden", "64", "--vocab", "300", "--seq-len", "16", "--batch-size", "2",
+        "--seeds", "3", "--lambdas", "2", "--eval-blocks", "2", "--widths", "32,64", "--mem-layers", "1",
+        "--mem-hidden", "64", "--match-layers", "1"]
+
+KEYS = ["stats_vs_forward", "stats_vs_forward_5seeds", "stats_peak_mb_pair_base", "match_seconds_base",
+        "sweep_vs_forward"]
+
+
+def positive(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "sub" / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "permerge.cli", "bench", *TINY, "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc, out
+
+
+def test_bench_prints_a_table_and_one_json_object(bench_run):
+    proc, out = bench_run
+    lines = proc.stdout.strip().splitlines()
+    result = json.loads(lines[-1])
+    assert sum(line.lstrip().startswith("{") for line in lines) == 1
+    assert any("stats_vs_forward" in line for line in lines[:-1])  # the table
+    assert json.loads(out.read_text()) == result
+
+
+def test_bench_figures_are_finite_and_positive(bench_run):
+    result = json.loads(bench_run[0].stdout.strip().splitlines()[-1])
+    for key in KEYS:
+        assert positive(result[key]), (key, result[key])
+    d = result["details"]
+    for key in ("forward_s", "stats_s", "gemm_s", "gemm_floor", "flop_floor"):
+        assert positive(d["stats_pair"][key]), key
+    assert d["stats_5seeds"]["models"] == 3
+    assert d["memory"]["accumulator_bytes"] == statistics_bytes(2, 1, 64)["accumulators"]
+    assert positive(d["sweep"]["per_lambda_s"]) and d["sweep"]["lambdas"] == 2
+    s = result["settings"]
+    assert s["quick"] is True and s["layers"] == 1 and s["hidden"] == 64 and s["fewer_layers_than_bert_base"]
+    assert [row["hidden"] for row in result["scaling"]] == [32, 64]
+    for row in result["scaling"]:
+        assert len(row["stats_pair"]) == 2 and len(row["sweep"]) == 2
+        for r in row["stats_pair"] + row["sweep"]:
+            assert all(positive(v) for v in r.values()), r
+        assert positive(row["match_seconds"]) and positive(row["stats_state_mib_pair"])
+
+
+def test_statistics_bytes_at_bert_base():
+    b = statistics_bytes(2, 12, 768)
+    # 12 FF blocks 3072^2, 12 x (ctx, q, k) and 25 residual nodes 768^2, float64; means and M2 of 2 models
+    cross = 8 * (12 * 3072**2 + (36 + 25) * 768**2)
+    moments = 8 * 2 * 2 * (12 * 3072 + 61 * 768)
+    assert b["accumulators"] == cross + moments
+    assert b["workspace"] == 4 * 3072**2  # one float32 product buffer, sized for the largest block
+    assert flop_floor(2, 12, 768, 128) > 1.8  # the cross products alone cost ~0.9 forward passes
+
+
+def test_bench_rejects_cuda_without_a_gpu():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    proc = subprocess.run([sys.executable, "-m", "permerge.cli", "bench", *TINY, "--device", "cuda"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "no CUDA device" in proc.stderr

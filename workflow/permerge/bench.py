@@ -1,0 +1,632 @@
+"""``permerge bench``: cost of the method's steps relative to plain forward passes, in one process.
+
+Every figure is a ratio (or a size) taken within one run, so machine load cancels as far as possible:
+
+* ``stats_vs_forward`` (pair) / ``stats_vs_forward_5seeds``: ``collect_statistics`` (all features) over the
+  bare ``BertModel`` forward (``torch.no_grad``, no MLM head, no pooler) of the same models on the same
+  batches. Timed as forward, statistics, forward, ...: each statistics pass is divided by the mean of the
+  two forward passes around it, median over repeats. The headline ratio is the steady state (batches after
+  the first, which also allocates the accumulators); ``stats_vs_forward_whole_pass`` includes the
+  allocation and the final flush. Floors: ``gemm_floor`` = 1 + (bare float32 cross products of the same
+  shapes, timed here) / forward; ``flop_floor`` = 1 + their multiply-adds / the forward's.
+* ``stats_peak_mb_pair_base``: MiB of statistics state for one pair at BERT-base size (12 layers, 768,
+  3072, all features, no pooler as in BertForMaskedLM): the tensors the returned ``Statistics`` holds
+  (``Statistics.nbytes``: float64 cross blocks, means, M2; checked against the exact formula) plus the
+  float32 product buffer and the longest queue of pending rank-one corrections. Beside it, the process's
+  peak increase during that pass (``VmHWM`` reset through ``/proc/self/clear_refs`` on Linux CPUs;
+  ``torch.cuda.max_memory_allocated`` on GPU), which also holds the batch's activations.
+* ``match_seconds_base``: ``compute_permutations`` (FF, head-aware attention, residual "all") for one pair
+  on random correlations (scipy's LSA on the CPU, whatever ``--device``).
+* ``sweep_vs_forward``: ``lambda_sweep`` with ``mlm_loss`` per λ (its one-time working copy included) over
+  one ``mlm_loss`` pass on model A (mean of the passes before and after the sweep).
+* ``scaling``: the same at several widths (FF = 4 x hidden, 64-dim heads) and two data sizes.
+
+Models are randomly initialised; token ids are random (full blocks, no padding). On CUDA every timing is
+bracketed by ``torch.cuda.synchronize()``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics as pystats
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+BASE = dict(layers=12, hidden=768, vocab=30522)
+MIB = 2**20
+SPECIAL_IDS = (0, 1, 2, 3, 4)  # ids never masked in the synthetic evaluation set; 4 plays [MASK]
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _sync(device) -> None:
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _timed(fn, device):
+    _sync(device)
+    start = time.perf_counter()
+    out = fn()
+    _sync(device)
+    return time.perf_counter() - start, out
+
+
+def bert_config(layers: int, hidden: int, vocab: int, seq_len: int):
+    from transformers import BertConfig
+
+    return BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
+                      num_attention_heads=max(1, hidden // 64), intermediate_size=4 * hidden,
+                      max_position_embeddings=max(512, seq_len), hidden_dropout_prob=0.0,
+                      attention_probs_dropout_prob=0.0)
+
+
+def make_models(n: int, config, device, *, mlm: bool = False, seed: int = 0) -> list:
+    """n randomly initialised models (BertModel without pooler, or BertForMaskedLM) in eval mode."""
+    import torch
+    from transformers import BertForMaskedLM, BertModel
+
+    out = []
+    for i in range(n):
+        torch.manual_seed(seed + i)
+        m = BertForMaskedLM(config) if mlm else BertModel(config, add_pooling_layer=False)
+        out.append(m.to(device).eval())
+    return out
+
+
+def make_batches(num: int, batch_size: int, seq_len: int, vocab: int, device, seed: int = 0) -> list[dict]:
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return [{"input_ids": torch.randint(len(SPECIAL_IDS), vocab, (batch_size, seq_len), generator=g).to(device),
+             "attention_mask": torch.ones(batch_size, seq_len, dtype=torch.long, device=device)}
+            for _ in range(num)]
+
+
+def forward_pass(models, batches, device="cpu") -> list[float]:
+    """Bare forward of every model on every batch; returns the seconds each batch took."""
+    import torch
+
+    times = []
+    with torch.no_grad():
+        for batch in batches:
+            _sync(device)
+            start = time.perf_counter()
+            for m in models:
+                m(**batch)
+            _sync(device)
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def stats_pass(models, batches, device="cpu", times: list | None = None, features=None):
+    """collect_statistics (default: all features); `times` receives the seconds each batch took
+    (including the accumulator allocation for the first, excluding the final flush after the last)."""
+    from .stats import collect_statistics
+
+    clock = [time.perf_counter()]
+
+    def progress(step, tokens):
+        _sync(device)
+        now = time.perf_counter()
+        if times is not None:
+            times.append(now - clock[0])
+        clock[0] = now
+
+    _sync(device)
+    clock[0] = time.perf_counter()
+    return collect_statistics(models, batches, names=[f"s{i}" for i in range(len(models))], device=device,
+                              progress=progress, features=features)
+
+
+def feature_dims(layers: int, hidden: int) -> list[int]:
+    """Dimension of every feature collected from a BERT without pooler (same order as feature_names)."""
+    return [hidden] * (2 * layers + 1) + [4 * hidden] * layers + [hidden] * (3 * layers)
+
+
+def statistics_bytes(num_models: int, layers: int, hidden: int) -> dict[str, int]:
+    """Exact bytes of the statistics state for all pairs of num_models models (no pooler).
+
+    accumulators: float64 cross block per pair and feature, float64 mean and M2 per model and feature (what
+    Statistics holds); workspace: the float32 product buffer (sized for the largest block); queue: pending
+    rank-one corrections at their longest (2 float64 vectors per model, feature and queued batch).
+    """
+    from .stats import _FLUSH_EVERY
+
+    dims = feature_dims(layers, hidden)
+    pairs = num_models * (num_models - 1) // 2
+    acc = sum(8 * (pairs * d * d + 2 * num_models * d) for d in dims)
+    workspace = 4 * max(dims) ** 2 if pairs else 0
+    queue = sum(8 * 2 * _FLUSH_EVERY * num_models * d for d in dims)
+    return {"accumulators": acc, "workspace": workspace, "queue": queue}
+
+
+def flop_floor(num_models: int, layers: int, hidden: int, seq_len: int) -> float:
+    """1 + (multiply-adds of the cross products) / (multiply-adds of the forward), per token."""
+    ff = 4 * hidden
+    fwd = num_models * layers * (4 * hidden * hidden + 2 * hidden * ff + 2 * seq_len * hidden)
+    pairs = num_models * (num_models - 1) // 2
+    cross = pairs * sum(d * d for d in feature_dims(layers, hidden))
+    return 1.0 + cross / fwd
+
+
+def gemm_pass(num_models: int, layers: int, hidden: int, tokens: int, batches: int, device) -> None:
+    """The bare float32 cross products collect_statistics computes for these shapes (random data)."""
+    import torch
+
+    pairs = num_models * (num_models - 1) // 2
+    bufs = {}
+    for d in set(feature_dims(layers, hidden)):
+        bufs[d] = (torch.randn(tokens, d, device=device), torch.randn(tokens, d, device=device),
+                   torch.empty(d, d, device=device))
+    for x, y, out in bufs.values():  # warm-up
+        torch.mm(x.T, y, out=out)
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(batches):
+        for d in feature_dims(layers, hidden):
+            x, y, out = bufs[d]
+            for _ in range(pairs):
+                torch.mm(x.T, y, out=out)
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def _rss_kib() -> tuple[int, int] | None:
+    """(VmRSS, VmHWM) in KiB from /proc/self/status, or None."""
+    try:
+        vals = {}
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(("VmRSS:", "VmHWM:")):
+                    vals[line.split(":")[0]] = int(line.split()[1])
+        return vals["VmRSS"], vals["VmHWM"]
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def _reset_hwm() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+# ------------------------------------------------------------------------------------------ measurements
+def measure_stats(s: SimpleNamespace, layers: int, hidden: int, batches_n: int, seeds: int, repeats: int,
+                  *, floors: bool = True) -> dict:
+    """Statistics pass vs bare forward for `seeds` models (forward, stats, forward, stats, ..., forward).
+
+    stats_vs_forward: batches after the first (steady state: the first also allocates the accumulators)
+    of each statistics pass over the same batches of the forward passes around it; median over repeats.
+    stats_vs_forward_whole_pass: the same for whole calls (allocation and final flush included).
+    """
+    import torch
+
+    if batches_n < 2:
+        raise ValueError("the statistics timing needs at least 2 batches")
+    cfg = bert_config(layers, hidden, s.vocab, s.seq_len)
+    models = make_models(seeds, cfg, s.device)
+    batches = make_batches(batches_n, s.batch_size, s.seq_len, s.vocab, s.device)
+    tokens = s.batch_size * s.seq_len
+    # warm-up on a small slice (allocator, BLAS and kernel initialisation)
+    warm = [{k: v[:1] for k, v in batches[0].items()}] * 2
+    forward_pass(models, warm, s.device)
+    stats_pass(models, warm, s.device, features=["res.0", "ff.0"])
+
+    def fwd():
+        start = time.perf_counter()
+        per_batch = forward_pass(models, batches, s.device)
+        return time.perf_counter() - start, per_batch
+
+    def st():
+        per_batch: list[float] = []
+        start = time.perf_counter()
+        result = stats_pass(models, batches, s.device, per_batch)
+        _sync(s.device)
+        elapsed = time.perf_counter() - start
+        del result
+        return elapsed, per_batch
+
+    f = [fwd()]
+    ratios, whole, stats_times = [], [], []
+    for _ in range(repeats):
+        st_total, st_batches = st()
+        f.append(fwd())
+        (f0_total, f0), (f1_total, f1) = f[-2], f[-1]
+        ratios.append(sum(st_batches[1:]) / ((sum(f0[1:]) + sum(f1[1:])) / 2))
+        whole.append(st_total / ((f0_total + f1_total) / 2))
+        stats_times.append(st_total)
+    fwd_total = pystats.median(t for t, _ in f)
+    out = {"models": seeds, "layers": layers, "hidden": hidden, "batches": batches_n,
+           "tokens": batches_n * tokens, "forward_s": fwd_total, "stats_s": pystats.median(stats_times),
+           "stats_vs_forward": pystats.median(ratios), "stats_vs_forward_whole_pass": pystats.median(whole),
+           "flop_floor": flop_floor(seeds, layers, hidden, s.seq_len)}
+    if floors:
+        g = gemm_pass(seeds, layers, hidden, tokens, batches_n, s.device)
+        out["gemm_s"] = g
+        out["gemm_floor"] = 1.0 + g / fwd_total
+    del models, batches
+    if torch.device(s.device).type == "cuda":
+        torch.cuda.empty_cache()
+    return out
+
+
+def measure_memory(s: SimpleNamespace) -> dict:
+    """Statistics state for one pair at mem_layers x mem_hidden, measured on a short batch."""
+    import torch
+
+    cfg = bert_config(s.mem_layers, s.mem_hidden, s.vocab, s.seq_len)
+    models = make_models(2, cfg, s.device)
+    batches = make_batches(1, 1, min(s.seq_len, 32), s.vocab, s.device, seed=1)
+    cuda = torch.device(s.device).type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        reset = True
+    else:
+        reset = _reset_hwm()
+        rss = _rss_kib()
+        before = rss[0] * 1024 if rss else None
+    stats = stats_pass(models, batches, s.device)
+    if cuda:
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() - before
+        how_peak = "torch.cuda.max_memory_allocated() increase during the pass"
+    else:
+        rss = _rss_kib()
+        peak = rss[1] * 1024 - before if (reset and rss and before is not None) else None
+        how_peak = "VmHWM (reset via /proc/self/clear_refs) minus VmRSS before the pass"
+    held = stats.nbytes()
+    formula = statistics_bytes(2, s.mem_layers, s.mem_hidden)
+    if held != formula["accumulators"]:
+        raise RuntimeError(f"accumulator bytes {held} differ from the formula {formula['accumulators']}")
+    total = held + formula["workspace"] + formula["queue"]
+    del stats, models
+    return {"layers": s.mem_layers, "hidden": s.mem_hidden, "accumulator_bytes": held,
+            "workspace_bytes": formula["workspace"], "queue_bytes": formula["queue"], "total_bytes": total,
+            "total_mib": total / MIB, "total_mb": total / 1e6, "process_peak_delta_mib":
+            None if peak is None else peak / MIB, "process_peak_how": how_peak}
+
+
+def random_statistics(layers: int, hidden: int, seed: int = 0):
+    """Statistics of one pair with random correlations (about N(0, 0.1^2)) for the matched features."""
+    import torch
+
+    from .stats import Statistics
+
+    g = torch.Generator().manual_seed(seed)
+    n = 1000
+    dims = {f"ff.{l}": 4 * hidden for l in range(layers)}
+    dims.update({f"ctx.{l}": hidden for l in range(layers)})
+    dims.update({f"res.{i}": hidden for i in range(2 * layers + 1)})
+    tensors = {}
+    for f, d in dims.items():
+        tensors[f"mean/{f}"] = torch.zeros(2, d, dtype=torch.float64)
+        tensors[f"m2/{f}"] = torch.full((2, d), float(n), dtype=torch.float64)
+        tensors[f"cross/{f}/a/b"] = 0.1 * n * torch.randn(d, d, generator=g, dtype=torch.float64)
+    return Statistics(["a", "b"], [("a", "b")], {f: n for f in dims}, tensors)
+
+
+def measure_matching(layers: int, hidden: int) -> dict:
+    from .matching import compute_permutations
+    from .variants import Variant
+
+    stats = random_statistics(layers, hidden)
+    variant = Variant(components=frozenset({"ff", "attn", "res"}), attention="head_perm", residual="all")
+    config = SimpleNamespace(num_hidden_layers=layers, num_attention_heads=max(1, hidden // 64))
+    start = time.perf_counter()
+    perms = compute_permutations(stats, "a", "b", variant, config)
+    seconds = time.perf_counter() - start
+    return {"layers": layers, "hidden": hidden, "seconds": seconds, "permutations": len(perms)}
+
+
+def synthetic_evalset(blocks: int, seq_len: int, vocab: int, seed: int = 0) -> dict:
+    """A fixed masked MLM set (BERT masking of random ids, drawn once) shaped like build_mlm_evalset's."""
+    import torch
+
+    from .evaluate import bert_mask
+
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(len(SPECIAL_IDS), vocab, (blocks, seq_len), generator=g)
+    ids[:, 0], ids[:, -1] = 2, 3  # [CLS] ... [SEP]
+    masked, labels = bert_mask(ids, special=list(SPECIAL_IDS), mask_token_id=4, vocab_size=vocab,
+                               generator=g)
+    return {"input_ids": masked, "labels": labels}
+
+
+def measure_sweep(s: SimpleNamespace, layers: int, hidden: int, blocks: int) -> dict:
+    """Loss sweep over s.lambdas values vs one evaluation pass of model A (before and after the sweep)."""
+    import torch
+
+    from .evaluate import lambda_grid, lambda_sweep, mlm_loss
+
+    cfg = bert_config(layers, hidden, s.vocab, s.seq_len)
+    a, b = make_models(2, cfg, s.device, mlm=True)
+    ev = synthetic_evalset(blocks, s.seq_len, s.vocab)
+    grid = lambda_grid(s.lambdas)
+
+    def evaluate(m):
+        return mlm_loss(m, ev, batch_size=s.batch_size)
+
+    mlm_loss(a, {k: v[:1] for k, v in ev.items()}, batch_size=1)  # warm-up
+    t0 = _timed(lambda: evaluate(a), s.device)[0]
+    t_sweep, rows = _timed(lambda: lambda_sweep(a, b, grid, evaluate), s.device)
+    t1 = _timed(lambda: evaluate(a), s.device)[0]
+    bare = (t0 + t1) / 2
+    per_lambda = t_sweep / len(grid)
+    if not all(math.isfinite(r["loss"]) for r in rows):
+        raise RuntimeError("the sweep produced a non-finite loss")
+    del a, b
+    if torch.device(s.device).type == "cuda":
+        torch.cuda.empty_cache()
+    return {"layers": layers, "hidden": hidden, "blocks": blocks, "tokens": blocks * s.seq_len,
+            "lambdas": len(grid), "bare_eval_s": bare, "sweep_s": t_sweep, "per_lambda_s": per_lambda,
+            "sweep_vs_forward": per_lambda / bare}
+
+
+# ------------------------------------------------------------------------------------------ driver
+def settings_from_args(args: argparse.Namespace) -> SimpleNamespace:
+    import torch
+
+    quick = bool(args.quick)
+    device = args.device
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    small_cpu = device == "cpu"
+
+    def pick(value, full, quick_value, cpu_full=None):
+        if value is not None:
+            return value
+        if quick:
+            return quick_value
+        return cpu_full if (cpu_full is not None and small_cpu) else full
+
+    L = BASE["layers"]
+    s = SimpleNamespace(
+        quick=quick, device=device,
+        layers=pick(args.layers, L, 2 if small_cpu else L),
+        hidden=pick(args.hidden, BASE["hidden"], BASE["hidden"]),
+        vocab=pick(args.vocab, BASE["vocab"], BASE["vocab"]),
+        seq_len=pick(args.seq_len, 128, 128),
+        batch_size=pick(args.batch_size, 32, 4, cpu_full=8),
+        batches=pick(args.batches, 4, 2, cpu_full=2),
+        seeds=pick(args.seeds, 5, 5),
+        repeats=pick(args.repeats, 3, 1, cpu_full=2),
+        lambdas=pick(args.lambdas, 5, 3),
+        eval_blocks=pick(args.eval_blocks, 64, 4, cpu_full=8),
+        mem_layers=pick(args.mem_layers, L, L),
+        mem_hidden=pick(args.mem_hidden, BASE["hidden"], BASE["hidden"]),
+        widths=None,
+        threads=torch.get_num_threads(),
+    )
+    # 5 seeds at BERT-base hold 10 pairs of accumulators (11 GiB): on CPU they are timed with fewer layers.
+    s.seeds_layers = pick(args.seeds_layers, s.layers, 1 if small_cpu else s.layers, cpu_full=min(4, s.layers))
+    s.match_layers = pick(args.match_layers, L, 2 if small_cpu else L)
+    s.scale_layers = pick(args.scale_layers, s.layers, s.layers, cpu_full=2)
+    if args.widths is not None:
+        s.widths = [int(w) for w in args.widths.split(",") if w.strip()]
+    else:
+        s.widths = [128, s.hidden] if quick else [128, 256, s.hidden]
+    for name in ("layers", "hidden", "vocab", "seq_len", "batch_size", "repeats", "eval_blocks", "mem_layers",
+                 "mem_hidden", "match_layers", "seeds_layers", "scale_layers"):
+        if getattr(s, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive")
+    if s.batches < 2:
+        raise ValueError("--batches must be at least 2 (the first batch of a statistics pass is not timed)")
+    if s.seeds < 2 or s.lambdas < 2:
+        raise ValueError("--seeds and --lambdas must be at least 2")
+    if s.vocab <= len(SPECIAL_IDS):
+        raise ValueError(f"--vocab must exceed {len(SPECIAL_IDS)}")
+    for w in [s.hidden, s.mem_hidden, *s.widths]:
+        if w < 1 or w % max(1, w // 64):
+            raise ValueError(f"width {w}: must be divisible by its number of heads, max(1, width // 64)")
+    return s
+
+
+def device_name(device: str) -> str:
+    import torch
+
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name()
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{name} ({os.cpu_count()} CPUs visible, torch threads {torch.get_num_threads()})"
+
+
+STATS_KEYS = ("layers", "batches", "tokens", "forward_s", "stats_s", "stats_vs_forward",
+              "stats_vs_forward_whole_pass")
+SWEEP_KEYS = ("layers", "blocks", "tokens", "bare_eval_s", "per_lambda_s", "sweep_vs_forward")
+
+
+def run_bench(s: SimpleNamespace, log=print) -> dict:
+    import torch
+    import transformers
+
+    started = time.perf_counter()
+    plain_log = log
+
+    def log(msg):
+        plain_log(f"[{time.perf_counter() - started:6.1f}s] {msg}")
+
+    log(f"bench on {device_name(s.device)}")
+    # memory first: the process-peak figure is only meaningful before other passes have grown the heap
+    log(f"memory: one pair at {s.mem_layers} layers, hidden {s.mem_hidden}")
+    mem = measure_memory(s)
+    log(f"statistics, pair: {s.layers} layers, hidden {s.hidden}, {s.batches} x {s.batch_size} x {s.seq_len} tokens")
+    pair = measure_stats(s, s.layers, s.hidden, s.batches, 2, s.repeats)
+    log(f"statistics, {s.seeds} seeds: {s.seeds_layers} layers")
+    many = measure_stats(s, s.seeds_layers, s.hidden, s.batches, s.seeds, 1, floors=False)
+    # The many-seed product floor: S(S-1)/2 pairs' products, from the pair's product time per layer.
+    pairs = s.seeds * (s.seeds - 1) // 2
+    many["gemm_floor"] = 1.0 + pairs * pair["gemm_s"] * (s.seeds_layers / s.layers) / many["forward_s"]
+    log(f"matching: {s.match_layers} layers, hidden {s.hidden}")
+    match = measure_matching(s.match_layers, s.hidden)
+    log(f"sweep: {s.layers} layers, {s.lambdas} lambdas, {s.eval_blocks} blocks")
+    sweep = measure_sweep(s, s.layers, s.hidden, s.eval_blocks)
+
+    scaling = []
+    for w in s.widths:
+        log(f"scaling: {s.scale_layers} layers, hidden {w}")
+        row = {"hidden": w, "ff": 4 * w, "heads": max(1, w // 64), "layers": s.scale_layers,
+               "stats_state_mib_pair": sum(statistics_bytes(2, s.scale_layers, w).values()) / MIB,
+               "flop_floor_pair": flop_floor(2, s.scale_layers, w, s.seq_len)}
+        same = w == s.hidden and s.scale_layers == s.layers
+        row["stats_pair"] = [
+            {k: pair[k] for k in STATS_KEYS} if same and nb == s.batches
+            else {k: v for k, v in measure_stats(s, s.scale_layers, w, nb, 2, 1, floors=False).items()
+                  if k in STATS_KEYS}
+            for nb in (s.batches, 2 * s.batches)]
+        row["match_seconds"] = (match["seconds"] if w == s.hidden and s.match_layers == s.scale_layers
+                                else measure_matching(s.scale_layers, w)["seconds"])
+        row["sweep"] = [
+            {k: sweep[k] for k in SWEEP_KEYS} if same and blocks == s.eval_blocks
+            else {k: v for k, v in measure_sweep(s, s.scale_layers, w, blocks).items() if k in SWEEP_KEYS}
+            for blocks in (s.eval_blocks, 2 * s.eval_blocks)]
+        scaling.append(row)
+
+    match_base = match["seconds"]
+    result = {
+        "device": device_name(s.device),
+        "stats_vs_forward": pair["stats_vs_forward"],
+        "stats_vs_forward_5seeds": many["stats_vs_forward"],
+        "stats_peak_mb_pair_base": mem["total_mib"],
+        "match_seconds_base": match_base,
+        "sweep_vs_forward": sweep["sweep_vs_forward"],
+        "targets": {"stats_vs_forward": 1.3, "stats_peak_mb_pair_base": 1200, "sweep_vs_forward": 1.1},
+        "details": {
+            "stats_pair": pair, "stats_5seeds": many, "memory": mem, "matching": match, "sweep": sweep,
+            "units": {"*_mb*, *_mib": "MiB (2**20 bytes); memory.total_mb is the same in 10**6 bytes",
+                      "*_s": "seconds of wall-clock time"},
+        },
+        "scaling": scaling,
+        "settings": {
+            "quick": s.quick, "device": s.device, "layers": s.layers, "hidden": s.hidden,
+            "heads": max(1, s.hidden // 64), "ff": 4 * s.hidden, "vocab": s.vocab, "seq_len": s.seq_len,
+            "batch_size": s.batch_size, "batches": s.batches, "seeds": s.seeds, "seeds_layers": s.seeds_layers,
+            "repeats": s.repeats, "lambdas": s.lambdas, "eval_blocks": s.eval_blocks,
+            "mem_layers": s.mem_layers, "mem_hidden": s.mem_hidden, "match_layers": s.match_layers,
+            "scale_layers": s.scale_layers, "widths": s.widths, "torch_threads": s.threads,
+            "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": sys.version.split()[0],
+            "fewer_layers_than_bert_base": min(s.layers, s.seeds_layers, s.mem_layers, s.match_layers)
+            < BASE["layers"],
+            "note": ("random init, random token ids (full blocks, no padding); the pair statistics and the "
+                     "sweep use `layers` layers, the many-seed statistics `seeds_layers`, memory "
+                     "`mem_layers`, matching `match_layers`, the scaling table `scale_layers`"),
+        },
+    }
+    if s.match_layers != BASE["layers"]:
+        result["details"]["matching"]["seconds_12_layers_estimate"] = match_base * BASE["layers"] / s.match_layers
+    result["settings"]["elapsed_s"] = time.perf_counter() - started
+    log("done")
+    return result
+
+
+def format_table(r: dict) -> str:
+    d = r["details"]
+    p, m, mem, sw, mt = d["stats_pair"], d["stats_5seeds"], d["memory"], d["sweep"], d["matching"]
+    st = r["settings"]
+    lines = [f"permerge bench on {r['device']}",
+             f"(hidden {st['hidden']}, vocab {st['vocab']}, {st['batches']} batches of {st['batch_size']} x "
+             f"{st['seq_len']} tokens{', quick' if st['quick'] else ''})",
+             "",
+             f"{'figure':<30}{'value':>9}{'target':>8}   detail"]
+
+    def row(name, value, target, detail):
+        tgt = "" if target is None else f"{target:g}"
+        lines.append(f"{name:<30}{value:>9.3f}{tgt:>8}   {detail}")
+
+    for label, x, key in (("pair", p, "stats_vs_forward"), (f"{m['models']} seeds", m, "stats_vs_forward_5seeds")):
+        row(f"stats_vs_forward ({label})", r[key], 1.3,
+            f"{x['layers']} layers; whole pass {x['stats_vs_forward_whole_pass']:.2f} ({x['stats_s']:.1f}s / "
+            f"{x['forward_s']:.1f}s); floors: products {x['gemm_floor']:.2f}, flops {x['flop_floor']:.2f}")
+    peak = mem["process_peak_delta_mib"]
+    row("stats_peak_mb_pair_base (MiB)", r["stats_peak_mb_pair_base"], 1200,
+        f"{mem['layers']} layers x {mem['hidden']}: accumulators {mem['accumulator_bytes'] / MIB:.1f} + "
+        f"product buffer {mem['workspace_bytes'] / MIB:.1f} + queue {mem['queue_bytes'] / MIB:.1f} MiB "
+        f"(= {mem['total_mb']:.0f} MB); process peak +{'n/a' if peak is None else f'{peak:.0f}'} MiB")
+    est = mt.get("seconds_12_layers_estimate")
+    row("match_seconds_base", r["match_seconds_base"], None,
+        f"{mt['layers']} layers x {mt['hidden']}" + ("" if est is None else f"; 12 layers ~ {est:.1f}s"))
+    row("sweep_vs_forward", r["sweep_vs_forward"], 1.1,
+        f"{sw['layers']} layers; {sw['per_lambda_s']:.2f}s per lambda / {sw['bare_eval_s']:.2f}s per eval "
+        f"({sw['lambdas']} lambdas, {sw['tokens']} tokens)")
+    lines += ["", "scaling (pair; FF = 4 x hidden; ratio = steady-state stats / forward)",
+              f"{'hidden':>7}{'layers':>7}{'state MiB':>10}{'flops':>7}{'match s':>9}{'tokens':>8}{'fwd s':>8}"
+              f"{'stats s':>9}{'ratio':>7}{'eval tok':>9}{'eval s':>8}{'sweep':>7}"]
+    for sc in r["scaling"]:
+        for k, (sp, sv) in enumerate(zip(sc["stats_pair"], sc["sweep"])):
+            head = (f"{sc['hidden']:>7}{sc['layers']:>7}{sc['stats_state_mib_pair']:>10.1f}"
+                    f"{sc['flop_floor_pair']:>7.2f}{sc['match_seconds']:>9.2f}") if k == 0 else " " * 40
+            lines.append(head + f"{sp['tokens']:>8}{sp['forward_s']:>8.2f}{sp['stats_s']:>9.2f}"
+                                f"{sp['stats_vs_forward']:>7.2f}{sv['tokens']:>9}{sv['bare_eval_s']:>8.2f}"
+                                f"{sv['sweep_vs_forward']:>7.2f}")
+    return "\n".join(lines)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .io import atomic_path
+
+    s = settings_from_args(args)
+    result = run_bench(s, log=lambda msg: print(f"# {msg}", file=sys.stderr, flush=True))
+    print(format_table(result))
+    print(json.dumps(result, sort_keys=True), flush=True)
+    if args.out:
+        with atomic_path(args.out) as tmp:
+            Path(tmp).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    return 0
+
+
+def add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench", help="time statistics, matching and the loss sweep relative to forward passes",
+        description="Measure, in one run: statistics pass / bare forward (pair and several seeds), "
+                    "statistics memory for a pair at BERT-base size, matching time, loss-sweep cost per "
+                    "lambda / one evaluation pass, and how these grow with width and data. Prints a table "
+                    "and one JSON object (the last line of stdout).")
+    p.add_argument("--quick", action="store_true",
+                   help="CI-sized run (on CPU: 2 layers, 2 batches of 4 x 128 tokens; 5 seeds on 1 layer; "
+                        "matching on 2 layers)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--out", default=None, help="also write the JSON here (e.g. results/bench/bench.json)")
+    g = p.add_argument_group("sizes (defaults: BERT-base; see docs/performance.md for the CPU/quick defaults)")
+    g.add_argument("--layers", type=int, help="layers for the pair statistics and the sweep (default 12)")
+    g.add_argument("--hidden", type=int, help="hidden size (default 768); FF = 4 x hidden, 64-dim heads")
+    g.add_argument("--vocab", type=int, help="vocabulary size (default 30522)")
+    g.add_argument("--seq-len", type=int, help="tokens per sequence (default 128)")
+    g.add_argument("--batch-size", type=int, help="sequences per batch (default 32; CPU 8; --quick 4)")
+    g.add_argument("--batches", type=int, help="batches per pass, at least 2 (default 4; CPU and --quick 2)")
+    g.add_argument("--seeds", type=int, help="models in the many-seed statistics pass (default 5)")
+    g.add_argument("--seeds-layers", type=int,
+                   help="layers for the many-seed statistics (default: --layers; CPU 4; --quick on CPU 1)")
+    g.add_argument("--repeats", type=int, help="timed statistics passes for the pair (default 3; CPU 2; --quick 1)")
+    g.add_argument("--lambdas", type=int, help="lambda values in the timed sweep (default 5; --quick 3)")
+    g.add_argument("--eval-blocks", type=int,
+                   help="blocks of seq-len tokens in the MLM set (default 64; CPU 8; --quick 4)")
+    g.add_argument("--mem-layers", type=int, help="layers for the memory figure (default 12)")
+    g.add_argument("--mem-hidden", type=int, help="hidden size for the memory figure (default 768)")
+    g.add_argument("--match-layers", type=int, help="layers for the matching time (default 12; --quick on CPU 2)")
+    g.add_argument("--scale-layers", type=int,
+                   help="layers for the scaling table (default: --layers; CPU without --quick: 2)")
+    g.add_argument("--widths", default=None,
+                   help="comma-separated hidden sizes for the scaling table (default 128,256,<hidden>; "
+                        "--quick 128,<hidden>; empty: none)")
+    p.set_defaults(func=cmd_bench)
