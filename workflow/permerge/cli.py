@@ -230,6 +230,10 @@ def add_merge(sub: argparse._SubParsersAction) -> None:
 # Each entry adds one subparser (and sets func); new subcommands append their registrar here.
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_align, add_merge]
 
+from .bench import add_bench  # noqa: E402  (permerge bench; its heavy imports happen when it runs)
+
+SUBCOMMANDS.append(add_bench)
+
 
 def _positive_int(text: str) -> int:
     value = int(text)
