@@ -47,8 +47,10 @@ def test_bench_figures_are_finite_and_positive(bench_run):
     for key in KEYS:
         assert positive(result[key]), (key, result[key])
     d = result["details"]
-    for key in ("forward_s", "stats_s", "gemm_s", "gemm_floor", "flop_floor"):
+    for key in ("forward_s", "stats_s", "stats_vs_forward_whole_pass", "products_s_per_batch", "gemm_floor", "flop_floor"):
         assert positive(d["stats_pair"][key]), key
+    rows = d["stats_pair"]["per_batch"]
+    assert len(rows) == 2 and all(positive(r["stats_s"]) and positive(r["forward_s"]) for r in rows)
     assert d["stats_5seeds"]["models"] == 3
     assert d["memory"]["accumulator_bytes"] == statistics_bytes(2, 1, 64)["accumulators"]
     assert positive(d["sweep"]["per_lambda_s"]) and d["sweep"]["lambdas"] == 2

@@ -3,12 +3,13 @@
 Every figure is a ratio (or a size) taken within one run, so machine load cancels as far as possible:
 
 * ``stats_vs_forward`` (pair) / ``stats_vs_forward_5seeds``: ``collect_statistics`` (all features) over the
-  bare ``BertModel`` forward (``torch.no_grad``, no MLM head, no pooler) of the same models on the same
-  batches. Timed as forward, statistics, forward, ...: each statistics pass is divided by the mean of the
-  two forward passes around it, median over repeats. The headline ratio is the steady state (batches after
-  the first, which also allocates the accumulators); ``stats_vs_forward_whole_pass`` includes the
-  allocation and the final flush. Floors: ``gemm_floor`` = 1 + (bare float32 cross products of the same
-  shapes, timed here) / forward; ``flop_floor`` = 1 + their multiply-adds / the forward's.
+  bare ``BertModel`` forward (``torch.no_grad``, no MLM head, no pooler) of the same models (hook-free
+  copies) on the same batch, paired batch by batch: right after each statistics batch, the bare forward
+  of that batch is timed, so load changes on a shared machine cancel. The headline is the median over the
+  batches after the first (the first also allocates the accumulators); ``stats_vs_forward_whole_pass``
+  puts all statistics time (allocation and final flush included) over all forward time. Floors:
+  ``gemm_floor`` = 1 + (the bare float32 cross products of the same shapes, timed after each batch too)
+  / forward; ``flop_floor`` = 1 + their multiply-adds / those of the forward.
 * ``stats_peak_mb_pair_base``: MiB of statistics state for one pair at BERT-base size (12 layers, 768,
   3072, all features, no pooler as in BertForMaskedLM): the tensors the returned ``Statistics`` holds
   (``Statistics.nbytes``: float64 cross blocks, means, M2; checked against the exact formula) plus the
@@ -106,24 +107,12 @@ def forward_pass(models, batches, device="cpu") -> list[float]:
     return times
 
 
-def stats_pass(models, batches, device="cpu", times: list | None = None, features=None):
-    """collect_statistics (default: all features); `times` receives the seconds each batch took
-    (including the accumulator allocation for the first, excluding the final flush after the last)."""
+def stats_pass(models, batches, device="cpu", features=None):
+    """collect_statistics over `features` (default: all) with the bench's model names."""
     from .stats import collect_statistics
 
-    clock = [time.perf_counter()]
-
-    def progress(step, tokens):
-        _sync(device)
-        now = time.perf_counter()
-        if times is not None:
-            times.append(now - clock[0])
-        clock[0] = now
-
-    _sync(device)
-    clock[0] = time.perf_counter()
     return collect_statistics(models, batches, names=[f"s{i}" for i in range(len(models))], device=device,
-                              progress=progress, features=features)
+                              features=features)
 
 
 def feature_dims(layers: int, hidden: int) -> list[int]:
@@ -157,26 +146,29 @@ def flop_floor(num_models: int, layers: int, hidden: int, seq_len: int) -> float
     return 1.0 + cross / fwd
 
 
-def gemm_pass(num_models: int, layers: int, hidden: int, tokens: int, batches: int, device) -> None:
-    """The bare float32 cross products collect_statistics computes for these shapes (random data)."""
-    import torch
+class _Products:
+    """The bare float32 cross products collect_statistics computes for one pair and one batch (random
+    data of the same shapes, buffers allocated once)."""
 
-    pairs = num_models * (num_models - 1) // 2
-    bufs = {}
-    for d in set(feature_dims(layers, hidden)):
-        bufs[d] = (torch.randn(tokens, d, device=device), torch.randn(tokens, d, device=device),
-                   torch.empty(d, d, device=device))
-    for x, y, out in bufs.values():  # warm-up
-        torch.mm(x.T, y, out=out)
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(batches):
-        for d in feature_dims(layers, hidden):
-            x, y, out = bufs[d]
-            for _ in range(pairs):
-                torch.mm(x.T, y, out=out)
-    _sync(device)
-    return time.perf_counter() - start
+    def __init__(self, layers: int, hidden: int, tokens: int, device):
+        import torch
+
+        self.dims = feature_dims(layers, hidden)
+        self.bufs = {d: (torch.randn(tokens, d, device=device), torch.randn(tokens, d, device=device),
+                         torch.empty(d, d, device=device)) for d in set(self.dims)}
+        self.device = device
+        self()  # warm-up
+
+    def __call__(self) -> float:
+        import torch
+
+        _sync(self.device)
+        start = time.perf_counter()
+        for d in self.dims:
+            x, y, out = self.bufs[d]
+            torch.mm(x.T, y, out=out)
+        _sync(self.device)
+        return time.perf_counter() - start
 
 
 def _rss_kib() -> tuple[int, int] | None:
@@ -204,58 +196,72 @@ def _reset_hwm() -> bool:
 # ------------------------------------------------------------------------------------------ measurements
 def measure_stats(s: SimpleNamespace, layers: int, hidden: int, batches_n: int, seeds: int, repeats: int,
                   *, floors: bool = True) -> dict:
-    """Statistics pass vs bare forward for `seeds` models (forward, stats, forward, stats, ..., forward).
+    """Statistics pass vs bare forward for `seeds` models, paired batch by batch.
 
-    stats_vs_forward: batches after the first (steady state: the first also allocates the accumulators)
-    of each statistics pass over the same batches of the forward passes around it; median over repeats.
-    stats_vs_forward_whole_pass: the same for whole calls (allocation and final flush included).
+    After each statistics batch (inside collect_statistics' progress callback, excluded from the
+    statistics time) the same batch goes through hook-free copies of the models (the bare forward) and,
+    with `floors`, through the bare cross products of one pair; so every statistics batch is compared with
+    a forward of the same tokens measured right after it, and load changes on a shared machine cancel.
+    stats_vs_forward: median over the batches after the first of each pass (the first also allocates the
+    accumulators); whole pass: all statistics time (allocation and final flush included) over all
+    forward time; gemm_floor: 1 + S(S-1)/2 x (one pair's products) / forward, median over those batches.
     """
+    import copy
+
     import torch
+
+    from .stats import collect_statistics
 
     if batches_n < 2:
         raise ValueError("the statistics timing needs at least 2 batches")
     cfg = bert_config(layers, hidden, s.vocab, s.seq_len)
     models = make_models(seeds, cfg, s.device)
+    bare = [copy.deepcopy(m) for m in models]  # same weights, never hooked
     batches = make_batches(batches_n, s.batch_size, s.seq_len, s.vocab, s.device)
     tokens = s.batch_size * s.seq_len
+    pairs = seeds * (seeds - 1) // 2
+    products = _Products(layers, hidden, tokens, s.device) if floors else None
     # warm-up on a small slice (allocator, BLAS and kernel initialisation)
     warm = [{k: v[:1] for k, v in batches[0].items()}] * 2
-    forward_pass(models, warm, s.device)
+    forward_pass(bare, warm, s.device)
     stats_pass(models, warm, s.device, features=["res.0", "ff.0"])
 
-    def fwd():
-        start = time.perf_counter()
-        per_batch = forward_pass(models, batches, s.device)
-        return time.perf_counter() - start, per_batch
+    rows: list[dict] = []  # one per batch: pass, index, stats, forward, products seconds
+    whole_stats, whole_fwd = [], []
+    for rep in range(repeats):
+        clock = [0.0]
+        mine: list[dict] = []
 
-    def st():
-        per_batch: list[float] = []
-        start = time.perf_counter()
-        result = stats_pass(models, batches, s.device, per_batch)
+        def progress(step, n_tokens):
+            _sync(s.device)
+            t_stats = time.perf_counter() - clock[0]
+            t_fwd = forward_pass(bare, [batches[step]], s.device)[0]
+            t_prod = products() if products is not None else float("nan")
+            mine.append({"pass": rep, "batch": step, "stats_s": t_stats, "forward_s": t_fwd, "products_s": t_prod})
+            _sync(s.device)
+            clock[0] = time.perf_counter()
+
         _sync(s.device)
-        elapsed = time.perf_counter() - start
+        clock[0] = time.perf_counter()
+        result = collect_statistics(models, batches, names=[f"s{i}" for i in range(seeds)], device=s.device,
+                                    progress=progress)
+        _sync(s.device)
+        tail = time.perf_counter() - clock[0]  # final flush and result assembly
         del result
-        return elapsed, per_batch
-
-    f = [fwd()]
-    ratios, whole, stats_times = [], [], []
-    for _ in range(repeats):
-        st_total, st_batches = st()
-        f.append(fwd())
-        (f0_total, f0), (f1_total, f1) = f[-2], f[-1]
-        ratios.append(sum(st_batches[1:]) / ((sum(f0[1:]) + sum(f1[1:])) / 2))
-        whole.append(st_total / ((f0_total + f1_total) / 2))
-        stats_times.append(st_total)
-    fwd_total = pystats.median(t for t, _ in f)
+        rows += mine
+        whole_stats.append(sum(r["stats_s"] for r in mine) + tail)
+        whole_fwd.append(sum(r["forward_s"] for r in mine))
+    steady = [r for r in rows if r["batch"] > 0]
     out = {"models": seeds, "layers": layers, "hidden": hidden, "batches": batches_n,
-           "tokens": batches_n * tokens, "forward_s": fwd_total, "stats_s": pystats.median(stats_times),
-           "stats_vs_forward": pystats.median(ratios), "stats_vs_forward_whole_pass": pystats.median(whole),
-           "flop_floor": flop_floor(seeds, layers, hidden, s.seq_len)}
+           "tokens": batches_n * tokens, "forward_s": pystats.median(whole_fwd),
+           "stats_s": pystats.median(whole_stats),
+           "stats_vs_forward": pystats.median(r["stats_s"] / r["forward_s"] for r in steady),
+           "stats_vs_forward_whole_pass": pystats.median(a / b for a, b in zip(whole_stats, whole_fwd)),
+           "flop_floor": flop_floor(seeds, layers, hidden, s.seq_len), "per_batch": rows}
     if floors:
-        g = gemm_pass(seeds, layers, hidden, tokens, batches_n, s.device)
-        out["gemm_s"] = g
-        out["gemm_floor"] = 1.0 + g / fwd_total
-    del models, batches
+        out["products_s_per_batch"] = pystats.median(r["products_s"] for r in rows) * pairs
+        out["gemm_floor"] = pystats.median(1.0 + pairs * r["products_s"] / r["forward_s"] for r in steady)
+    del models, bare, batches, products
     if torch.device(s.device).type == "cuda":
         torch.cuda.empty_cache()
     return out
@@ -400,7 +406,7 @@ def settings_from_args(args: argparse.Namespace) -> SimpleNamespace:
         vocab=pick(args.vocab, BASE["vocab"], BASE["vocab"]),
         seq_len=pick(args.seq_len, 128, 128),
         batch_size=pick(args.batch_size, 32, 4, cpu_full=8),
-        batches=pick(args.batches, 4, 2, cpu_full=2),
+        batches=pick(args.batches, 4, 2, cpu_full=3),
         seeds=pick(args.seeds, 5, 5),
         repeats=pick(args.repeats, 3, 1, cpu_full=2),
         lambdas=pick(args.lambdas, 5, 3),
@@ -473,10 +479,7 @@ def run_bench(s: SimpleNamespace, log=print) -> dict:
     log(f"statistics, pair: {s.layers} layers, hidden {s.hidden}, {s.batches} x {s.batch_size} x {s.seq_len} tokens")
     pair = measure_stats(s, s.layers, s.hidden, s.batches, 2, s.repeats)
     log(f"statistics, {s.seeds} seeds: {s.seeds_layers} layers")
-    many = measure_stats(s, s.seeds_layers, s.hidden, s.batches, s.seeds, 1, floors=False)
-    # The many-seed product floor: S(S-1)/2 pairs' products, from the pair's product time per layer.
-    pairs = s.seeds * (s.seeds - 1) // 2
-    many["gemm_floor"] = 1.0 + pairs * pair["gemm_s"] * (s.seeds_layers / s.layers) / many["forward_s"]
+    many = measure_stats(s, s.seeds_layers, s.hidden, s.batches, s.seeds, 1)
     log(f"matching: {s.match_layers} layers, hidden {s.hidden}")
     match = measure_matching(s.match_layers, s.hidden)
     log(f"sweep: {s.layers} layers, {s.lambdas} lambdas, {s.eval_blocks} blocks")
@@ -613,7 +616,7 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--vocab", type=int, help="vocabulary size (default 30522)")
     g.add_argument("--seq-len", type=int, help="tokens per sequence (default 128)")
     g.add_argument("--batch-size", type=int, help="sequences per batch (default 32; CPU 8; --quick 4)")
-    g.add_argument("--batches", type=int, help="batches per pass, at least 2 (default 4; CPU and --quick 2)")
+    g.add_argument("--batches", type=int, help="batches per pass, at least 2 (default 4; CPU 3; --quick 2)")
     g.add_argument("--seeds", type=int, help="models in the many-seed statistics pass (default 5)")
     g.add_argument("--seeds-layers", type=int,
                    help="layers for the many-seed statistics (default: --layers; CPU 4; --quick on CPU 1)")
