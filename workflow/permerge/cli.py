@@ -232,7 +232,9 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_align, ad
 
 from .bench import add_bench  # noqa: E402  (permerge bench; its heavy imports happen when it runs)
 
-SUBCOMMANDS.append(add_bench)
+from .runtime import add_runtime  # noqa: E402
+
+SUBCOMMANDS.extend([add_bench, add_runtime])
 
 
 def _positive_int(text: str) -> int:

@@ -1,0 +1,132 @@
+"""``permerge runtime``: the grid's end-to-end time and a per-rule breakdown from Snakemake's files.
+
+  permerge runtime [--benchmarks results/benchmarks] [--log .snakemake/log/X.snakemake.log]
+                   [--out results/tables/runtime.tsv]
+
+Per rule, from the benchmark files (``results/benchmarks/{rule}/...tsv``): jobs, summed job wall time,
+summed CPU time and its share of the total, peak resident memory. Under ``-j 8`` on 2 cores jobs share
+the cores, so a job's wall time includes waiting; CPU time is what a rule really costs. The end-to-end
+time is read from a Snakemake log (its start date to its last job timestamp) and written as the row
+``rule = (grid)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+from datetime import datetime
+from pathlib import Path
+
+COLUMNS = ("rule", "jobs", "wall_s", "cpu_s", "cpu_share", "max_rss_mb")
+GRID_ROW = "(grid)"
+
+_DATE = re.compile(r"^\s*Date: (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)")
+_STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]")
+_DONE = re.compile(r"(\d+) of (\d+) steps \(100%\) done")
+
+
+def read_benchmarks(root: str | Path) -> dict[str, list[dict[str, float]]]:
+    """{rule: [one dict per benchmark row]}; the rule is the first folder under ``root``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"benchmark folder {root} does not exist (run the workflow first)")
+    rules: dict[str, list[dict[str, float]]] = {}
+    for path in sorted(root.rglob("*.tsv")):
+        rule = path.relative_to(root).parts[0]
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh, delimiter="\t"))
+        if not rows or "s" not in rows[0]:
+            raise ValueError(f"{path} is not a Snakemake benchmark file (no 's' column)")
+        for row in rows:
+            rules.setdefault(rule, []).append(
+                {k: _number(row.get(k)) for k in ("s", "cpu_time", "max_rss")})
+    if not rules:
+        raise ValueError(f"no benchmark files under {root}")
+    return rules
+
+
+def _number(text: str | None) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):  # Snakemake writes "-" where it could not measure
+        return 0.0
+
+
+def breakdown(rules: dict[str, list[dict[str, float]]]) -> list[dict[str, object]]:
+    """One row per rule, most CPU time first."""
+    total_cpu = sum(r["cpu_time"] for rows in rules.values() for r in rows) or 1.0
+    table = [{
+        "rule": rule,
+        "jobs": len(rows),
+        "wall_s": round(sum(r["s"] for r in rows), 1),
+        "cpu_s": round(sum(r["cpu_time"] for r in rows), 1),
+        "cpu_share": round(sum(r["cpu_time"] for r in rows) / total_cpu, 3),
+        "max_rss_mb": round(max(r["max_rss"] for r in rows), 1),
+    } for rule, rows in rules.items()]
+    return sorted(table, key=lambda row: -row["cpu_s"])
+
+
+def log_wall_seconds(path: str | Path) -> tuple[float, int]:
+    """(seconds from the log's start date to its last job timestamp, jobs done) of a Snakemake log."""
+    start = last = None
+    done = 0
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            if start is None and (m := _DATE.match(line)):
+                start = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")
+            elif m := _STAMP.match(line):
+                last = datetime.strptime(" ".join(m.group(1).split()), "%a %b %d %H:%M:%S %Y")
+            elif m := _DONE.search(line):
+                done = int(m.group(2))
+    if start is None or last is None:
+        raise ValueError(f"{path}: no start date or job timestamps (not a Snakemake log that ran jobs)")
+    if not done:
+        raise ValueError(f"{path}: the run did not finish (no '100% done' line); time a complete run")
+    return (last - start).total_seconds(), done
+
+
+def newest_complete_log(folder: str | Path) -> Path:
+    """The newest Snakemake log in ``folder`` whose run finished all its jobs."""
+    logs = sorted(Path(folder).glob("*.snakemake.log"), reverse=True)  # names start with an ISO time
+    for path in logs:
+        if _DONE.search(path.read_text(encoding="utf-8", errors="replace")):
+            return path
+    raise ValueError(f"no Snakemake log in {folder} records a finished run")
+
+
+def write_table(rows: list[dict[str, object]], out: str | Path) -> None:
+    from .io import atomic_path
+
+    with atomic_path(out) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS, delimiter="\t", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def cmd_runtime(args: argparse.Namespace) -> int:
+    rows = breakdown(read_benchmarks(args.benchmarks))
+    log_path = Path(args.log) if args.log else newest_complete_log(args.log_dir)
+    wall, jobs = log_wall_seconds(log_path)
+    rows.append({"rule": GRID_ROW, "jobs": jobs, "wall_s": round(wall, 1),
+                 "cpu_s": round(sum(r["cpu_s"] for r in rows), 1), "cpu_share": 1.0,
+                 "max_rss_mb": max(r["max_rss_mb"] for r in rows)})
+    write_table(rows, args.out)
+    width = max(len(str(r["rule"])) for r in rows)
+    print(f"{'rule':<{width}}  jobs   wall_s    cpu_s  share  max_rss_mb")
+    for r in rows:
+        print(f"{r['rule']:<{width}}  {r['jobs']:>4} {r['wall_s']:>8} {r['cpu_s']:>8} "
+              f"{r['cpu_share']:>6.3f} {r['max_rss_mb']:>10}")
+    print(f"end to end: {wall / 60:.1f} min for {jobs} jobs ({log_path}); wrote {args.out}")
+    return 0
+
+
+def add_runtime(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("runtime", help="per-rule time from Snakemake benchmark files + end-to-end time",
+                       description=__doc__.split("\n\n")[1])
+    p.add_argument("--benchmarks", default="results/benchmarks", help="benchmark folder (default: %(default)s)")
+    p.add_argument("--log", default=None, help="Snakemake log of the timed run "
+                   "(default: the newest finished one in --log-dir)")
+    p.add_argument("--log-dir", default=".snakemake/log", help="default: %(default)s")
+    p.add_argument("--out", default="results/tables/runtime.tsv", help="default: %(default)s")
+    p.set_defaults(func=cmd_runtime)
