@@ -10,7 +10,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import pytest
 import torch
 
-from permerge.finetune import finetune, load_for_classification, task_info
+from permerge.finetune import finetune, length_grouped_batches, load_for_classification, task_info
 from permerge.pretrain import pretrain_bert
 
 from .test_evaluate import ADJS, corpus_dir, make_sentences, tokenizer, tokenizer_dir  # noqa: F401  (fixtures)
@@ -99,6 +99,24 @@ def test_seed_controls_data_order_only(mlm_dirs, tmp_path):
     c = finetune(out_dir=tmp_path / "c", seed=2, **kw)
     assert a["eval_loss"] == b["eval_loss"] != c["eval_loss"]
     assert {"eval_accuracy", "eval_matthews", "value"} <= set(a)
+
+
+def test_length_grouped_batches_cover_every_example_with_less_padding():
+    lengths = torch.randint(5, 128, (2000,), generator=torch.Generator().manual_seed(0))
+    batches = length_grouped_batches(lengths, 32, torch.Generator().manual_seed(1), group=10)
+    assert len(batches) == 63  # ceil(2000 / 32), as unsorted batches
+    assert sorted(torch.cat(batches).tolist()) == list(range(2000))
+    padded = sum(int(lengths[b].max()) * len(b) for b in batches)
+    random_batches = torch.randperm(2000, generator=torch.Generator().manual_seed(1)).split(32)
+    padded_random = sum(int(lengths[b].max()) * len(b) for b in random_batches)
+    assert padded < 0.7 * padded_random  # within-batch spread is one tenth of the range or less
+    # The batch order is random (not longest first) and set by the generator.
+    widths = [int(lengths[b].max()) for b in batches]
+    assert widths != sorted(widths, reverse=True)
+    again = length_grouped_batches(lengths, 32, torch.Generator().manual_seed(1), group=10)
+    other = length_grouped_batches(lengths, 32, torch.Generator().manual_seed(2), group=10)
+    assert all(torch.equal(x, y) for x, y in zip(batches, again))
+    assert not all(torch.equal(x, y) for x, y in zip(batches, other))
 
 
 def test_task_info_covers_glue():

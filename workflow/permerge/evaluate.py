@@ -298,6 +298,16 @@ def regression_metrics(preds: np.ndarray, labels: np.ndarray) -> dict:
     return {"pearson": pearson(preds, labels), "spearman": pearson(_rankdata(preds), _rankdata(labels))}
 
 
+def glue_logits(model, data: dict[str, torch.Tensor], idx: torch.Tensor, dev) -> torch.Tensor:
+    """float32 logits of the examples `idx` of a GLUE set, cut to the longest of them (no padding waste)."""
+    width = int(data["lengths"][idx].max())
+    return model(
+        input_ids=data["input_ids"][idx, :width].to(dev),
+        token_type_ids=data["token_type_ids"][idx, :width].to(dev),
+        attention_mask=data["attention_mask"][idx, :width].to(dev),
+    ).logits.float()
+
+
 @torch.inference_mode()
 def glue_predictions(model, evalset: dict[str, torch.Tensor], *, num_labels: int, batch_size: int = 64):
     """(summed loss in float64, predictions [n, num_labels] float32, in the evalset's order)."""
@@ -308,12 +318,7 @@ def glue_predictions(model, evalset: dict[str, torch.Tensor], *, num_labels: int
     out = torch.empty(labels.shape[0], num_labels, dtype=torch.float32)
     total = 0.0
     for idx in length_batches(evalset["lengths"], batch_size):
-        width = int(evalset["lengths"][idx].max())
-        logits = model(
-            input_ids=evalset["input_ids"][idx, :width].to(dev),
-            token_type_ids=evalset["token_type_ids"][idx, :width].to(dev),
-            attention_mask=evalset["attention_mask"][idx, :width].to(dev),
-        ).logits.float()
+        logits = glue_logits(model, evalset, idx, dev)
         y = labels[idx].to(dev)
         if num_labels == 1:
             total += float(F.mse_loss(logits.squeeze(-1), y.float(), reduction="sum").double())

@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .evaluate import build_glue_evalset, glue_loss
+from .evaluate import build_glue_evalset, glue_logits, glue_loss
+from .pretrain import linear_schedule, param_groups
 
 HEAD_PREFIXES = ("classifier.", "bert.pooler.")
 
@@ -122,6 +123,21 @@ def load_for_classification(model_dir, *, num_labels: int, head_seed: int = 0, l
     return model
 
 
+def length_grouped_batches(lengths: torch.Tensor, batch_size: int, generator: torch.Generator,
+                           group: int = 50) -> list[torch.Tensor]:
+    """One epoch of index batches of similar length, in random order (as HF Trainer's group_by_length).
+
+    Shuffle, sort each run of `group` batches by length, cut it into batches, shuffle the batches: every
+    example once, ceil(n / batch_size) batches, and each batch is trimmed to its own longest example.
+    """
+    order = torch.randperm(lengths.shape[0], generator=generator)
+    batches = []
+    for chunk in order.split(batch_size * group):
+        chunk = chunk[torch.argsort(lengths[chunk], descending=True, stable=True)]
+        batches.extend(chunk.split(batch_size))
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator)]
+
+
 def finetune(
     *,
     model_dir,
@@ -140,6 +156,7 @@ def finetune(
     warmup: float = 0.1,
     weight_decay: float = 0.0,
     grad_clip: float = 1.0,
+    group_by_length: bool = True,
     device: str = "cpu",
     eval_batch_size: int = 64,
     log: logging.Logger | None = None,
@@ -163,19 +180,9 @@ def finetune(
     n = train["labels"].shape[0]
     steps_per_epoch = math.ceil(n / batch_size)
     total_steps = max(1, math.ceil(steps_per_epoch * float(epochs)))
-    decay = [p for nme, p in model.named_parameters() if p.ndim >= 2 and "LayerNorm" not in nme]
-    no_decay = [p for nme, p in model.named_parameters() if not (p.ndim >= 2 and "LayerNorm" not in nme)]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
-    )
-    warmup_steps = int(math.ceil(warmup * total_steps))
-
-    def factor(step):
-        if step < warmup_steps:
-            return (step + 1) / max(1, warmup_steps)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    # Same parameter groups and warm-up/decay schedule as pre-training.
+    opt = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
+    sched = linear_schedule(opt, int(math.ceil(warmup * total_steps)), total_steps)
     gen = torch.Generator().manual_seed(int(seed))
     log.info("seed %d: %d train / %d eval examples, %d steps (%.3g epochs of %d), lr %.2e",
              seed, n, evalset["labels"].shape[0], total_steps, float(epochs), steps_per_epoch, lr)
@@ -183,17 +190,14 @@ def finetune(
     step, losses, first_losses = 0, [], []
     log_every = max(1, min(50, total_steps // 10))
     while step < total_steps:
-        order = torch.randperm(n, generator=gen)
-        for start in range(0, n, batch_size):
+        if group_by_length:
+            batches = length_grouped_batches(train["lengths"], batch_size, gen)
+        else:
+            batches = torch.randperm(n, generator=gen).split(batch_size)
+        for idx in batches:
             if step >= total_steps:
                 break
-            idx = order[start : start + batch_size]
-            width = int(train["lengths"][idx].max())
-            logits = model(
-                input_ids=train["input_ids"][idx, :width].to(dev),
-                token_type_ids=train["token_type_ids"][idx, :width].to(dev),
-                attention_mask=train["attention_mask"][idx, :width].to(dev),
-            ).logits.float()
+            logits = glue_logits(model, train, idx, dev)
             y = train["labels"][idx].to(dev)
             loss = F.mse_loss(logits.squeeze(-1), y) if regression else F.cross_entropy(logits, y)
             opt.zero_grad(set_to_none=True)

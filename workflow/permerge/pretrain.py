@@ -177,7 +177,7 @@ def default_initializer_range(hidden_size: int) -> float:
     return 0.02 * math.sqrt(max(768 / int(hidden_size), 1.0))
 
 
-def _param_groups(model, weight_decay: float):
+def param_groups(model, weight_decay: float):
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -274,7 +274,7 @@ def pretrain_bert(
 
     model = BertForMaskedLM(config)
     model.train()
-    opt = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6)
+    opt = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6)
     sched = linear_schedule(opt, int(math.ceil(warmup * steps)), steps)
 
     evalset = None

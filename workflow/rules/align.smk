@@ -17,7 +17,7 @@ rule collect_statistics:
         seeds=SEEDS,
         pairs=PAIRS,
         device=config["device"],
-    threads: 2
+    threads: config["threads"]
     resources:
         mem_mb=8000,
         runtime=240,

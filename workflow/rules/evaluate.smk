@@ -44,7 +44,7 @@ rule sweep_lambdas:
         evaluation=config["evaluation"],
         max_length=config["finetune"]["max_length"],
         device=config["device"],
-    threads: 1
+    threads: config["threads"]
     resources:
         mem_mb=4000,
         runtime=240,

@@ -34,7 +34,7 @@ if config["models"]["source"] == "pretrain":
             "results/benchmarks/pretrain_seed/seed{seed}.tsv"
         params:
             pretrain=config["models"]["pretrain"],
-        threads: 1
+        threads: config["threads"]
         resources:
             mem_mb=3000,
             runtime=60,
@@ -81,7 +81,7 @@ rule finetune:
     params:
         hparams=lambda w: finetune_params(w.glue_task),
         device=config["device"],
-    threads: 1
+    threads: config["threads"]
     resources:
         mem_mb=4000,
         runtime=240,

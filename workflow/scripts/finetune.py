@@ -31,6 +31,7 @@ with atomic_path(snakemake.output[0], is_dir=True) as tmp:
         epochs=float(hp.get("epochs", 3)),
         batch_size=int(hp.get("batch_size", 32)),
         max_length=int(hp.get("max_length", 128)),
+        group_by_length=bool(hp.get("group_by_length", True)),
         device=getattr(p, "device", "cpu") or "cpu",
         log=log,
     )
