@@ -86,7 +86,7 @@ def test_runtime_of_the_smoke_run(smoke_run, monkeypatch):
     monkeypatch.chdir(smoke_run)
     assert main(["runtime"]) == 0
     rows = {r["rule"]: r for r in read(smoke_run / "results/tables/runtime.tsv")}
-    for rule in ("pretrain_seed", "collect_statistics", "finetune", "sweep_lambdas"):
+    for rule in ("pretrain_seed", "collect_statistics", "finetune", "compute_permutations", "sweep_lambdas"):
         files = list((smoke_run / "results/benchmarks" / rule).rglob("*.tsv"))
         assert int(rows[rule]["jobs"]) == len(files) > 0
     shares = sum(float(r["cpu_share"]) for k, r in rows.items() if k != GRID_ROW)

@@ -39,6 +39,8 @@ rule compute_permutations:
         [f"results/permutations/{{task}}/{{variant}}/{pair_name(a, b)}.safetensors" for a, b in PAIRS],
     log:
         "results/logs/compute_permutations/{task}/{variant}.log",
+    benchmark:
+        "results/benchmarks/compute_permutations/{task}/{variant}.tsv"
     params:
         options=variant_options,
         pairs=PAIRS,
@@ -66,6 +68,8 @@ rule merge_checkpoints:
         ],
     log:
         "results/logs/merge_checkpoints/{task}/{variant}.log",
+    benchmark:
+        "results/benchmarks/merge_checkpoints/{task}/{variant}.tsv"
     params:
         seeds=SEEDS,
         pairs=PAIRS,
