@@ -92,6 +92,7 @@ def test_variant_option_reruns_only_that_variant(smoke_run, smoke_config, tmp_pa
         "results/tables/barriers.tsv", "results/tables/summary.tsv", "results/figures/*",
         "results/logs/compute_permutations/*/all.log", "results/logs/merge_checkpoints/*/all.log",
         "results/logs/sweep_lambdas/*/all.log", "results/benchmarks/sweep_lambdas/*/all.tsv",
+        "results/benchmarks/compute_permutations/*/all.tsv", "results/benchmarks/merge_checkpoints/*/all.tsv",
         "results/logs/tabulate_barriers.log", "results/logs/plot_barriers.log",
     ]
     changed_files = sorted(k for k in after if before.get(k) != after[k])
