@@ -1,9 +1,8 @@
 """`permerge runtime`: per-rule breakdown from benchmark files and the end-to-end time from a Snakemake log."""
 
-import csv
-
 import pytest
 
+from permerge.barriers import read_tsv
 from permerge.cli import main
 from permerge.runtime import GRID_ROW, breakdown, log_wall_seconds, read_benchmarks
 
@@ -28,11 +27,6 @@ Complete log(s): .snakemake/log/x.snakemake.log
 def bench(path, s, cpu, rss):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(HEADER + f"{s}\t0:00:{int(s):02d}\t{rss}\t0\t0\t0\t0\t0\t1.0\t{cpu}\n")
-
-
-def read(path):
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh, delimiter="\t"))
 
 
 @pytest.fixture
@@ -70,9 +64,9 @@ def test_cli_writes_table_with_grid_row(run_dir, capsys):
     out = run_dir / "tables/runtime.tsv"
     assert main(["runtime", "--benchmarks", str(run_dir / "benchmarks"),
                  "--log-dir", str(run_dir / "log"), "--out", str(out)]) == 0
-    rows = read(out)
+    rows = read_tsv(out)
     assert [r["rule"] for r in rows] == ["finetune", "pretrain_seed", GRID_ROW]
-    assert rows[-1]["wall_s"] == "520.0" and rows[-1]["jobs"] == "3" and rows[-1]["cpu_s"] == "20.0"
+    assert float(rows[-1]["wall_s"]) == 520.0 and rows[-1]["jobs"] == "3" and float(rows[-1]["cpu_s"]) == 20.0
     assert "8.7 min for 3 jobs" in capsys.readouterr().out
 
 
@@ -85,7 +79,7 @@ def test_cli_missing_benchmarks_is_a_clear_error(tmp_path, capsys):
 def test_runtime_of_the_smoke_run(smoke_run, monkeypatch):
     monkeypatch.chdir(smoke_run)
     assert main(["runtime"]) == 0
-    rows = {r["rule"]: r for r in read(smoke_run / "results/tables/runtime.tsv")}
+    rows = {r["rule"]: r for r in read_tsv(smoke_run / "results/tables/runtime.tsv")}
     for rule in ("pretrain_seed", "collect_statistics", "finetune", "compute_permutations", "sweep_lambdas"):
         files = list((smoke_run / "results/benchmarks" / rule).rglob("*.tsv"))
         assert int(rows[rule]["jobs"]) == len(files) > 0

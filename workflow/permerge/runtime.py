@@ -13,10 +13,12 @@ time is read from a Snakemake log (its start date to its last job timestamp) and
 from __future__ import annotations
 
 import argparse
-import csv
 import re
 from datetime import datetime
 from pathlib import Path
+
+from .barriers import read_tsv, write_tsv
+from .io import atomic_path
 
 COLUMNS = ("rule", "jobs", "wall_s", "cpu_s", "cpu_share", "max_rss_mb")
 GRID_ROW = "(grid)"
@@ -34,8 +36,7 @@ def read_benchmarks(root: str | Path) -> dict[str, list[dict[str, float]]]:
     rules: dict[str, list[dict[str, float]]] = {}
     for path in sorted(root.rglob("*.tsv")):
         rule = path.relative_to(root).parts[0]
-        with open(path, newline="") as fh:
-            rows = list(csv.DictReader(fh, delimiter="\t"))
+        rows = read_tsv(path)
         if not rows or "s" not in rows[0]:
             raise ValueError(f"{path} is not a Snakemake benchmark file (no 's' column)")
         for row in rows:
@@ -95,15 +96,6 @@ def newest_complete_log(folder: str | Path) -> Path:
     raise ValueError(f"no Snakemake log in {folder} records a finished run")
 
 
-def write_table(rows: list[dict[str, object]], out: str | Path) -> None:
-    from .io import atomic_path
-
-    with atomic_path(out) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS, delimiter="\t", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def cmd_runtime(args: argparse.Namespace) -> int:
     rows = breakdown(read_benchmarks(args.benchmarks))
     log_path = Path(args.log) if args.log else newest_complete_log(args.log_dir)
@@ -111,7 +103,8 @@ def cmd_runtime(args: argparse.Namespace) -> int:
     rows.append({"rule": GRID_ROW, "jobs": jobs, "wall_s": round(wall, 1),
                  "cpu_s": round(sum(r["cpu_s"] for r in rows), 1), "cpu_share": 1.0,
                  "max_rss_mb": max(r["max_rss_mb"] for r in rows)})
-    write_table(rows, args.out)
+    with atomic_path(args.out) as tmp:
+        write_tsv(rows, tmp, list(COLUMNS))
     width = max(len(str(r["rule"])) for r in rows)
     print(f"{'rule':<{width}}  jobs   wall_s    cpu_s  share  max_rss_mb")
     for r in rows:
