@@ -60,17 +60,6 @@ def task_info(task: str):
         return _LOCAL_TASKS[task]
 
 
-def read_jsonl(path, max_examples: int | None = None) -> list[dict]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                rows.append(json.loads(line))
-                if max_examples is not None and len(rows) >= max_examples:
-                    break
-    return rows
-
-
 def _checkpoint_keys(model_dir) -> set[str]:
     from safetensors import safe_open
 

@@ -100,9 +100,16 @@ def write_jsonl(rows: Iterable[Mapping], path: str | os.PathLike) -> int:
     return n
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
+def read_jsonl(path: str | os.PathLike, max_examples: int | None = None) -> list[dict]:
+    """The rows of a jsonl file (blank lines skipped), the first `max_examples` of them when given."""
+    rows = []
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for line in f:
+            if line.strip():
+                rows.append(json.loads(line))
+                if max_examples is not None and len(rows) >= max_examples:
+                    break
+    return rows
 
 
 def validate_task_files(task: str, paths: Mapping[str, str | os.PathLike], *, require_all: bool = True) -> None:

@@ -1,7 +1,5 @@
 """Activation statistics of all seed models in one pass over the statistics text."""
 
-import json
-
 from permerge.io import atomic_path, setup_job
 from permerge.models import load_model, load_tokenizer
 from permerge.stats import collect_statistics, first_fraction, text_batches
@@ -14,11 +12,10 @@ tokenizer = load_tokenizer(snakemake.input.models[0])
 
 text = str(snakemake.input.text)
 if text.endswith(".jsonl"):  # a GLUE task's training split: sentence (pairs)
-    from permerge.standins import TASKS
+    from permerge.standins import TASKS, read_jsonl
 
     keys = TASKS[snakemake.wildcards.task].text_keys
-    with open(text) as fh:
-        examples = [json.loads(line) for line in fh if line.strip()]
+    examples = read_jsonl(text)
 else:  # one sentence per line
     keys = ("text",)
     with open(text) as fh:

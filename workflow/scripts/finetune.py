@@ -3,8 +3,8 @@
 from permerge.io import atomic_path, setup_job
 
 log = setup_job(snakemake)
-from permerge.finetune import finetune, read_jsonl, task_info  # noqa: E402
-from permerge.standins import validate_task_files  # noqa: E402
+from permerge.finetune import finetune, task_info  # noqa: E402
+from permerge.standins import read_jsonl, validate_task_files  # noqa: E402
 
 p = snakemake.params
 hp = dict(p.hparams)

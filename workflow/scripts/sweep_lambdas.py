@@ -3,8 +3,6 @@
 θ(λ) is interpolated in memory into one working model; evaluation data is prepared once for all pairs.
 """
 
-import json
-
 from permerge.apply import apply_permutations, load_permutations
 from permerge.evaluate import (build_glue_evalset, glue_loss, lambda_sweep, load_evalset, mlm_loss,
                                write_loss_table)
@@ -24,14 +22,11 @@ if w.task == "mlm":
         return mlm_loss(model, evalset, batch_size=batch_size)
 
 else:
-    from permerge.standins import TASKS
+    from permerge.standins import TASKS, read_jsonl
 
     info = TASKS[w.task]
     num_labels = info.num_labels
-    with open(snakemake.input.data) as fh:
-        examples = [json.loads(line) for line in fh if line.strip()]
-    if p.evaluation["max_examples"]:
-        examples = examples[: p.evaluation["max_examples"]]
+    examples = read_jsonl(snakemake.input.data, p.evaluation["max_examples"] or None)
     evalset = build_glue_evalset(load_tokenizer(model_dirs[p.seeds[0]]), examples, info.text_keys,
                                  max_length=p.max_length)
     log.info("%s: %d validation examples from %s", w.task, len(examples), snakemake.input.data)
