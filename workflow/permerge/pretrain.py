@@ -173,7 +173,7 @@ def make_config(
 
 
 def default_initializer_range(hidden_size: int) -> float:
-    """0.02·sqrt(768/d), capped at BERT's 0.02: the init gain of BERT-base for a width-d model."""
+    """0.02·sqrt(768/d), never below BERT's 0.02: the init gain of BERT-base for a width-d model."""
     return 0.02 * math.sqrt(max(768 / int(hidden_size), 1.0))
 
 
