@@ -1,8 +1,10 @@
 """Dry runs: the planned jobs per rule for the embedded, paper and smoke configurations."""
 
+import re
+
 import pytest
 
-from tests.workflow_utils import copy_workflow, planned_jobs
+from tests.workflow_utils import copy_workflow, planned_jobs, snakemake
 
 
 @pytest.fixture(scope="module")
@@ -49,3 +51,26 @@ def test_smoke_plan(wf):
     assert jobs["pretrain_seed"] == 3
     assert jobs["finetune"] == 3 * 2
     assert jobs["compute_permutations"] == 3 + 2 * 2
+
+
+def _planned_inputs(wf, *targets) -> dict[tuple[str, str], str]:
+    """{(rule, wildcards line): input line} of every job a dry run prints."""
+    out = snakemake(wf, "-n", *targets)
+    jobs = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", out.stdout + out.stderr):
+        rule = re.match(r"(?:local)?rule (\w+):", block)
+        inputs = re.search(r"^\s+input: (.*)$", block, re.M)
+        wildcards = re.search(r"^\s+wildcards: (.*)$", block, re.M)
+        if rule and inputs and wildcards:
+            jobs[(rule.group(1), wildcards.group(1))] = inputs.group(1)
+    return jobs
+
+
+def test_mnli_is_evaluated_on_validation_mismatched(wf):
+    jobs = _planned_inputs(wf, "results/losses/mnli/vanilla/seed1-seed2.tsv",
+                           "results/losses/sst2/vanilla/seed1-seed2.tsv")
+    mnli = [jobs[("sweep_lambdas", "task=mnli, variant=vanilla")], jobs[("finetune", "glue_task=mnli, seed=1")]]
+    for inputs in mnli:
+        assert "results/data/glue/mnli/validation_mismatched.jsonl" in inputs.split(", "), inputs
+        assert "results/data/glue/mnli/validation.jsonl" not in inputs.split(", "), inputs
+    assert "results/data/glue/sst2/validation.jsonl" in jobs[("sweep_lambdas", "task=sst2, variant=vanilla")]
