@@ -1,14 +1,16 @@
 # permerge: align BERTs trained from different seeds with activation-correlation permutations,
 # interpolate θ(λ) = (1-λ)·θ_A + λ·π(θ_B), and measure loss barriers (Verma & Elbayad, TMLR 2024).
 #
-# Output layout (each a file or a HuggingFace model directory under results/):
+# Output layout (each a file or a HuggingFace model directory under the results root `results:`, which is
+# results/ for the embedded default and results/paper/ for configs/paper.yaml, so both coexist):
+#   config.effective.yaml                               the merged, validated configuration of the last run
 #   data/            embedded texts and GLUE-shaped tasks (or local copies of hub data)
 #   models/{task}/seed{seed}/                           pre-trained (mlm) or fine-tuned checkpoints
-#   stats/{task}/fraction{f}.safetensors                activation statistics of all seeds, one pass
+#   stats/{task}/fraction{f}.safetensors                activation statistics of all seeds; one pass per task
 #   permutations/{task}/{variant}/seed{a}-seed{b}.safetensors
-#   merged/{task}/{variant}/seed{a}-seed{b}/lambda{λ}/  merged checkpoints (merged_lambdas)
 #   losses/{task}/{variant}/seed{a}-seed{b}.tsv         one row per λ
 #   tables/barriers.tsv, tables/summary.tsv, figures/all.pdf
+#   merged/{task}/{variant}/seed{a}-seed{b}/lambda{λ}/  merged checkpoints: their own target, `snakemake merged`
 
 from snakemake.utils import min_version
 
@@ -31,4 +33,4 @@ include: "workflow/rules/report.smk"
 
 rule all:
     input:
-        "results/figures/all.pdf",
+        res("figures/all.pdf"),

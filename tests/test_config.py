@@ -25,11 +25,111 @@ def test_shipped_configs_validate(name):
 
 
 def test_paper_config_validates_when_online():
-    c = cfg.validate_config(load("configs/paper.yaml"))
+    c = cfg.load_merged(ROOT / "configs/paper.yaml")
     assert c["offline"] is False
     assert len(cfg.pairs(c)) == 10
     assert len(cfg.lambdas(c)) == 21
     assert cfg.stats_fractions(c, "mlm") == [0.001, 0.01, 0.1, 0.5, 1.0]
+
+
+def leaves(d, prefix=()):
+    """Key paths of a nested mapping down to its non-mapping values (a list is one value)."""
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            yield from leaves(v, (*prefix, k))
+        else:
+            yield (*prefix, k)
+
+
+def lookup(d, path):
+    for k in path:
+        if not isinstance(d, dict) or k not in d:
+            return KeyError
+        d = d[k]
+    return d
+
+
+# Subtrees of config.yaml that only the embedded pre-training reads (rules pretrain_seed/train_tokenizer
+# and the "pretrain" text role exist only with models.source: pretrain; test_workflow_plan checks the
+# paper plan has none of those jobs).
+ONLY_WITH_PRETRAIN = (("models", "pretrain"), ("data", "pretrain_text"))
+
+
+def test_paper_config_decides_every_key_of_config_yaml():
+    """Snakemake merges --configfile over config.yaml: a key the paper config leaves out keeps the demo's
+    value (how the embedded caps once leaked into the paper run). Any new key of config.yaml must be
+    decided in configs/paper.yaml too, or this fails."""
+    embedded, paper = load(), load("configs/paper.yaml")
+    assert paper["models"]["source"] != "pretrain"
+    undecided = [".".join(p) for p in leaves(embedded)
+                 if lookup(paper, p) is KeyError and not any(p[:len(u)] == u for u in ONLY_WITH_PRETRAIN)]
+    assert not undecided, f"configs/paper.yaml leaves these config.yaml keys to the embedded demo: {undecided}"
+
+
+def test_paper_protocol_is_in_effect_after_merging():
+    """The values method.md fixes for the paper's grid, read from the configuration Snakemake builds."""
+    c = cfg.load_merged(ROOT / "configs/paper.yaml")
+    assert c["results"] == "results/paper"
+    assert (c["models"]["source"], c["models"]["hub_id"]) == ("hub", "google/multiberts-seed_{seed}")
+    assert c["seeds"] == [1, 2, 3, 4, 5] and c["tasks"][0] == "mlm" and len(c["tasks"]) == 9
+    books = c["data"]["stats_text"]
+    assert books["source"] == "hub" and books["sample"] == 1_000_000 and books["max_lines"] is None
+    assert c["statistics"]["max_lines"] is None and c["statistics"]["mlm_fraction"] == 0.1
+    wiki = c["data"]["mlm_eval"]
+    assert (wiki["id"], wiki["config"], wiki["split"]) == ("Salesforce/wikitext", "wikitext-103-raw-v1", "validation")
+    assert wiki["max_blocks"] is None and wiki["paper_compat"] is False and wiki["block_size"] == 128
+    assert c["data"]["glue"] == {"source": "hub", "id": "nyu-mll/glue", "revision": None}
+    assert c["evaluation"]["max_examples"] is None
+    ft = c["finetune"]
+    assert (ft["lr"], ft["epochs"], ft["batch_size"], ft["max_length"], ft["warmup"]) == (2e-5, 3, 8, 128, 0.0)
+    assert (ft["head_seed"], ft["data_seed"], ft["fp16"], ft["max_train_examples"]) == (42, 42, True, None)
+    assert ft["group_by_length"] is False and ft["tasks"] == {"mrpc": {"epochs": 5}}
+    assert cfg.variants_for(c, "rte") == ["vanilla", "all", "paper_glue"]
+    glue_method = cfg.variant_options(c, "paper_glue")
+    assert (glue_method.components, glue_method.residual) == ({"ff", "attn", "res"}, "first")
+    main = cfg.variant_options(c, "ff_attn")
+    assert main.components == {"ff", "attn"} and main.attention == "head_perm"
+    # the main runs use 10% of the sample; the ablation its fractions, all of the same sample
+    assert cfg.stats_fraction(c, "mlm", "ff_attn") == 0.1 and cfg.stats_fraction(c, "rte", "all") == 1.0
+    assert cfg.stats_fractions(c, "mlm") == [0.001, 0.01, 0.1, 0.5, 1.0]
+    assert cfg.stats_fractions(c, "rte") == [1.0]
+
+
+def test_embedded_default_keeps_its_own_values():
+    c = cfg.load_merged()
+    assert c["results"] == "results" and c["finetune"]["batch_size"] == 32 and c["finetune"]["warmup"] == 0.1
+    assert c["evaluation"]["max_examples"] == 100 and c["finetune"]["data_seed"] is None
+
+
+def test_device_check():
+    c = cfg.load_merged()
+    cfg.check_device(c)  # cpu: nothing to check
+    c["device"] = "cuda"
+    import torch
+
+    if torch.cuda.is_available():
+        cfg.check_device(c)
+    else:
+        with pytest.raises(cfg.ConfigError, match="no CUDA device"):
+            cfg.check_device(c)
+
+
+def test_gpu_config_without_gpu_fails_before_the_first_job(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the failure path cannot be exercised here")
+    overlay = tmp_path / "cuda.yaml"
+    overlay.write_text(yaml.safe_dump({"device": "cuda"}))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    out = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-j1", "--configfile", str(overlay), "-d", str(tmp_path / "wd"),
+         "-s", str(ROOT / "Snakefile"), "results/models/tokenizer"],
+        capture_output=True, text=True, env=env, cwd=ROOT,
+    )
+    text = out.stdout + out.stderr
+    assert out.returncode != 0 and "no CUDA device" in text and "device: 'cuda'" in text, text[-3000:]
+    assert not (tmp_path / "wd" / "results" / "logs").exists()  # no job ran
 
 
 def test_defaults_pairs_and_lambdas():

@@ -6,7 +6,7 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel
+from transformers import BertConfig, BertForMaskedLM, BertForPreTraining, BertForSequenceClassification, BertModel
 
 from permerge.apply import apply_permutations
 from permerge.spec import (bert_spec, check_spec, head_assignment, is_function_preserving,
@@ -23,7 +23,8 @@ SHAPES = [
     dict(hidden_size=24, num_attention_heads=2, intermediate_size=64, vocab_size=97, num_hidden_layers=2,
          type_vocab_size=3),
 ]
-HEADS = [("mlm", None), ("cls", 3), ("cls", 1)]
+HEADS = [("mlm", None), ("cls", 3), ("cls", 1), ("pretraining", None)]
+MODEL_CLASSES = {"mlm": BertForMaskedLM, "cls": BertForSequenceClassification, "pretraining": BertForPreTraining}
 
 
 def make_config(shape, num_labels=2):
@@ -33,7 +34,7 @@ def make_config(shape, num_labels=2):
 
 def make_model(config, head, seed=0):
     torch.manual_seed(seed)
-    model = (BertForMaskedLM(config) if head == "mlm" else BertForSequenceClassification(config)).eval()
+    model = MODEL_CLASSES[head](config).eval()
     with torch.no_grad():  # non-trivial LayerNorms and biases so that a wrong permutation shows
         for name, p in model.named_parameters():
             if "LayerNorm" in name or name.endswith("bias"):
@@ -54,8 +55,12 @@ def make_inputs(config, seed=1, batch=3, length=11):
 
 
 def logits(model, inputs):
+    """The model's logits; for BertForPreTraining the MLM logits of every token and the NSP logits, joined."""
     with torch.no_grad():
-        return model(**inputs).logits
+        out = model(**inputs)
+    if hasattr(out, "seq_relationship_logits"):
+        return torch.cat([out.prediction_logits.flatten(), out.seq_relationship_logits.flatten()])
+    return out.logits
 
 
 def variant_perms(spec, variant, rng):
@@ -93,7 +98,7 @@ def all_variants():
 def test_variant_from_mapping_and_defaults():
     v = Variant.from_mapping({"components": ["ff", "attn"], "attention": "monotonic"}, name="x")
     assert v.components == frozenset({"ff", "attn"}) and v.attention == "monotonic"
-    assert (v.qk, v.residual, v.stats_fraction) == ("shared", "all", 1.0)
+    assert (v.qk, v.residual, v.stats_fraction) == ("shared", "all", None)
     assert v.function_preserving
     assert Variant.from_mapping({}).components == frozenset()
     assert Variant.from_mapping(v.to_dict()) == v
@@ -127,7 +132,7 @@ def test_variant_errors_name_variant_and_key(mapping, needle):
 # ------------------------------------------------------------------------------------------- spec
 
 @pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("cls", [BertForMaskedLM, BertForSequenceClassification, BertModel])
+@pytest.mark.parametrize("cls", [BertForPreTraining, BertForMaskedLM, BertForSequenceClassification, BertModel])
 def test_spec_matches_model_and_claims_every_hidden_axis(shape, cls):
     config = make_config(shape)
     model = cls(config)
@@ -164,6 +169,48 @@ def test_mlm_spec_permutes_transform_output_and_aliases_tied_decoder():
     untied = BertConfig(**SHAPES[0], tie_word_embeddings=False)
     assert ("cls.predictions.decoder.weight", 1) in bert_spec(untied, mlm_head=True, pooler=False,
                                                               classifier=False).axes["res"]
+
+
+def test_pretraining_spec_pooler_feeds_nsp_head():
+    config = make_config(SHAPES[1])
+    spec = spec_for_model(BertForPreTraining(config))
+    assert set(spec.axes["pooler"]) == {("bert.pooler.dense.weight", 0), ("bert.pooler.dense.bias", 0),
+                                        ("cls.seq_relationship.weight", 1)}
+    assert ("bert.pooler.dense.weight", 1) in spec.axes["res"]
+    assert spec.perms_for("cls.seq_relationship.bias") == {}  # two NSP classes: nothing to permute
+    assert spec.perms_for("cls.predictions.decoder.weight") == {1: "res"}  # tied decoder, as for MaskedLM
+    mlm_only = spec_for_model(BertForMaskedLM(config))
+    assert {k: v for k, v in spec.axes.items() if k != "pooler"} == {
+        k: v if k != "res" else v + (("bert.pooler.dense.weight", 1),) for k, v in mlm_only.axes.items()}
+    with pytest.raises(ValueError, match="next-sentence-prediction head needs the pooler"):
+        bert_spec(config, mlm_head=True, pooler=False, classifier=False, nsp_head=True)
+
+
+def test_pretraining_nsp_logits_need_the_seq_relationship_columns():
+    """Without permuting the NSP head's input columns, a pooler permutation breaks the NSP logits only: the
+    function-preservation check above sees them."""
+    from permerge.apply import permute_params
+    from permerge.spec import PermutationSpec
+
+    config = make_config(SHAPES[2])
+    model = make_model(config, "pretraining")
+    spec = spec_for_model(model)
+    inputs = make_inputs(config)
+    perms = {"pooler": np.random.default_rng(3).permutation(config.hidden_size)}
+    with torch.no_grad():
+        ref = model(**inputs)
+        good = apply_permutations(model, perms)(**inputs)
+    torch.testing.assert_close(good.seq_relationship_logits, ref.seq_relationship_logits, rtol=0, atol=1e-5)
+    torch.testing.assert_close(good.prediction_logits, ref.prediction_logits, rtol=0, atol=1e-5)
+    pooler_only = tuple(x for x in spec.axes["pooler"] if x[0].startswith("bert."))
+    without = PermutationSpec({**spec.axes, "pooler": pooler_only}, spec.sizes, spec.blocks, spec.aliases)
+    broken = apply_permutations(model, {})
+    with torch.no_grad():
+        for name, value in permute_params(dict(model.named_parameters()), without, perms).items():
+            dict(broken.named_parameters())[name].copy_(value)
+        out = broken(**inputs)
+    assert (out.seq_relationship_logits - ref.seq_relationship_logits).abs().max().item() > 1e-2
+    torch.testing.assert_close(out.prediction_logits, ref.prediction_logits, rtol=0, atol=0)
 
 
 def test_check_spec_reports_wrong_sizes():
@@ -207,7 +254,7 @@ def test_function_preserving_variants_keep_logits(shape, head, num_labels):
     assert checked >= 16
 
 
-@pytest.mark.parametrize("head", ["mlm", "cls"])
+@pytest.mark.parametrize("head", ["mlm", "cls", "pretraining"])
 def test_ignore_heads_flat_permutation_changes_logits(head):
     config = make_config(SHAPES[1])
     model = make_model(config, head)

@@ -29,21 +29,40 @@ def test_embedded_full_grid(wf):
     # one job per (task, variant), each covering all pairs
     assert jobs["compute_permutations"] == per_pair
     assert jobs["sweep_lambdas"] == per_pair
-    assert jobs["merge_checkpoints"] == per_pair
+    assert "merge_checkpoints" not in jobs  # merged checkpoints are their own target
     assert jobs["build_mlm_evalset"] == 1
     assert jobs["tabulate_barriers"] == jobs["plot_barriers"] == jobs["tabulate_finetuning"] == 1
+    assert planned_jobs(wf, "merged")["merge_checkpoints"] == per_pair
 
 
 def test_paper_grid_dry_run(wf):
     # targets before --configfile, which takes several files
-    jobs = planned_jobs(wf, "results/figures/all.pdf", "--configfile", "configs/paper.yaml")
+    jobs = planned_jobs(wf, "results/paper/figures/all.pdf", "--configfile", "configs/paper.yaml")
     assert jobs["fetch_model"] == 5
-    assert "pretrain_seed" not in jobs and "train_tokenizer" not in jobs
+    assert "pretrain_seed" not in jobs and "train_tokenizer" not in jobs and "build_texts" not in jobs
     assert jobs["finetune"] == 40
-    # 9 tasks; mlm needs one statistics file per data fraction of the ablation (5)
-    assert jobs["collect_statistics"] == 8 + 5
-    assert jobs["compute_permutations"] == 14 + 8 * 2  # each job: the 10 pairs of one (task, variant)
-    assert jobs["sweep_lambdas"] == 14 + 8 * 2
+    # one pass per task: mlm's five data fractions come from the same pass over the Books sample
+    assert jobs["collect_statistics"] == 9
+    assert jobs["compute_permutations"] == 14 + 8 * 3  # each job: the 10 pairs of one (task, variant)
+    assert jobs["sweep_lambdas"] == 14 + 8 * 3
+    assert "merge_checkpoints" not in jobs
+
+
+def test_paper_and_embedded_results_roots_differ(wf):
+    """The two configurations write disjoint trees, so the demo and the paper grid coexist in a checkout."""
+    out = snakemake(wf, "-n", "results/paper/figures/all.pdf", "--configfile", "configs/paper.yaml")
+    outputs = re.findall(r"^\s+output: (.*)$", out.stdout + out.stderr, re.M)
+    paths = [p for line in outputs for p in line.split(", ")]
+    assert paths and all(p.startswith("results/paper/") for p in paths), [p for p in paths if "paper" not in p][:5]
+    demo = snakemake(wf, "-n", "results/figures/all.pdf")
+    demo_paths = [p for line in re.findall(r"^\s+output: (.*)$", demo.stdout + demo.stderr, re.M)
+                  for p in line.split(", ")]
+    assert demo_paths and not any(p.startswith("results/paper/") for p in demo_paths)
+
+
+def test_vanilla_needs_no_statistics(wf):
+    jobs = planned_jobs(wf, "results/losses/mlm/vanilla/seed1-seed2.tsv")
+    assert "collect_statistics" not in jobs and jobs["compute_permutations"] == 1
 
 
 def test_smoke_plan(wf):

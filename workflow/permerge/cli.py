@@ -144,7 +144,7 @@ def cmd_align(args: argparse.Namespace) -> int:
     if not has_tokenizer(dir_a):
         raise CliError(f"--model-a: {dir_a} has no tokenizer files")
     # The file prefix (capped by --max-lines) is the sample; stats_fraction takes its first part.
-    lines = first_fraction(read_lines(args.text, args.max_lines), variant.stats_fraction)
+    lines = first_fraction(read_lines(args.text, args.max_lines), variant.stats_fraction or 1.0)
 
     log.info("variant %s (%s)", json.dumps(variant.to_dict(), sort_keys=True),
              "function-preserving" if variant.function_preserving else "NOT function-preserving")

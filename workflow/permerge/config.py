@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+ROOT = Path(__file__).resolve().parents[2]  # the repository (config.yaml, configs/)
 GLUE_TASKS = ("mnli", "qqp", "qnli", "sst2", "cola", "stsb", "mrpc", "rte")
 
 
@@ -66,9 +67,46 @@ def variant_options(config, name: str):
     return Variant.from_mapping(config["variants"][name], name=name)
 
 
+def stats_fraction(config, task: str, variant: str) -> float:
+    """The fraction of the statistics data a variant uses on `task`: its own stats_fraction, else the
+    task's default (statistics.mlm_fraction for mlm: the paper's main runs use 10% of the Books sample;
+    the whole training split for GLUE tasks)."""
+    own = variant_options(config, variant).stats_fraction
+    if own is not None:
+        return float(own)
+    return float(config["statistics"]["mlm_fraction"]) if task == "mlm" else 1.0
+
+
 def stats_fractions(config, task: str) -> list[float]:
-    """The statistics fractions the variants of `task` need (one statistics file each)."""
-    return sorted({variant_options(config, v).stats_fraction for v in variants_for(config, task)})
+    """The statistics fractions the aligning variants of `task` need (one file each, from one pass);
+    vanilla averaging needs none."""
+    return sorted({stats_fraction(config, task, v) for v in variants_for(config, task)
+                   if variant_options(config, v).components})
+
+
+def load_merged(*configfiles, overrides: dict | None = None) -> dict[str, Any]:
+    """The configuration as Snakemake builds it: config.yaml, then each --configfile deep-merged over it
+    (snakemake.utils.update_config, the function Snakemake itself uses), validated with defaults filled."""
+    import yaml
+    from snakemake.utils import update_config
+
+    config: dict[str, Any] = {}
+    for f in (ROOT / "config.yaml", *configfiles):
+        with open(f) as fh:
+            update_config(config, yaml.safe_load(fh) or {})
+    if overrides:
+        update_config(config, overrides)
+    return validate_config(config)
+
+
+def effective_yaml(config, configfiles=()) -> str:
+    """The validated configuration of a run as YAML, with its provenance as comments."""
+    import yaml
+
+    head = ["# The effective configuration of this run (config.yaml, then each --configfile merged over it,",
+            "# schema defaults filled). Written by the workflow; do not edit.",
+            f"# configfiles: {', '.join(str(f) for f in configfiles) or 'config.yaml'}"]
+    return "\n".join(head) + "\n" + yaml.safe_dump(config, sort_keys=True, default_flow_style=None, width=110)
 
 
 def _check_pairs(config):
@@ -135,3 +173,22 @@ def _check_sources(config):
                 )
         if spec["source"] == "local" and not spec.get("path"):
             raise ConfigError(f"data.{role}.path: a file or folder is required with source: local")
+
+
+def check_device(config):
+    """device: cuda on a machine without a usable GPU fails before the first job (the Snakefile calls this
+    at the start of a local run; cluster runs plan on nodes without the GPUs their jobs get)."""
+    device = config["device"]
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"device: {device!r} but torch sees no CUDA device on this machine (torch {torch.__version__}, "
+            f"CUDA build: {torch.version.cuda or 'none'}); run on a GPU machine or a cluster profile "
+            "(--profile workflow/profiles/slurm), or set device: cpu"
+        )
+    index = int(device.split(":", 1)[1]) if ":" in device else 0
+    if index >= torch.cuda.device_count():
+        raise ConfigError(f"device: {device!r} but only {torch.cuda.device_count()} CUDA device(s) are visible")

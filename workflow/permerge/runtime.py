@@ -97,6 +97,8 @@ def newest_complete_log(folder: str | Path) -> Path:
 
 
 def cmd_runtime(args: argparse.Namespace) -> int:
+    args.benchmarks = args.benchmarks or f"{args.results}/benchmarks"
+    args.out = args.out or f"{args.results}/tables/runtime.tsv"
     rows = breakdown(read_benchmarks(args.benchmarks))
     log_path = Path(args.log) if args.log else newest_complete_log(args.log_dir)
     wall, jobs = log_wall_seconds(log_path)
@@ -117,9 +119,11 @@ def cmd_runtime(args: argparse.Namespace) -> int:
 def add_runtime(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("runtime", help="per-rule time from Snakemake benchmark files + end-to-end time",
                        description=__doc__.split("\n\n")[1])
-    p.add_argument("--benchmarks", default="results/benchmarks", help="benchmark folder (default: %(default)s)")
+    p.add_argument("--results", default="results",
+                   help="results root of the configuration (results/paper for the paper grid; default: %(default)s)")
+    p.add_argument("--benchmarks", default=None, help="benchmark folder (default: RESULTS/benchmarks)")
     p.add_argument("--log", default=None, help="Snakemake log of the timed run "
                    "(default: the newest finished one in --log-dir)")
     p.add_argument("--log-dir", default=".snakemake/log", help="default: %(default)s")
-    p.add_argument("--out", default="results/tables/runtime.tsv", help="default: %(default)s")
+    p.add_argument("--out", default=None, help="default: RESULTS/tables/runtime.tsv")
     p.set_defaults(func=cmd_runtime)

@@ -29,7 +29,7 @@ class Variant:
     attention: str = "head_perm"
     qk: str = "shared"
     residual: str = "all"
-    stats_fraction: float = 1.0
+    stats_fraction: float | None = None  # None: the task's default (config.stats_fraction)
 
     def __post_init__(self) -> None:
         # Direct construction is validated like from_mapping, so an invalid Variant cannot exist.
@@ -71,11 +71,11 @@ class Variant:
                 kwargs[key] = d[key]
         if "stats_fraction" in d:
             f = d["stats_fraction"]
-            if isinstance(f, bool) or not isinstance(f, (int, float)):
+            if f is not None and (isinstance(f, bool) or not isinstance(f, (int, float))):
                 raise VariantError(
                     f"variant {name!r}: option 'stats_fraction' must be a number, got {type(f).__name__}"
                 )
-            kwargs["stats_fraction"] = float(f)
+            kwargs["stats_fraction"] = None if f is None else float(f)
         _validate({**_DEFAULTS, **kwargs}, name)
         return cls(**kwargs)
 
@@ -95,7 +95,7 @@ class Variant:
 
 
 _DEFAULTS = {"components": frozenset(), "attention": "head_perm", "qk": "shared", "residual": "all",
-             "stats_fraction": 1.0}
+             "stats_fraction": None}
 
 
 def _validate(v: Mapping[str, Any], name: str) -> None:
@@ -112,5 +112,7 @@ def _validate(v: Mapping[str, Any], name: str) -> None:
                 f"variant {name!r}: option {key!r} has unknown value {value!r} (allowed: {', '.join(choices)})"
             )
     f = v["stats_fraction"]
+    if f is None:
+        return
     if isinstance(f, bool) or not isinstance(f, (int, float)) or not (0.0 < f <= 1.0):
         raise VariantError(f"variant {name!r}: option 'stats_fraction' must satisfy 0 < f <= 1, got {f!r}")

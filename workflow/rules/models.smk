@@ -5,11 +5,11 @@ if config["models"]["source"] == "pretrain":
 
     rule train_tokenizer:
         input:
-            "results/data/text/pretrain.txt",
+            res("data/text/pretrain.txt"),
         output:
-            directory("results/models/tokenizer"),
+            directory(res("models/tokenizer")),
         log:
-            "results/logs/train_tokenizer.log",
+            res("logs/train_tokenizer.log"),
         params:
             vocab_size=config["models"]["pretrain"]["vocab_size"],
         threads: 1
@@ -23,15 +23,15 @@ if config["models"]["source"] == "pretrain":
 
     rule pretrain_seed:
         input:
-            tokenizer="results/models/tokenizer",
-            text="results/data/text/pretrain.txt",
-            heldout="results/data/text/heldout.txt",
+            tokenizer=res("models/tokenizer"),
+            text=res("data/text/pretrain.txt"),
+            heldout=res("data/text/heldout.txt"),
         output:
-            directory("results/models/mlm/seed{seed}"),
+            directory(res("models/mlm/seed{seed}")),
         log:
-            "results/logs/pretrain_seed/seed{seed}.log",
+            res("logs/pretrain_seed/seed{seed}.log"),
         benchmark:
-            "results/benchmarks/pretrain_seed/seed{seed}.tsv"
+            res("benchmarks/pretrain_seed/seed{seed}.tsv")
         params:
             pretrain=config["models"]["pretrain"],
         threads: config["threads"]
@@ -47,9 +47,9 @@ else:
 
     rule fetch_model:
         output:
-            directory("results/models/mlm/seed{seed}"),
+            directory(res("models/mlm/seed{seed}")),
         log:
-            "results/logs/fetch_model/seed{seed}.log",
+            res("logs/fetch_model/seed{seed}.log"),
         params:
             source=config["models"]["source"],
             location=lambda w: (
@@ -59,7 +59,7 @@ else:
             ).replace("{seed}", w.seed),
         threads: 1
         resources:
-            mem_mb=4000,
+            mem_mb=FOOTPRINT.mem_mb("fetch_model", config),
             runtime=30,
         conda:
             ENV
@@ -69,21 +69,21 @@ else:
 
 rule finetune:
     input:
-        model="results/models/mlm/seed{seed}",
-        train="results/data/glue/{glue_task}/train.jsonl",
-        validation=lambda w: f"results/data/glue/{w.glue_task}/{eval_split(w.glue_task)}.jsonl",
+        model=res("models/mlm/seed{seed}"),
+        train=res("data/glue/{glue_task}/train.jsonl"),
+        validation=lambda w: f"{R}/data/glue/{w.glue_task}/{eval_split(w.glue_task)}.jsonl",
     output:
-        directory("results/models/{glue_task}/seed{seed}"),
+        directory(res("models/{glue_task}/seed{seed}")),
     log:
-        "results/logs/finetune/{glue_task}/seed{seed}.log",
+        res("logs/finetune/{glue_task}/seed{seed}.log"),
     benchmark:
-        "results/benchmarks/finetune/{glue_task}/seed{seed}.tsv"
+        res("benchmarks/finetune/{glue_task}/seed{seed}.tsv")
     params:
         hparams=lambda w: finetune_params(w.glue_task),
         device=config["device"],
     threads: config["threads"]
     resources:
-        mem_mb=4000,
+        mem_mb=lambda w: FOOTPRINT.mem_mb("finetune", config, w.glue_task),
         runtime=240,
         gpu=GPU,
     conda:

@@ -2,6 +2,7 @@
 
 
 localrules:
+    merged,
     tabulate_barriers,
     plot_barriers,
     tabulate_finetuning,
@@ -12,19 +13,19 @@ rule tabulate_barriers:
         losses=[f for task in TASKS for f in loss_files(task)],
     output:
         barriers=report(
-            "results/tables/barriers.tsv",
+            res("tables/barriers.tsv"),
             caption="../report/barriers.rst",
             category="Tables",
             labels={"table": "barriers per pair"},
         ),
         summary=report(
-            "results/tables/summary.tsv",
+            res("tables/summary.tsv"),
             caption="../report/summary.rst",
             category="Tables",
             labels={"table": "barrier summary"},
         ),
     log:
-        "results/logs/tabulate_barriers.log",
+        res("logs/tabulate_barriers.log"),
     params:
         function_preserving={
             v: cfg.variant_options(config, v).function_preserving for v in config["variants"]
@@ -37,16 +38,16 @@ rule tabulate_barriers:
 
 rule tabulate_finetuning:
     input:
-        models=expand("results/models/{task}/seed{seed}", task=GLUE, seed=SEEDS),
+        models=expand(res("models/{task}/seed{seed}"), task=GLUE, seed=SEEDS),
     output:
         report(
-            "results/tables/finetune.tsv",
+            res("tables/finetune.tsv"),
             caption="../report/finetune.rst",
             category="Tables",
             labels={"table": "fine-tuning"},
         ),
     log:
-        "results/logs/tabulate_finetuning.log",
+        res("logs/tabulate_finetuning.log"),
     conda:
         ENV
     script:
@@ -56,20 +57,18 @@ rule tabulate_finetuning:
 rule plot_barriers:
     input:
         losses=[f for task in TASKS for f in loss_files(task)],
-        summary="results/tables/summary.tsv",
-        # Not read: listed so that this target builds the whole grid.
-        merged=[m for task in TASKS for m in merged_models(task)],
-        finetune=["results/tables/finetune.tsv"] if GLUE else [],
+        summary=res("tables/summary.tsv"),
+        finetune=[res("tables/finetune.tsv")] if GLUE else [],
     output:
         pdf=report(
-            "results/figures/all.pdf",
+            res("figures/all.pdf"),
             caption="../report/figures.rst",
             category="Figures",
             labels={"figure": "all tasks (PDF)"},
         ),
         pngs=[
             report(
-                f"results/figures/{task}.png",
+                f"{R}/figures/{task}.png",
                 caption="../report/figure_task.rst",
                 category="Figures",
                 labels={"figure": f"loss along λ: {task}"},
@@ -77,10 +76,17 @@ rule plot_barriers:
             for task in TASKS
         ],
     log:
-        "results/logs/plot_barriers.log",
+        res("logs/plot_barriers.log"),
     params:
         tasks=TASKS,
     conda:
         ENV
     script:
         "../scripts/plot_barriers.py"
+
+
+# The merged checkpoints θ(λ) for merged_lambdas are their own target (`snakemake merged`): nothing
+# downstream reads them, and at paper scale they are ~130 GB.
+rule merged:
+    input:
+        [m for task in TASKS for m in merged_models(task)],
