@@ -17,12 +17,12 @@ DOWNLOAD_CACHE = ROOT / ".cache" / "downloads"
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory) -> Path:
-    """A workflow copy where `results/figures/all.pdf` was built with configs/smoke.yaml."""
+    """A workflow copy where `results/figures/all.pdf` and the merged checkpoints were built with configs/smoke.yaml."""
     wd = copy_workflow(tmp_path_factory.mktemp("smoke"))
     downloads = wd / "results" / "data" / "downloads"
     if DOWNLOAD_CACHE.is_dir():
         shutil.copytree(DOWNLOAD_CACHE, downloads, copy_function=shutil.copy2)
-    snakemake(wd, "-j", "2", "results/figures/all.pdf", "--configfile", "configs/smoke.yaml")
+    snakemake(wd, "-j", "2", "results/figures/all.pdf", "merged", "--configfile", "configs/smoke.yaml")
     DOWNLOAD_CACHE.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(downloads, DOWNLOAD_CACHE, dirs_exist_ok=True, copy_function=shutil.copy2)
     return wd

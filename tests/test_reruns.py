@@ -21,7 +21,7 @@ import yaml
 from tests.workflow_utils import planned_jobs, snakemake
 
 SMOKE = "configs/smoke.yaml"
-TARGET = "results/figures/all.pdf"
+TARGETS = ("results/figures/all.pdf", "merged")  # merged checkpoints are their own target
 
 
 def copy_run(src: Path, dest: Path) -> Path:
@@ -66,13 +66,13 @@ def smoke_config(smoke_run) -> dict:
 
 def test_variant_option_reruns_only_that_variant(smoke_run, smoke_config, tmp_path):
     wd = copy_run(smoke_run, tmp_path / "wf")
-    assert planned_jobs(wd, TARGET, "--configfile", SMOKE) == Counter(), "the copied run is not up to date"
+    assert planned_jobs(wd, *TARGETS, "--configfile", SMOKE) == Counter(), "the copied run is not up to date"
 
     variants = smoke_config["variants"]
     assert variants["all"]["residual"] == "all"
     changed = dict(variants, all=dict(variants["all"], residual="first"))
     ov = overlay(wd, "residual_first", variants=changed)
-    args = (TARGET, "--configfile", SMOKE, str(ov.relative_to(wd)))
+    args = (*TARGETS, "--configfile", SMOKE, str(ov.relative_to(wd)))
 
     # One permutation/merge/sweep job per (task, variant), each covering all pairs: mlm, sst2, stsb.
     jobs = planned_jobs(wd, *args)
@@ -94,11 +94,15 @@ def test_variant_option_reruns_only_that_variant(smoke_run, smoke_config, tmp_pa
         "results/logs/sweep_lambdas/*/all.log", "results/benchmarks/sweep_lambdas/*/all.tsv",
         "results/benchmarks/compute_permutations/*/all.tsv", "results/benchmarks/merge_checkpoints/*/all.tsv",
         "results/logs/tabulate_barriers.log", "results/logs/plot_barriers.log",
+        "results/config.effective.yaml",  # the provenance of the last run: now with the overlay
     ]
     changed_files = sorted(k for k in after if before.get(k) != after[k])
     unexpected = [f for f in changed_files if not any(fnmatch(f, pat) for pat in allowed)]
     assert not unexpected, f"outputs outside variant 'all' and its tables/figures changed: {unexpected}"
     assert set(before) <= set(after), f"outputs vanished: {sorted(set(before) - set(after))}"
+    effective = yaml.safe_load((wd / "results/config.effective.yaml").read_text())
+    assert effective["variants"]["all"]["residual"] == "first" and "residual_first.yaml" in (
+        wd / "results/config.effective.yaml").read_text()
     # residual "first" gives other permutations than "all" for the residual stream of these models
     assert any(f.startswith("results/permutations/") for f in changed_files), changed_files
     for unchanged in ("results/models/", "results/stats/", "results/permutations/mlm/ff_attn/",
@@ -110,7 +114,7 @@ def test_new_lambda_reruns_only_sweeps(smoke_run, smoke_config, tmp_path):
     wd = copy_run(smoke_run, tmp_path / "wf")
     lambdas = sorted([*smoke_config["lambdas"], 0.6])
     ov = overlay(wd, "more_lambdas", lambdas=lambdas)
-    jobs = planned_jobs(wd, TARGET, "--configfile", SMOKE, str(ov.relative_to(wd)))
+    jobs = planned_jobs(wd, *TARGETS, "--configfile", SMOKE, str(ov.relative_to(wd)))
     n_sweeps = 3 + 2 * 2  # (task, variant)s: mlm variants + glue tasks x glue variants
     assert dict(jobs) == {"sweep_lambdas": n_sweeps, "tabulate_barriers": 1, "plot_barriers": 1}, jobs
 
@@ -118,7 +122,7 @@ def test_new_lambda_reruns_only_sweeps(smoke_run, smoke_config, tmp_path):
 def test_new_seed_keeps_existing_seed_models(smoke_run, smoke_config, tmp_path):
     wd = copy_run(smoke_run, tmp_path / "wf")
     ov = overlay(wd, "four_seeds", seeds=[*smoke_config["seeds"], 4])
-    args = (TARGET, "--configfile", SMOKE, str(ov.relative_to(wd)))
+    args = (*TARGETS, "--configfile", SMOKE, str(ov.relative_to(wd)))
     jobs = planned_wildcards(wd, *args)
     counts = {rule: len(w) for rule, w in sorted(jobs.items())}
     print("jobs after adding seed 4:", counts)
