@@ -4,7 +4,11 @@ These are the counterparts of :mod:`permerge.embedded` and :mod:`permerge.standi
 files (``results/data/text/{role}.txt``, ``results/data/glue/{task}/{split}.jsonl``) so that the rest of
 the workflow does not care where the data came from. Hub access needs network: with
 ``HF_HUB_OFFLINE``/``HF_DATASETS_OFFLINE`` set (the embedded configuration sets them) a hub load fails
-at once and is reported as :class:`HubUnavailable`, naming the dataset id.
+at once and is reported as :class:`HubUnavailable`, naming the dataset id and revision.
+
+A text role may be a uniform random sample of a whole split (``sample``/``sample_seed``: the paper samples
+its ~1M Books-corpus sentences across the corpus), written in random order so that any prefix of the file is
+itself a uniform sample. tests/hub_fixtures.py holds offline copies of the hub repositories' layouts.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import numpy as np
+
 from .embedded import paragraphs, split_sentences, strip_gutenberg, write_lines
 from .standins import TASKS, validate_task_files, write_jsonl
 
@@ -22,27 +28,44 @@ log = logging.getLogger(__name__)
 
 
 class HubUnavailable(RuntimeError):
-    """A HuggingFace hub dataset could not be loaded (offline mode, no network, unknown id)."""
+    """A HuggingFace hub dataset could not be loaded (offline mode, no network, unknown id or revision)."""
 
 
-def _hub_error(dataset_id: str, config: str | None, err: Exception) -> HubUnavailable:
-    what = dataset_id + (f" (config {config})" if config else "")
+LOCAL_TEXT_ALTERNATIVE = ("or give this text role as {source: local, path: /path/to/books/} "
+                          "(a folder of .txt books, read offline)")
+
+
+def _hub_error(dataset_id: str, config: str | None, err: Exception, revision: str | None = None,
+               alternative: str | None = None) -> HubUnavailable:
+    what = dataset_id + (f" (config {config})" if config else "") + (f" at revision {revision}" if revision else "")
+    cause = f"{type(err).__name__}: {err}"
+    if os.path.isdir(dataset_id):  # a local repository copy (e.g. the test fixtures): no hub involved
+        return HubUnavailable(f"cannot load the dataset {what} (a local directory): {cause}")
     offline = [v for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE") if os.environ.get(v, "0") not in ("", "0")]
-    why = f"offline mode is on ({', '.join(offline)} set)" if offline else f"{type(err).__name__}: {err}"
+    # Offline mode is the usual cause, but say what datasets said too (a wrong config or split also fails).
+    why = f"offline mode is on ({', '.join(offline)} set); {cause}" if offline else cause
     return HubUnavailable(
         f"cannot load the HuggingFace dataset {what}: {why}. This data role needs the hub (network access); "
-        "the embedded configuration (config.yaml, data sources 'embedded') runs fully offline."
+        "the embedded configuration (config.yaml, data sources 'embedded') runs fully offline"
+        + (f"; {alternative}" if alternative else "") + "."
     )
 
 
-def load_hub_dataset(dataset_id: str, config: str | None = None, split: str | None = None):
-    """``datasets.load_dataset`` with hub failures turned into :class:`HubUnavailable`."""
+def load_hub_dataset(dataset_id: str, config: str | None = None, split: str | None = None,
+                     revision: str | None = None, alternative: str | None = None):
+    """``datasets.load_dataset`` with hub failures turned into :class:`HubUnavailable`.
+
+    ``revision`` (a branch, tag or commit, e.g. ``refs/convert/parquet``, the hub's parquet export) is passed
+    only when set. ``dataset_id`` may also be a local directory laid out like a hub repository (the test
+    fixtures); datasets ignores the revision there.
+    """
     import datasets
 
+    kwargs = {"revision": revision} if revision else {}
     try:
-        return datasets.load_dataset(dataset_id, config, split=split)
-    except Exception as err:  # ConnectionError / OSError offline, DatasetNotFoundError, ...
-        raise _hub_error(dataset_id, config, err) from err
+        return datasets.load_dataset(dataset_id, config, split=split, **kwargs)
+    except Exception as err:  # ConnectionError / OSError offline, DatasetNotFoundError, script datasets, ...
+        raise _hub_error(dataset_id, config, err, revision, alternative) from err
 
 
 # Wikitext headings look like " = Title = " or " = = Section = = ".
@@ -64,13 +87,52 @@ def clean_hub_lines(texts: Iterable[str], max_lines: int | None = None) -> Itera
                 return
 
 
+def sample_indices(n_rows: int, sample: int, seed: int = 0) -> np.ndarray:
+    """``sample`` distinct row indices drawn uniformly from ``range(n_rows)`` with
+    ``numpy.random.default_rng(seed)``, in the order drawn (random), so that every prefix of the result is
+    itself a uniform sample without replacement."""
+    if not isinstance(sample, (int, np.integer)) or isinstance(sample, bool) or sample < 1:
+        raise ValueError(f"sample must be a positive integer, not {sample!r}")
+    if sample > n_rows:
+        raise ValueError(f"cannot sample {sample} rows from a split of {n_rows} rows")
+    return np.random.default_rng(seed).choice(n_rows, size=sample, replace=False, shuffle=True)
+
+
+def _column_texts(ds, column: str, batch_size: int = 10_000) -> Iterator[str]:
+    # Batched reads: one Arrow slice per batch instead of one Python row at a time (1M sampled rows).
+    for batch in ds.select_columns([column]).iter(batch_size=batch_size):
+        yield from batch[column]
+
+
 def load_hub_text(dataset_id: str, config: str | None = None, split: str = "train", column: str = "text",
-                  max_lines: int | None = None) -> list[str]:
-    """Lines of one text column of a hub dataset (e.g. wikitext / wikitext-103-raw-v1 / validation)."""
-    ds = load_hub_dataset(dataset_id, config, split)
+                  max_lines: int | None = None, *, revision: str | None = None, sample: int | None = None,
+                  sample_seed: int = 0) -> list[str]:
+    """Lines of one text column of a hub dataset (e.g. Salesforce/wikitext / wikitext-103-raw-v1 / validation).
+
+    With ``sample``, ``sample`` rows are drawn uniformly without replacement across the whole split
+    (:func:`sample_indices` with ``sample_seed``) and read in that random order (``ds.select``); empty rows
+    and Wikitext headings are then skipped as without sampling, and ``max_lines`` keeps the first lines of
+    the result.
+    """
+    ds = load_hub_dataset(dataset_id, config, split, revision, alternative=LOCAL_TEXT_ALTERNATIVE)
+    what = f"{dataset_id} ({config or 'default'}, {split}{', ' + revision if revision else ''})"
     if column not in ds.column_names:
-        raise ValueError(f"dataset {dataset_id} ({config}, {split}) has no column {column!r}; columns: {ds.column_names}")
-    return list(clean_hub_lines(ds[column], max_lines))
+        raise ValueError(f"dataset {what} has no column {column!r}; columns: {ds.column_names}")
+    n_rows = len(ds)
+    if sample is not None:
+        try:
+            idx = sample_indices(n_rows, sample, sample_seed)
+        except ValueError as err:
+            raise ValueError(f"dataset {what}, data.*.sample: {err}") from None
+        ds = ds.select(idx)
+        log.info("%s: %d rows in the split; sampled %d rows uniformly (sample_seed %d), in random order",
+                 what, n_rows, sample, sample_seed)
+    else:
+        log.info("%s: %d rows in the split; reading them in order%s", what, n_rows,
+                 f" (first {max_lines} lines)" if max_lines else "")
+    lines = list(clean_hub_lines(_column_texts(ds, column), max_lines))
+    log.info("%s: %d lines kept", what, len(lines))
+    return lines
 
 
 def load_local_text(path: str | os.PathLike, max_lines: int | None = None) -> list[str]:
@@ -99,13 +161,28 @@ def load_local_text(path: str | os.PathLike, max_lines: int | None = None) -> li
 
 
 def text_role_lines(spec: dict) -> list[str]:
-    """Lines for one text role from its config entry ({source: hub, id, ...} or {source: local, path})."""
+    """Lines for one text role from its config entry: ``{source: hub, id, config, revision, split, column,
+    sample, sample_seed, max_lines}`` or ``{source: local, path, sample, sample_seed, max_lines}``."""
     source = spec.get("source")
     if source == "hub":
+        sample_seed = spec.get("sample_seed")
         return load_hub_text(spec["id"], spec.get("config"), spec.get("split", "train"),
-                             spec.get("column", "text"), spec.get("max_lines"))
+                             spec.get("column", "text"), spec.get("max_lines"), revision=spec.get("revision"),
+                             sample=spec.get("sample"), sample_seed=0 if sample_seed is None else sample_seed)
     if source == "local":
-        return load_local_text(spec["path"], spec.get("max_lines"))
+        if spec.get("sample") is None:
+            return load_local_text(spec["path"], spec.get("max_lines"))
+        # Same meaning as for the hub: a uniform sample of the sentences, in random order, then max_lines.
+        lines = load_local_text(spec["path"])
+        seed = spec.get("sample_seed")
+        try:
+            idx = sample_indices(len(lines), spec["sample"], 0 if seed is None else seed)
+        except ValueError as err:
+            raise ValueError(f"local text {spec['path']} ({len(lines)} sentences): {err}") from None
+        log.info("%s: %d sentences; sampled %d uniformly (sample_seed %s), in random order",
+                 spec["path"], len(lines), len(idx), 0 if seed is None else seed)
+        lines = [lines[i] for i in idx]
+        return lines[: spec["max_lines"]] if spec.get("max_lines") else lines
     raise ValueError(f"hubdata handles sources 'hub' and 'local', not {source!r} (embedded texts: permerge.embedded)")
 
 
@@ -116,7 +193,8 @@ def write_text_role(spec: dict, out: str | os.PathLike) -> int:
     return n
 
 
-def export_glue_task(task: str, outputs: dict[str, str | os.PathLike], hub_id: str = "nyu-mll/glue") -> dict[str, int]:
+def export_glue_task(task: str, outputs: dict[str, str | os.PathLike], hub_id: str = "nyu-mll/glue",
+                     revision: str | None = None) -> dict[str, int]:
     """Write the GLUE splits of ``task`` (split -> jsonl path) from the hub, with the stand-ins' columns.
 
     Rows labelled -1 (GLUE's hidden test labels) are dropped; ``idx`` is kept from the hub.
@@ -128,12 +206,12 @@ def export_glue_task(task: str, outputs: dict[str, str | os.PathLike], hub_id: s
     for split, out in outputs.items():
         if split not in info.splits:
             raise ValueError(f"task {task} has no split {split!r} (splits: {info.splits})")
-        ds = load_hub_dataset(hub_id, task, split)  # nyu-mll/glue uses the same split names
+        ds = load_hub_dataset(hub_id, task, split, revision)  # nyu-mll/glue uses the same split names
         missing = [c for c in (*info.text_keys, "label") if c not in ds.column_names]
         if missing:
             raise ValueError(f"{hub_id}/{task} split {split}: columns {missing} missing (have {ds.column_names})")
 
-        def rows():
+        def rows(ds=ds):
             for i, r in enumerate(ds):
                 label = r["label"]
                 if info.num_labels > 1 and int(label) < 0:

@@ -66,7 +66,7 @@ rule prepare_hub_text:
     threads: 1
     resources:
         mem_mb=4000,
-        runtime=30,
+        runtime=180,  # the Books sample reads the whole 74M-row corpus (memory-mapped) once
     conda:
         ENV
     script:

@@ -1,4 +1,7 @@
-"""Write one text role from a HuggingFace dataset (source: hub) or local text files (source: local)."""
+"""Write one text role from a HuggingFace dataset (source: hub) or local text files (source: local).
+
+With ``sample: N`` the file holds N rows drawn uniformly across the whole split (``sample_seed``), in random
+order, so any prefix of it (the statistics' fractions) is itself a uniform sample."""
 
 from permerge.io import atomic_path, setup_job
 
