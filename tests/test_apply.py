@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModelForMaskedLM, BertConfig, BertForMaskedLM, BertForSequenceClassification
+from transformers import (AutoModelForMaskedLM, BertConfig, BertForMaskedLM, BertForPreTraining,
+                          BertForSequenceClassification)
 
 from permerge.apply import (apply_permutations, check_compatible, interpolate, interpolate_, load_permutations,
                             model_tensors, permute_params, read_permutation_metadata, save_permutations,
@@ -165,3 +166,42 @@ def test_sequence_classification_pooler_perm_moves_classifier_columns():
     out = apply_permutations(model, {"pooler": p})
     torch.testing.assert_close(out.classifier.weight, model.classifier.weight[:, p], rtol=0, atol=0)
     torch.testing.assert_close(out.bert.pooler.dense.bias, model.bert.pooler.dense.bias[p], rtol=0, atol=0)
+
+
+def test_pretraining_checkpoint_permute_interpolate_save(tmp_path):
+    """BertForPreTraining (the MultiBERTs' class): permuted, interpolated and saved with its pooler and NSP head."""
+    from permerge.models import load_model
+
+    def pretraining(seed):
+        torch.manual_seed(seed)
+        return BertForPreTraining(BertConfig(**CONFIG, architectures=["BertForPreTraining"])).eval()
+
+    a, b = pretraining(0), pretraining(1)
+    perms = random_permutations(spec_for_model(b), np.random.default_rng(2))
+    assert {"res", "pooler", "ff.0", "attn.0", "qk.0"} <= set(perms)
+    bp = apply_permutations(b, perms)
+    assert bp.cls.predictions.decoder.weight is bp.bert.embeddings.word_embeddings.weight  # tie kept
+    torch.testing.assert_close(bp.cls.seq_relationship.weight, b.cls.seq_relationship.weight[:, perms["pooler"]],
+                               rtol=0, atol=0)
+    torch.testing.assert_close(bp.bert.pooler.dense.weight,
+                               b.bert.pooler.dense.weight[perms["pooler"]][:, perms["res"]], rtol=0, atol=0)
+    ids = torch.randint(0, CONFIG["vocab_size"], (2, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref, out = b(input_ids=ids), bp(input_ids=ids)
+    torch.testing.assert_close(out.seq_relationship_logits, ref.seq_relationship_logits, rtol=0, atol=1e-5)
+    torch.testing.assert_close(out.prediction_logits, ref.prediction_logits, rtol=0, atol=1e-5)
+
+    mid = interpolate(a, bp, 0.5)
+    assert mid.cls.predictions.decoder.weight is mid.bert.embeddings.word_embeddings.weight
+    for name in ("cls.seq_relationship.weight", "cls.seq_relationship.bias", "bert.pooler.dense.weight",
+                 "cls.predictions.transform.dense.weight"):
+        want = (model_tensors(a)[name] + model_tensors(bp)[name]) / 2
+        torch.testing.assert_close(model_tensors(mid)[name], want, rtol=0, atol=1e-7)
+
+    save_pretrained_atomic(mid, tmp_path / "mid")
+    assert (tmp_path / "mid" / "model.safetensors").is_file()
+    loaded = load_model(tmp_path / "mid")
+    assert type(loaded) is BertForPreTraining
+    saved = model_tensors(loaded)
+    assert all(torch.equal(saved[k], v) for k, v in model_tensors(mid).items())
+    assert loaded.cls.predictions.decoder.weight is loaded.bert.embeddings.word_embeddings.weight

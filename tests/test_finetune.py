@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from permerge.finetune import finetune, length_grouped_batches, load_for_classification, task_info
+from permerge.models import load_model
 from permerge.pretrain import pretrain_bert
 
 from .test_evaluate import ADJS, corpus_dir, make_sentences, tokenizer, tokenizer_dir  # noqa: F401  (fixtures)
@@ -125,3 +126,119 @@ def test_task_info_covers_glue():
         assert 1 <= len(info.text_keys) <= 2
         assert (info.num_labels == 1) == (task == "stsb")
     assert task_info("mnli").eval_split == "validation_mismatched"
+
+
+# ------------------------------------------------------------------ the paper's protocol (run_glue defaults)
+
+@pytest.fixture(scope="module")
+def pretraining_dir(mlm_dirs, tmp_path_factory):
+    """Seed 1 as a BertForPreTraining checkpoint (as the MultiBERTs): its own pooler and NSP head."""
+    from transformers import BertForMaskedLM, BertForPreTraining
+
+    from permerge.apply import save_pretrained_atomic
+
+    mlm = BertForMaskedLM.from_pretrained(str(mlm_dirs[0]))
+    torch.manual_seed(123)
+    model = BertForPreTraining(mlm.config)
+    missing, _ = model.load_state_dict(mlm.state_dict(), strict=False)
+    assert all(k.startswith(("bert.pooler.", "cls.seq_relationship.")) for k in missing)
+    model.config.architectures = ["BertForPreTraining"]
+    return save_pretrained_atomic(model, tmp_path_factory.mktemp("pre") / "seed1", mlm_dirs[0])
+
+
+def _classification_data(n=32):
+    data = [{"sentence": s, "label": int(any(a in s for a in ADJS[:3]))} for s in make_sentences(n, seed=7)]
+    random.Random(0).shuffle(data)
+    return data
+
+
+def _tiny_finetune(model_dir, out_dir, **kw):
+    data = _classification_data()
+    args = dict(model_dir=model_dir, train_examples=data, eval_examples=data[:8], text_keys=["sentence"],
+                num_labels=2, metric="accuracy", out_dir=out_dir, seed=1, epochs=1, batch_size=8, lr=1e-3,
+                max_length=32, warmup=0.0)
+    return finetune(**{**args, **kw})
+
+
+def test_schedule_without_warmup_starts_at_full_lr_and_decays_linearly():
+    from permerge.finetune import make_schedule
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = make_schedule(opt, 0.0, 10)
+    used = []
+    for _ in range(10):
+        used.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert used == pytest.approx([0.1 * (10 - k) / 10 for k in range(10)], abs=1e-12)
+    assert opt.param_groups[0]["lr"] == 0.0  # 0 once every step is done
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = make_schedule(opt, 0.2, 10)  # 2 warm-up steps from 0 (as HF), then decay over the other 8
+    used = []
+    for _ in range(10):
+        used.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert used == pytest.approx([0.0, 0.05, 0.1, 0.0875, 0.075, 0.0625, 0.05, 0.0375, 0.025, 0.0125], abs=1e-12)
+    with pytest.raises(ValueError, match="warmup must be a fraction"):
+        make_schedule(opt, 1.5, 10)
+
+
+def test_finetune_records_protocol_and_schedule(mlm_dirs, tmp_path):
+    m = _tiny_finetune(mlm_dirs[0], tmp_path / "a", fp16=True, data_seed=42, head_seed=42)
+    saved = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert saved == pytest.approx(m)
+    assert m["steps"] == 4 and m["n_train"] == 32 and m["n_eval"] == 8
+    assert m["lr_first_step"] == pytest.approx(1e-3) and m["lr_last_step"] == pytest.approx(1e-3 / 4)
+    assert (m["lr"], m["batch_size"], m["epochs"], m["max_length"], m["warmup"]) == (1e-3, 8, 1.0, 32, 0.0)
+    assert (m["data_seed"], m["head_seed"], m["seed"]) == (42, 42, 1)
+    assert m["fp16"] is True and m["fp16_in_effect"] is False  # CPU: requested, ignored
+    assert m["pooler_init"] == "head_seed" and len(m["pooler_init_sha256"]) == 64
+    warm = _tiny_finetune(mlm_dirs[0], tmp_path / "b", warmup=0.5)
+    assert warm["lr_first_step"] == 0.0 and warm["lr_last_step"] == pytest.approx(1e-3 / 2)
+    assert warm["data_seed"] == 1  # None: the model's own seed
+
+
+def test_data_seed_fixes_batch_order_across_model_seeds(mlm_dirs, tmp_path):
+    from permerge.finetune import training_batches
+
+    lengths = torch.randint(3, 30, (50,), generator=torch.Generator().manual_seed(0))
+    a = list(training_batches(lengths, 8, 20, torch.Generator().manual_seed(42)))
+    b = list(training_batches(lengths, 8, 20, torch.Generator().manual_seed(42)))
+    c = list(training_batches(lengths, 8, 20, torch.Generator().manual_seed(43)))
+    assert len(a) == 20 and all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not all(torch.equal(x, y) for x, y in zip(a, c))
+    assert sorted(torch.cat(a[:7]).tolist()) == list(range(50))  # the first 7 batches are one epoch
+    # two seeds' fine-tuning runs with one data_seed see the same batches; without it, their own orders
+    runs = {(seed, ds): _tiny_finetune(mlm_dirs[seed - 1], tmp_path / f"s{seed}-{ds}", seed=seed, data_seed=ds,
+                                       epochs=2)
+            for seed, ds in ((1, 42), (2, 42), (1, None), (2, None))}
+    assert runs[1, 42]["data_order_sha256"] == runs[2, 42]["data_order_sha256"]
+    assert runs[1, None]["data_order_sha256"] != runs[2, None]["data_order_sha256"]
+    assert runs[1, None]["data_seed"] == 1 and runs[2, None]["data_seed"] == 2
+
+
+def _sha(t):
+    import hashlib
+
+    return hashlib.sha256(t.to(torch.float32).contiguous().numpy().tobytes()).hexdigest()
+
+
+def test_pretraining_checkpoint_finetunes_from_its_own_pooler(pretraining_dir, mlm_dirs, tmp_path):
+    from safetensors.torch import load_file
+
+    own = load_file(str(pretraining_dir / "model.safetensors"))["bert.pooler.dense.weight"]
+    m = _tiny_finetune(pretraining_dir, tmp_path / "pre", head_seed=42)
+    assert m["pooler_init"] == "pretrained" and m["pooler_init_sha256"] == _sha(own)
+    model = load_for_classification(pretraining_dir, num_labels=2, head_seed=42)
+    assert torch.equal(model.bert.pooler.dense.weight, own)
+    tuned = load_model(tmp_path / "pre", num_labels=2)  # saved as a sequence classifier, not a pre-training model
+    assert type(tuned).__name__ == "BertForSequenceClassification"
+    # BertForMaskedLM checkpoints have no pooler: the same head_seed pooler for every checkpoint
+    m1 = _tiny_finetune(mlm_dirs[0], tmp_path / "m1", head_seed=42)
+    m2 = _tiny_finetune(mlm_dirs[1], tmp_path / "m2", head_seed=42, seed=2)
+    assert m1["pooler_init"] == m2["pooler_init"] == "head_seed"
+    assert m1["pooler_init_sha256"] == m2["pooler_init_sha256"] != m["pooler_init_sha256"]
+    fresh = load_for_classification(mlm_dirs[1], num_labels=2, head_seed=42).bert.pooler.dense.weight
+    assert m1["pooler_init_sha256"] == _sha(fresh.detach())
+    assert _tiny_finetune(mlm_dirs[0], tmp_path / "m3", head_seed=7)["pooler_init_sha256"] != m1["pooler_init_sha256"]

@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 
 log = logging.getLogger("permerge")
 
-MODEL_CLASSES = ("BertForMaskedLM", "BertForSequenceClassification", "BertModel")
+MODEL_CLASSES = ("BertForPreTraining", "BertForMaskedLM", "BertForSequenceClassification", "BertModel")
 PERMUTATIONS_FILE = "permutations.safetensors"
 
 

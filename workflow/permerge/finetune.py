@@ -1,22 +1,26 @@
 """Fine-tuning a pre-trained seed on a GLUE(-shaped) task: one BertForSequenceClassification per seed.
 
-The classification head (the pooler when the checkpoint has none, and the classifier) is initialised
-IDENTICALLY across seeds from `head_seed` (method.md); the seed controls only the data order. num_labels == 1
-is regression with an MSE loss (STS-B).
+The classifier (and the pooler when the checkpoint has none) is initialised IDENTICALLY across seeds from
+`head_seed` (method.md); a checkpoint's own pre-trained pooler (BertForPreTraining, e.g. the MultiBERTs) is kept.
+The data order comes from `data_seed` (None: the model's seed). The paper's protocol (run_glue defaults) is
+lr 2e-5, batch 8, 3 epochs (MRPC 5), max length 128, warmup 0, fp16, head_seed = data_seed = 42 for every seed.
+num_labels == 1 is regression with an MSE loss (STS-B).
 
 A plain training loop rather than HF Trainer: on CPU it is simpler and faster (batches padded to their own
 longest example, no accelerate/callback machinery, no intermediate checkpoints), the whole state is the
-model, an AdamW and a linear schedule, and the data order is an explicit seeded permutation per epoch.
+model, an AdamW and transformers' linear warm-up/decay schedule, and the data order is an explicit seeded
+permutation per epoch.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .evaluate import build_glue_evalset, glue_logits, glue_loss
-from .pretrain import linear_schedule, param_groups
+from .pretrain import param_groups
 
 HEAD_PREFIXES = ("classifier.", "bert.pooler.")
 
@@ -89,13 +93,18 @@ def init_head(model, *, head_seed: int, reinit_pooler: bool) -> list[str]:
     return names
 
 
+def checkpoint_has_pooler(model_dir) -> bool:
+    """True if the checkpoint holds pre-trained pooler weights (BertForPreTraining; not BertForMaskedLM)."""
+    return any(k.endswith("pooler.dense.weight") for k in _checkpoint_keys(model_dir))
+
+
 def load_for_classification(model_dir, *, num_labels: int, head_seed: int = 0, log=None):
-    """BertForSequenceClassification from a pre-trained (MLM) directory with a seed-independent head."""
+    """BertForSequenceClassification from a pre-trained directory (BertForPreTraining or BertForMaskedLM):
+    the checkpoint's own pooler when it has one, the classifier (and a missing pooler) from `head_seed`."""
     import transformers
     from transformers import BertForSequenceClassification
 
-    keys = _checkpoint_keys(model_dir)
-    has_pooler = any(k.endswith("pooler.dense.weight") for k in keys)
+    has_pooler = checkpoint_has_pooler(model_dir)
     kwargs = {"num_labels": int(num_labels)}
     if num_labels == 1:
         kwargs["problem_type"] = "regression"
@@ -127,6 +136,37 @@ def length_grouped_batches(lengths: torch.Tensor, batch_size: int, generator: to
     return [batches[i] for i in torch.randperm(len(batches), generator=generator)]
 
 
+def make_schedule(optimizer, warmup: float, total_steps: int):
+    """transformers' linear schedule (as run_glue): warm-up over ceil(warmup * total_steps) steps (starting from
+    lr 0, as HF does), then linear decay to 0 at total_steps; warmup 0 = full lr at the first step."""
+    from transformers import get_linear_schedule_with_warmup
+
+    if not 0.0 <= float(warmup) <= 1.0:
+        raise ValueError(f"warmup must be a fraction of the steps in [0, 1], got {warmup!r}")
+    return get_linear_schedule_with_warmup(optimizer, int(math.ceil(float(warmup) * total_steps)), total_steps)
+
+
+def training_batches(lengths: torch.Tensor, batch_size: int, total_steps: int, generator: torch.Generator, *,
+                     group_by_length: bool = True) -> Iterator[torch.Tensor]:
+    """The index batches of `total_steps` steps, epoch after epoch; the order depends only on the generator."""
+    n = lengths.shape[0]
+    step = 0
+    while step < total_steps:
+        if group_by_length:
+            batches = length_grouped_batches(lengths, batch_size, generator)
+        else:
+            batches = torch.randperm(n, generator=generator).split(batch_size)
+        for idx in batches:
+            if step >= total_steps:
+                return
+            yield idx
+            step += 1
+
+
+def _sha256_float32(t: torch.Tensor) -> str:
+    return hashlib.sha256(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()).hexdigest()
+
+
 def finetune(
     *,
     model_dir,
@@ -138,11 +178,13 @@ def finetune(
     out_dir,
     seed: int,
     head_seed: int = 0,
+    data_seed: int | None = None,
     lr: float = 2e-5,
     epochs: float = 3,
     batch_size: int = 32,
     max_length: int = 128,
     warmup: float = 0.1,
+    fp16: bool = False,
     weight_decay: float = 0.0,
     grad_clip: float = 1.0,
     group_by_length: bool = True,
@@ -153,6 +195,9 @@ def finetune(
     """Fine-tune one seed and save it (safetensors + tokenizer + metrics.json). Returns the metrics.
 
     `epochs` may be fractional (the last epoch is cut short). Loss: cross-entropy, or MSE when num_labels == 1.
+    `data_seed` (None: `seed`) alone decides the batch order. `fp16`: float16 autocast with a GradScaler on CUDA
+    (as HF Trainer's fp16; optimizer steps skipped for overflowing gradients do not advance the schedule, as
+    there); ignored on other devices. Evaluation runs in float32.
     """
     from transformers import AutoTokenizer
 
@@ -163,49 +208,62 @@ def finetune(
     train = build_glue_evalset(tokenizer, train_examples, text_keys, max_length=max_length, regression=regression)
     evalset = build_glue_evalset(tokenizer, eval_examples, text_keys, max_length=max_length, regression=regression)
     model = load_for_classification(model_dir, num_labels=num_labels, head_seed=head_seed, log=log)
+    pooler_init = "pretrained" if checkpoint_has_pooler(model_dir) else "head_seed"
+    pooler_sha = _sha256_float32(model.bert.pooler.dense.weight)  # before any step: provenance of the pooler
     dev = torch.device(device)
     model.to(dev).train()
+    amp = bool(fp16) and dev.type == "cuda"
+    if fp16 and not amp:
+        log.info("fp16 requested but ignored on device %s (float16 autocast + loss scaling only on CUDA)", dev)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
 
     n = train["labels"].shape[0]
     steps_per_epoch = math.ceil(n / batch_size)
     total_steps = max(1, math.ceil(steps_per_epoch * float(epochs)))
-    # Same parameter groups and warm-up/decay schedule as pre-training.
     opt = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
-    sched = linear_schedule(opt, int(math.ceil(warmup * total_steps)), total_steps)
-    gen = torch.Generator().manual_seed(int(seed))
-    log.info("seed %d: %d train / %d eval examples, %d steps (%.3g epochs of %d), lr %.2e",
-             seed, n, evalset["labels"].shape[0], total_steps, float(epochs), steps_per_epoch, lr)
+    sched = make_schedule(opt, warmup, total_steps)
+    data_seed = int(seed if data_seed is None else data_seed)
+    gen = torch.Generator().manual_seed(data_seed)
+    log.info("seed %d: %d train / %d eval examples, %d steps (%.3g epochs of %d), lr %.2e, warmup %.3g, "
+             "batch %d, data_seed %d, head_seed %d, pooler %s, fp16 %s", seed, n, evalset["labels"].shape[0],
+             total_steps, float(epochs), steps_per_epoch, lr, warmup, batch_size, data_seed, head_seed,
+             pooler_init, "on" if amp else "off")
 
-    step, losses, first_losses = 0, [], []
+    step, skipped, losses, first_losses, lrs = 0, 0, [], [], []
+    order = hashlib.sha256()
     log_every = max(1, min(50, total_steps // 10))
-    while step < total_steps:
-        if group_by_length:
-            batches = length_grouped_batches(train["lengths"], batch_size, gen)
+    for idx in training_batches(train["lengths"], batch_size, total_steps, gen, group_by_length=group_by_length):
+        order.update(idx.to(torch.int64).numpy().tobytes())
+        with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=amp):
+            logits = glue_logits(model, train, idx, dev)  # float32 logits: the loss is computed in float32
+        y = train["labels"][idx].to(dev)
+        loss = F.mse_loss(logits.squeeze(-1), y) if regression else F.cross_entropy(logits, y)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise FloatingPointError(f"non-finite loss at step {step}")
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if grad_clip:
+            scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        lrs.append(opt.param_groups[0]["lr"])
+        scale = scaler.get_scale() if amp else None
+        scaler.step(opt)
+        scaler.update()
+        if amp and scaler.get_scale() < scale:  # overflow: the optimizer step was skipped
+            skipped += 1
         else:
-            batches = torch.randperm(n, generator=gen).split(batch_size)
-        for idx in batches:
-            if step >= total_steps:
-                break
-            logits = glue_logits(model, train, idx, dev)
-            y = train["labels"][idx].to(dev)
-            loss = F.mse_loss(logits.squeeze(-1), y) if regression else F.cross_entropy(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            opt.step()
             sched.step()
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise FloatingPointError(f"non-finite loss at step {step}")
-            losses.append(value)
-            if len(first_losses) < 20:
-                first_losses.append(value)
-            step += 1
-            if step % log_every == 0 or step == total_steps:
-                window = losses[-log_every:]
-                log.info("step %d/%d loss %.4f lr %.2e", step, total_steps, sum(window) / len(window),
-                         sched.get_last_lr()[0])
+        losses.append(value)
+        if len(first_losses) < 20:
+            first_losses.append(value)
+        step += 1
+        if step % log_every == 0 or step == total_steps:
+            window = losses[-log_every:]
+            log.info("step %d/%d loss %.4f lr %.2e", step, total_steps, sum(window) / len(window),
+                     sched.get_last_lr()[0])
+    if skipped:
+        log.info("fp16: %d of %d optimizer steps skipped for overflowing gradients", skipped, total_steps)
     train_minutes = (time.time() - t0) / 60
     model.eval()
     result = glue_loss(model, evalset, num_labels=num_labels, metric=metric, batch_size=eval_batch_size)
@@ -222,7 +280,22 @@ def finetune(
         "n_eval": int(evalset["labels"].shape[0]),
         "seed": int(seed),
         "head_seed": int(head_seed),
+        "data_seed": data_seed,
         "lr": float(lr),
+        "batch_size": int(batch_size),
+        "max_length": int(max_length),
+        "warmup": float(warmup),
+        "weight_decay": float(weight_decay),
+        "grad_clip": float(grad_clip),
+        "group_by_length": bool(group_by_length),
+        "fp16": bool(fp16),
+        "fp16_in_effect": amp,
+        "fp16_skipped_steps": skipped,
+        "lr_first_step": lrs[0],
+        "lr_last_step": lrs[-1],
+        "pooler_init": pooler_init,
+        "pooler_init_sha256": pooler_sha,
+        "data_order_sha256": order.hexdigest(),
         "train_minutes": train_minutes,
         "minutes": (time.time() - t0) / 60,
     }

@@ -10,7 +10,7 @@ Permutation names (L layers, index l):
   ff.{l}   FF intermediate units of layer l
   attn.{l} value / context units of layer l (head assignment + within-head order)
   qk.{l}   query and key units of layer l (must use attn.{l}'s head assignment to preserve the function)
-  pooler   pooler output units (consumed by the classifier)
+  pooler   pooler output units (consumed by the classifier, or by the NSP head of BertForPreTraining)
 
 Convention: a permutation is an index array p; permuting a parameter along an axis takes p as the gather
 index (aligned[i] = original[p[i]]).
@@ -51,11 +51,16 @@ class PermutationSpec:
 
 
 def bert_spec(config, *, prefix: str = "bert.", mlm_head: bool, pooler: bool,
-              classifier: bool) -> PermutationSpec:
-    """The spec of a BERT (post-LN, absolute positions, no cross-attention) described by a BertConfig."""
+              classifier: bool, nsp_head: bool = False) -> PermutationSpec:
+    """The spec of a BERT (post-LN, absolute positions, no cross-attention) described by a BertConfig.
+
+    ``nsp_head``: BertForPreTraining's next-sentence head ``cls.seq_relationship``, which reads the pooler.
+    """
     _check_supported(config)
     if classifier and not pooler:
         raise ValueError("a sequence-classification head needs the pooler")
+    if nsp_head and not pooler:
+        raise ValueError("the next-sentence-prediction head needs the pooler")
     L = config.num_hidden_layers
     d = config.hidden_size
     heads = config.num_attention_heads
@@ -106,6 +111,8 @@ def bert_spec(config, *, prefix: str = "bert.", mlm_head: bool, pooler: bool,
         pool = [(f"{p}pooler.dense.weight", 0), (f"{p}pooler.dense.bias", 0)]
         if classifier:
             pool += [("classifier.weight", 1)]
+        if nsp_head:
+            pool += [("cls.seq_relationship.weight", 1)]
         axes["pooler"] = tuple(pool)
         sizes["pooler"] = d
     axes["res"] = tuple(res)
@@ -113,10 +120,12 @@ def bert_spec(config, *, prefix: str = "bert.", mlm_head: bool, pooler: bool,
 
 
 def spec_for_model(model: torch.nn.Module) -> PermutationSpec:
-    """Spec of a BertForMaskedLM, BertForSequenceClassification or bare BertModel instance."""
-    from transformers import BertForMaskedLM, BertForSequenceClassification, BertModel
+    """Spec of a BertForPreTraining, BertForMaskedLM, BertForSequenceClassification or bare BertModel."""
+    from transformers import BertForMaskedLM, BertForPreTraining, BertForSequenceClassification, BertModel
 
-    if isinstance(model, BertForMaskedLM):
+    if isinstance(model, BertForPreTraining):  # MLM head (tied decoder) + pooler + NSP head
+        spec = bert_spec(model.config, mlm_head=True, pooler=True, classifier=False, nsp_head=True)
+    elif isinstance(model, BertForMaskedLM):
         spec = bert_spec(model.config, mlm_head=True, pooler=model.bert.pooler is not None, classifier=False)
     elif isinstance(model, BertForSequenceClassification):
         spec = bert_spec(model.config, mlm_head=False, pooler=True, classifier=True)
@@ -125,7 +134,7 @@ def spec_for_model(model: torch.nn.Module) -> PermutationSpec:
                          classifier=False)
     else:
         raise TypeError(f"unsupported model class {type(model).__name__} "
-                        "(expected BertForMaskedLM, BertForSequenceClassification or BertModel)")
+                        "(expected BertForPreTraining, BertForMaskedLM, BertForSequenceClassification or BertModel)")
     # Pick up any tie the model itself declares (robust to renamings across transformers versions).
     tied = getattr(model, "all_tied_weights_keys", None) or getattr(model, "_tied_weights_keys", None)
     if isinstance(tied, Mapping):

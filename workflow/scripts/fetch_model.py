@@ -1,4 +1,5 @@
-"""A local copy of a seed checkpoint from the hub or a local directory (safetensors, tokenizer)."""
+"""A local copy of a seed checkpoint from the hub or a local directory (safetensors + fast tokenizer), with
+every pre-trained weight kept (BertForPreTraining: pooler and NSP head too)."""
 
 import os
 
@@ -6,11 +7,11 @@ from permerge.io import atomic_path, setup_job
 
 log = setup_job(snakemake)
 p = snakemake.params
-from transformers import AutoTokenizer, BertForMaskedLM  # noqa: E402
+from permerge.models import fetch_checkpoint  # noqa: E402
 
 try:
-    model = BertForMaskedLM.from_pretrained(p.location)
-    tokenizer = AutoTokenizer.from_pretrained(p.location)
+    with atomic_path(snakemake.output[0], is_dir=True) as tmp:
+        kept = fetch_checkpoint(p.location, tmp, log=log)
 except OSError as err:
     if p.source == "hub" and os.environ.get("HF_HUB_OFFLINE") == "1":
         raise SystemExit(
@@ -19,7 +20,6 @@ except OSError as err:
             "or use the embedded config.yaml, which runs offline."
         ) from err
     raise SystemExit(f"cannot load model '{p.location}' ({p.source}): {err}") from err
-with atomic_path(snakemake.output[0], is_dir=True) as tmp:
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-log.info("saved %s (%s) as %s", p.location, p.source, snakemake.output[0])
+except ValueError as err:  # unsupported architecture, missing weights, no fast tokenizer
+    raise SystemExit(f"cannot use model '{p.location}' ({p.source}): {err}") from err
+log.info("saved %s (%s) as %s: %s", p.location, p.source, snakemake.output[0], kept)

@@ -1,4 +1,8 @@
-"""Fine-tune one pre-trained seed on one GLUE(-shaped) task; the head is initialised identically across seeds."""
+"""Fine-tune one pre-trained seed on one GLUE(-shaped) task; the head is initialised identically across seeds.
+
+params.hparams: config `finetune` with the task's overrides (lr, epochs, batch_size, max_length, warmup,
+head_seed, data_seed, fp16, group_by_length, max_train_examples); params.device.
+"""
 
 from permerge.io import atomic_path, setup_job
 
@@ -8,13 +12,18 @@ from permerge.standins import read_jsonl, validate_task_files  # noqa: E402
 
 p = snakemake.params
 hp = dict(p.hparams)
+KEYS = ("lr", "epochs", "batch_size", "max_length", "warmup", "head_seed", "data_seed", "fp16", "group_by_length",
+        "max_train_examples")
+missing = [k for k in KEYS if k not in hp]
+if missing:
+    raise SystemExit(f"finetune: params.hparams lacks {missing} (the config schema's `finetune` defaults fill them)")
 task = snakemake.wildcards.glue_task
 seed = int(snakemake.wildcards.seed)
 info = task_info(task)
 # A missing split, text or label column fails here, naming the task and the file.
 validate_task_files(task, {"train": snakemake.input.train, info.eval_split: snakemake.input.validation},
                     require_all=False)
-train = read_jsonl(snakemake.input.train, hp.get("max_train_examples"))
+train = read_jsonl(snakemake.input.train, hp["max_train_examples"])
 validation = read_jsonl(snakemake.input.validation)
 with atomic_path(snakemake.output[0], is_dir=True) as tmp:
     finetune(
@@ -26,12 +35,16 @@ with atomic_path(snakemake.output[0], is_dir=True) as tmp:
         metric=info.metric,
         out_dir=tmp,
         seed=seed,
-        head_seed=int(hp.get("head_seed", 0)),
-        lr=float(hp.get("lr", 2e-5)),
-        epochs=float(hp.get("epochs", 3)),
-        batch_size=int(hp.get("batch_size", 32)),
-        max_length=int(hp.get("max_length", 128)),
-        group_by_length=bool(hp.get("group_by_length", True)),
+        # The schema fills every default (config.schema.yaml, finetune); no second set of defaults here.
+        head_seed=int(hp["head_seed"]),
+        data_seed=None if hp["data_seed"] is None else int(hp["data_seed"]),
+        lr=float(hp["lr"]),
+        epochs=float(hp["epochs"]),
+        batch_size=int(hp["batch_size"]),
+        max_length=int(hp["max_length"]),
+        warmup=float(hp["warmup"]),
+        fp16=bool(hp["fp16"]),
+        group_by_length=bool(hp["group_by_length"]),
         device=getattr(p, "device", "cpu") or "cpu",
         log=log,
     )
