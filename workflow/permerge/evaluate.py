@@ -171,10 +171,13 @@ def _device(model) -> torch.device:
 
 def _masked_logits(model, input_ids: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
     """Logits at the selected positions only. For BERT-style MLMs (`.bert` + `.cls`) the head runs on the
-    masked positions alone (the vocabulary projection dominates small models); otherwise the full forward."""
-    if hasattr(model, "bert") and hasattr(model, "cls"):
+    masked positions alone (the vocabulary projection dominates small models); otherwise the full forward.
+    `cls.predictions` is the MLM head of both BertForMaskedLM and BertForPreTraining (whose `cls` also holds
+    the NSP head and takes the pooled output)."""
+    head = getattr(getattr(model, "cls", None), "predictions", None)
+    if hasattr(model, "bert") and head is not None:
         hidden = model.bert(input_ids=input_ids).last_hidden_state
-        return model.cls(hidden[sel])
+        return head(hidden[sel])
     return model(input_ids=input_ids).logits[sel]
 
 
@@ -371,12 +374,41 @@ def _work_copy(model):
     return copy.deepcopy(model, memo)
 
 
+UNPERMUTED_SUFFIX = "_b_unpermuted"
+
+
+def check_lambda_grid(lambdas: Iterable[float]) -> list[float]:
+    """The λ grid as floats, or ValueError: the barriers need both endpoints (λ=0 is A, λ=1 is π(B)) and at
+    least two points; non-finite or repeated values would give ambiguous loss rows."""
+    grid = [float(x) for x in lambdas]
+    if len(grid) < 2:
+        raise ValueError(f"the λ grid needs at least two values including 0 and 1, got {grid}")
+    bad = [x for x in grid if not math.isfinite(x)]
+    if bad:
+        raise ValueError(f"the λ grid has non-finite values: {bad}")
+    missing = [e for e in (0.0, 1.0) if e not in grid]
+    if missing:
+        raise ValueError(f"the λ grid must contain both endpoints 0 and 1; missing {missing} in {grid}")
+    if len(set(grid)) != len(grid):
+        raise ValueError(f"the λ grid has repeated values: {grid}")
+    return grid
+
+
+def _check_same_tensors(ta: dict, tb: dict, what: str) -> None:
+    if set(ta) != set(tb):
+        raise ValueError(f"models differ in their float parameters ({what}): {sorted(set(ta) ^ set(tb))[:5]}")
+    for n in ta:
+        if ta[n].shape != tb[n].shape:
+            raise ValueError(f"shape mismatch for {n} ({what}): {tuple(ta[n].shape)} vs {tuple(tb[n].shape)}")
+
+
 def lambda_sweep(
     model_a,
     model_b_aligned,
     lambdas: Iterable[float],
     evaluate_fn: Callable[[object], dict],
     *,
+    model_b=None,
     log=None,
     work_model=None,
 ) -> list[dict]:
@@ -387,27 +419,49 @@ def lambda_sweep(
     place with torch.lerp(θ_A, θ_B, λ, out=param): nothing is reallocated per λ, tied weights stay tied
     (named_parameters lists a tied tensor once) and non-float buffers are A's. torch.lerp computes
     a + λ(b − a) for λ < 0.5 and b − (1 − λ)(b − a) otherwise, so λ = 0 and λ = 1 give A and B exactly.
+
+    `model_b`, the UNPERMUTED B, is evaluated once (in eval mode) and each float value of that evaluation
+    is added to every row as `<key>_b_unpermuted` (e.g. `loss_b_unpermuted`, `accuracy_b_unpermuted`).
+    λ=1 is π(B); for a function-preserving permutation its loss equals `loss_b_unpermuted` up to float
+    rounding, so every loss file checks function preservation; for one that is not (attention matched
+    ignoring heads) the two differ and barriers against the true endpoint B need the unpermuted loss.
+
+    The grid must hold at least two distinct finite values including 0 and 1 (ValueError otherwise).
     """
+    ta, tb = _float_tensors(model_a), _float_tensors(model_b_aligned)
+    _check_same_tensors(ta, tb, "A vs aligned B")
+    if model_b is not None:
+        _check_same_tensors(ta, _float_tensors(model_b), "A vs unpermuted B")
+    grid = check_lambda_grid(lambdas)
     work = _work_copy(model_a) if work_model is None else work_model
     work.eval()
-    ta, tb, tw = _float_tensors(model_a), _float_tensors(model_b_aligned), _float_tensors(work)
-    if set(ta) != set(tb) or set(ta) != set(tw):
-        missing = sorted(set(ta) ^ set(tb)) or sorted(set(ta) ^ set(tw))
-        raise ValueError(f"models differ in their float parameters: {missing[:5]}")
-    for n in ta:
-        if ta[n].shape != tb[n].shape:
-            raise ValueError(f"shape mismatch for {n}: {tuple(ta[n].shape)} vs {tuple(tb[n].shape)}")
+    tw = _float_tensors(work)
+    _check_same_tensors(ta, tw, "A vs working model")
+
+    def show(row):
+        return " ".join(f"{k}={v:.5g}" for k, v in row.items() if isinstance(v, float) and k != "lambda")
+
+    extra: dict = {}
+    if model_b is not None:
+        was_training = model_b.training
+        model_b.eval()  # like the working copy: no dropout
+        try:
+            res = evaluate_fn(model_b)
+        finally:
+            model_b.train(was_training)
+        # Floats only: counts such as n_tokens are the same for every model.
+        extra = {f"{k}{UNPERMUTED_SUFFIX}": v for k, v in res.items() if isinstance(v, float)}
+        if log is not None:
+            log.info("unpermuted B: %s", show(res))
     rows = []
     with torch.no_grad():
-        for lam in lambdas:
-            lam = float(lam)
+        for lam in grid:
             for n, dst in tw.items():
                 torch.lerp(ta[n].detach(), tb[n].detach(), lam, out=dst.data)
             row = {"lambda": lam, **evaluate_fn(work)}
             if log is not None:
-                log.info("lambda=%.3f %s", lam, " ".join(f"{k}={v:.5g}" for k, v in row.items()
-                                                          if isinstance(v, float) and k != "lambda"))
-            rows.append(row)
+                log.info("lambda=%.3f %s", lam, show(row))
+            rows.append({**row, **extra})
     return rows
 
 
@@ -421,12 +475,15 @@ def lambda_grid(n_or_list) -> list[float]:
 
 
 def write_loss_table(rows: Sequence[dict], path) -> None:
-    """TSV with a header: `lambda`, `loss`, then every other column in order of first appearance."""
+    """TSV with a header: `lambda`, `loss`, then every other column in order of first appearance, the
+    `*_b_unpermuted` columns (the unpermuted B's values, the same on every row) last."""
     cols = ["lambda", "loss"]
     for r in rows:
         for k in r:
             if k not in cols:
                 cols.append(k)
+    # The unpermuted-B columns go last, so the columns before them are those of a file without them.
+    cols = sorted(cols, key=lambda c: c.endswith(UNPERMUTED_SUFFIX))  # stable: order kept within each part
 
     def fmt(v):
         if v is None:

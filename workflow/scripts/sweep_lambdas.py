@@ -1,4 +1,5 @@
-"""Loss (and task metric) of θ(λ) for every λ and pair of one variant; one TSV row per λ.
+"""Loss (and task metric) of θ(λ) for every λ and pair of one variant; one TSV row per λ, plus the
+unpermuted B's values as `*_b_unpermuted` columns repeated on every row.
 
 θ(λ) is interpolated in memory into one working model; evaluation data is prepared once for all pairs.
 """
@@ -38,7 +39,11 @@ else:
 models = {s: load_model(d, device=p.device, num_labels=num_labels) for s, d in model_dirs.items()}
 for (a, b), perm_file, out in zip(p.pairs, snakemake.input.permutations, snakemake.output):
     aligned_b = apply_permutations(models[b], load_permutations(perm_file))
-    rows = lambda_sweep(models[a], aligned_b, p.lambdas, evaluate)
-    log.info("%s %s seed%s-seed%s: " + " ".join(f"{r['lambda']:g}:{r['loss']:.4f}" for r in rows),
-             w.task, w.variant, a, b)
+    # model_b: the unpermuted B is scored too (loss_b_unpermuted, ...): π(B) is not B when the variant is
+    # not function-preserving, and for one that is, the λ=1 row must match it.
+    rows = lambda_sweep(models[a], aligned_b, p.lambdas, evaluate, model_b=models[b])
+    loss_b, loss_pi_b = rows[0]["loss_b_unpermuted"], next(r["loss"] for r in rows if r["lambda"] == 1.0)
+    log.info("%s %s seed%s-seed%s: " + " ".join(f"{r['lambda']:g}:{r['loss']:.4f}" for r in rows)
+             + " | unpermuted B %.4f (λ=1 rel diff %.2g)", w.task, w.variant, a, b, loss_b,
+             abs(loss_pi_b - loss_b) / loss_b if loss_b else 0.0)
     write_loss_table(rows, out)
