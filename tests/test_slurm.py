@@ -98,8 +98,13 @@ def test_slurm_profile_dry_run(tmp_path):
     assert "Group job align" in text and "Group job sweeps" in text, text[-4000:]
     sweeps = [b for b in re.split(r"\n\s*\n", text) if "rule sweep_lambdas:" in b]
     assert len(sweeps) == len(VARIANTS), text[-4000:]
+    # memory comes from the footprint model of the rule (the profile sets none), the GPU from the profile
+    from permerge import config as cfg
+    from permerge import footprint
+
+    mem = footprint.mem_mb("sweep_lambdas", cfg.load_merged(*[wd / c for c in CONFIG[1:]]), TASK)
     for block in sweeps:
-        assert re.search(r"resources:.*\bmem_mb=16000\b.*\bgpu=1\b", block), block
+        assert re.search(rf"resources:.*\bmem_mb={mem}\b.*\bgpu=1\b", block), block
         assert "slurm_partition=CHANGE_ME" in block, block
 
 

@@ -14,11 +14,7 @@ os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [LIBDIR, os.environ.ge
 
 from permerge import config as cfg
 from permerge import embedded as EMBEDDED
-try:  # TEMPORARY while footprint.py is written
-    from permerge import footprint as FOOTPRINT
-except ImportError:
-    class FOOTPRINT:
-        mem_mb = staticmethod(lambda rule, config, task=None: {"collect_statistics": 8000}.get(rule, 4000))
+from permerge import footprint as FOOTPRINT  # memory of the heavy jobs, from the models' shapes
 from permerge.standins import TASKS as TASK_INFO
 
 try:
