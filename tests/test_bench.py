@@ -82,3 +82,38 @@ def test_bench_rejects_cuda_without_a_gpu():
     proc = subprocess.run([sys.executable, "-m", "permerge.cli", "bench", *TINY, "--device", "cuda"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "no CUDA device" in proc.stderr
+
+
+def test_permutations_memory_mode_runs_small(tmp_path):
+    out = tmp_path / "pm.json"
+    proc = subprocess.run([sys.executable, "-m", "permerge.cli", "bench", "--permutations-memory", "--layers", "1",
+                           "--hidden", "64", "--seeds", "3", "--tmpdir", str(tmp_path), "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert json.loads(out.read_text()) == result
+    assert "peak RSS" in proc.stdout
+    one, many = result["runs"]
+    assert (one["models"], one["pairs"], many["models"], many["pairs"]) == (2, 1, 3, 3)
+    # 1 layer x 64: 3 residual nodes, ff 256, ctx 64; float32 cross blocks, float64 means and M2
+    per_pair = 4 * (3 * 64**2 + 256**2 + 64**2)
+    moments = lambda n: 8 * 2 * n * (4 * 64 + 256)  # noqa: E731
+    assert one["file_bytes"] > per_pair + moments(2) and one["file_bytes"] < per_pair + moments(2) + 8192  # + header
+    assert many["file_bytes"] - 3 * per_pair - moments(3) < 8192
+    # matching keeps only M2 (float64, models x dim) whatever the number of pairs
+    assert many["held_bytes_after_pair"] == [8 * 3 * (4 * 64 + 256)] * 3
+    assert all(positive(x) for x in many["seconds_per_pair"] + [one["peak_rss_mib"], many["peak_rss_mib"]])
+    b = result["file_bytes_paper"]["3_models"]
+    assert b["now_float32_paper_features"] == 3 * per_pair + moments(3)
+    assert b["before_float64_all_features"] == 3 * 8 * (6 * 64**2 + 256**2) + 8 * 2 * 3 * (6 * 64 + 256)
+    assert not [p for p in tmp_path.iterdir() if p.name != "pm.json"]  # the statistics files are deleted
+
+
+def test_statistics_file_bytes_at_bert_base():
+    from permerge.bench import paper_features, statistics_file_bytes
+
+    # the paper's MLM set (ff, ctx, 25 residual nodes), 5 seeds = 10 pairs: float32 now, float64 + q/k before
+    now = statistics_file_bytes(5, 12, 768, paper_features(12), 4)
+    before = statistics_file_bytes(5, 12, 768, paper_features(12, qk=True), 8)
+    assert now == 10 * 4 * (12 * 3072**2 + 37 * 768**2) + 8 * 2 * 5 * (12 * 3072 + 37 * 768)
+    assert 5.3e9 < now < 5.5e9 and 11.9e9 < before < 12.0e9

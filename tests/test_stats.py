@@ -6,7 +6,10 @@ import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification, BertTokenizerFast
 
-from permerge.stats import Statistics, _Accumulator, collect_statistics, feature_names, first_fraction, text_batches
+from safetensors import safe_open
+
+from permerge.stats import (Statistics, _Accumulator, collect_statistics, feature_names, first_fraction,
+                            fraction_count, segmented_batches, text_batches, write_safetensors)
 
 torch.set_num_threads(1)
 
@@ -168,16 +171,40 @@ def test_save_and_load_roundtrip(tmp_path):
     ms = make_models(n=2)
     stats = collect_statistics(ms, make_batches(num=2), names=["s1", "s2"])
     path = tmp_path / "stats.safetensors"
-    stats.save(path, metadata={"config": "tiny"})
+    stats.save(path, metadata={"config": "tiny"}, cross_dtype=torch.float64)  # exact storage
     loaded = Statistics.load(path)
     assert loaded.names == ["s1", "s2"] and loaded.pairs == [("s1", "s2")]
     assert loaded.count == stats.count and loaded.metadata == {"config": "tiny"}
     assert loaded._tensors == {}  # nothing read yet
     for f in ("res.3", "ff.0", "pooler"):
         assert torch.equal(loaded.correlation(f, "s2", "s1"), stats.correlation(f, "s2", "s1"))
+        assert torch.equal(loaded.cross(f, "s1", "s2"), stats.cross(f, "s1", "s2"))
         assert torch.equal(loaded.var(f, "s1"), stats.var(f, "s1"))
-    assert {k.split("/")[1] for k in loaded._tensors} == {"res.3", "ff.0", "pooler"}  # read lazily
+    # read lazily; means/M2 are kept, cross blocks never (memory must not grow with the pairs matched)
+    assert {k.split("/")[1] for k in loaded._tensors} == {"res.3", "ff.0", "pooler"}
+    assert not any(k.startswith("cross/") for k in loaded._tensors)
     assert not list(tmp_path.glob(".*tmp"))
+    # default storage: float32 cross blocks, float64 means/M2; correlation still float64 and close
+    small = tmp_path / "small.safetensors"
+    stats.save(small, metadata={"config": "tiny"}, features=["ff.0", "res.3"])
+    with safe_open(str(small), framework="pt") as fh:
+        dtypes = {k: fh.get_slice(k).get_dtype() for k in fh.keys()}
+    assert dtypes == {"mean/ff.0": "F64", "m2/ff.0": "F64", "cross/ff.0/s1/s2": "F32",
+                      "mean/res.3": "F64", "m2/res.3": "F64", "cross/res.3/s1/s2": "F32"}
+    assert small.stat().st_size < 0.6 * path.stat().st_size
+    f32 = Statistics.load(small)
+    assert f32.features == ["ff.0", "res.3"] and f32.count == {"ff.0": stats.count["ff.0"], "res.3": stats.count["res.3"]}
+    corr = f32.correlation("ff.0", "s1", "s2")
+    assert corr.dtype == torch.float64 and f32.cross("ff.0", "s1", "s2").dtype == torch.float64
+    diff = (corr - stats.correlation("ff.0", "s1", "s2")).abs().max()
+    assert 0 < diff < 1e-6  # float32 rounding of the block, nothing more
+    # a loaded file re-saves (read block by block, nothing cached) to the same bytes as the original
+    again = tmp_path / "again.safetensors"
+    loaded.save(again, features=["ff.0", "res.3"])
+    assert again.read_bytes() == small.read_bytes() and not any(k.startswith("cross/") for k in loaded._tensors)
+    with pytest.raises(KeyError, match=r"cannot save features \['ff.9'\]"):
+        stats.save(tmp_path / "x.safetensors", features=["ff.0", "ff.9"])
+    assert not (tmp_path / "x.safetensors").exists()
 
 
 # ------------------------------------------------------------------------------------------- batching
@@ -228,3 +255,102 @@ def test_first_fraction():
     assert first_fraction(list(range(1000)), 0.001) == [0]
     with pytest.raises(ValueError):
         first_fraction(xs, 0.0)
+
+
+# ------------------------------------------------------------------------------------ one pass, many prefixes
+
+def sentences(n, seed=0):
+    import random
+
+    words = "the a cat dog sat on mat ran fast slow red blue big small house tree bird sings".split()
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(words) for _ in range(rng.randint(1, 9))) for _ in range(n)]
+
+
+def test_segmented_batches_never_straddle_a_prefix_end():
+    tok = tiny_tokenizer()
+    texts = sentences(23)
+    batches, after = segmented_batches(tok, texts, [5, 11, 23], batch_size=4, max_length=16)
+    batches = list(batches)
+    assert after == [2, 4, 7]
+    assert [len(b["input_ids"]) for b in batches] == [4, 1, 4, 2, 4, 4, 4]
+    # the same examples in the same order as plain batching of the whole list
+    plain = list(text_batches(tok, texts, batch_size=1, max_length=16))
+    got = [row[m.bool()].tolist() for b in batches for row, m in zip(b["input_ids"], b["attention_mask"])]
+    assert got == [b["input_ids"][0].tolist() for b in plain]
+    # equal ends share their batch count; the fraction rounding is first_fraction's
+    _, after = segmented_batches(tok, texts, [1, 1, 23], batch_size=4)
+    assert after == [1, 1, 7]
+    assert [fraction_count(1000, f) for f in (0.001, 0.0015, 0.1, 1.0)] == [1, 1, 100, 1000]
+    assert fraction_count(7, 0.0001) == 1 and len(first_fraction(list(range(7)), 0.3)) == fraction_count(7, 0.3)
+    with pytest.raises(ValueError, match="1..23"):
+        segmented_batches(tok, texts, [0, 24], batch_size=4)
+
+
+def test_snapshots_equal_separate_passes_over_each_prefix():
+    tok = tiny_tokenizer()
+    config = BertConfig(**{**CONFIG, "vocab_size": len(tok)})
+    ms = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        ms.append(BertForSequenceClassification(config).eval())
+    names = ["a", "b", "c"]
+    texts = sentences(23, seed=1)
+    ends = [fraction_count(len(texts), f) for f in (0.25, 0.5, 1.0)]
+    assert ends == [5, 11, 23]
+    batches, after = segmented_batches(tok, texts, ends, batch_size=4, max_length=16)
+    batches = list(batches)
+    got = {}
+
+    def keep(k):  # the snapshot shares the live accumulators: copy inside the callback
+        return lambda s: got.__setitem__(k, (dict(s.count), {key: t.clone() for key, t in s._tensors.items()}))
+
+    final = collect_statistics(ms, batches, names=names, snapshots={k: keep(k) for k in after})
+    assert sorted(got) == after
+    for end, k in zip(ends, after):
+        count, tensors = got[k]
+        ref = collect_statistics(ms, batches[:k], names=names)  # a separate pass over the prefix
+        assert count == ref.count and count["res.0"] == sum(int(b["attention_mask"].sum()) for b in batches[:k])
+        assert count["pooler"] == end
+        for key, want in ref._tensors.items():
+            scale = want.abs().max()
+            assert (tensors[key] - want).abs().max() <= 1e-9 * scale, key
+        # the prefix itself: a pass over text_batches(first_fraction(...)), batched across the earlier ends
+        plain = collect_statistics(ms, text_batches(tok, texts[:end], batch_size=4, max_length=16), names=names)
+        assert plain.count == count
+        for f in ("res.0", "ff.1", "ctx.0", "pooler"):
+            np.testing.assert_allclose(tensors[f"mean/{f}"].numpy(), plain._get(f"mean/{f}").numpy(), atol=1e-6)
+    assert got[after[-1]][0] == final.count
+    # an unreached or invalid snapshot is an error, not a missing file
+    with pytest.raises(ValueError, match=r"snapshots after \[8\] batches.*only 7"):
+        collect_statistics(ms, batches, names=names, features=["res.0"], snapshots={8: lambda s: None})
+    with pytest.raises(ValueError, match="batch counts >= 1"):
+        collect_statistics(ms, batches, names=names, features=["res.0"], snapshots={0: lambda s: None})
+    with pytest.raises(ValueError, match="no features requested"):
+        collect_statistics(ms, batches, names=names, features=[])
+
+
+def test_write_safetensors_streams_tensors_in_order(tmp_path):
+    from safetensors.torch import load_file
+
+    made = []
+
+    def maker(key, t):
+        return lambda: made.append(key) or t
+
+    tensors = {"x": torch.arange(6, dtype=torch.float64).reshape(2, 3), "s": torch.tensor(2.5),
+               "y": torch.randn(3, 5, dtype=torch.float64), "z": torch.arange(3, dtype=torch.int64)}
+    entries = [("x", torch.float64, (2, 3), maker("x", tensors["x"])), ("s", torch.float64, (), maker("s", tensors["s"])),
+               ("y", torch.float32, (3, 5), maker("y", tensors["y"])), ("z", torch.int64, (3,), maker("z", tensors["z"]))]
+    path = tmp_path / "t.safetensors"
+    write_safetensors(path, entries, {"k": "v"})
+    assert made == ["x", "s", "y", "z"]
+    back = load_file(str(path))
+    assert torch.equal(back["x"], tensors["x"]) and back["s"].item() == 2.5 and torch.equal(back["z"], tensors["z"])
+    assert back["y"].dtype == torch.float32 and torch.equal(back["y"], tensors["y"].float())
+    with safe_open(str(path), framework="pt") as fh:
+        assert fh.metadata() == {"k": "v"}
+    bad = [("x", torch.float64, (3, 2), lambda: tensors["x"])]
+    with pytest.raises(ValueError, match="shape"):
+        write_safetensors(tmp_path / "bad.safetensors", bad)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.safetensors"]  # nothing half-written

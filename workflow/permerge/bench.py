@@ -21,6 +21,10 @@ Every figure is a ratio (or a size) taken within one run, so machine load cancel
 * ``sweep_vs_forward``: ``lambda_sweep`` with ``mlm_loss`` per λ (its one-time working copy included) over
   one ``mlm_loss`` pass on model A (mean of the passes before and after the sweep).
 * ``scaling``: the same at several widths (FF = 4 x hidden, 64-dim heads) and two data sizes.
+* ``--permutations-memory`` (a separate mode): synthetic float32 statistics files with the paper's features
+  (ff, ctx, all residual nodes) for 2 models / 1 pair and 5 models / 10 pairs at BERT-base; a fresh
+  process runs ``compute_permutations`` (ff + head_perm + residual all) over 1 pair and over all pairs and
+  reports its peak RSS (VmHWM) and seconds per pair, plus statistics-file bytes before/after compaction.
 
 Models are randomly initialised; token ids are random (full blocks, no padding). On CUDA every timing is
 bracketed by ``torch.cuda.synchronize()``.
@@ -381,6 +385,179 @@ def measure_sweep(s: SimpleNamespace, layers: int, hidden: int, blocks: int) -> 
             "sweep_vs_forward": per_lambda / bare}
 
 
+# ------------------------------------------------------------------------------------------ permutations memory
+PAPER_VARIANT = {"components": ["ff", "attn", "res"], "attention": "head_perm", "residual": "all"}
+
+
+def paper_features(layers: int, *, qk: bool = False, pooler: bool = False) -> list[str]:
+    """Features of the paper's MLM variant set (ff, ctx, all 2L+1 residual nodes); qk/pooler optional."""
+    out = [f"res.{i}" for i in range(2 * layers + 1)] + [f"ff.{l}" for l in range(layers)]
+    out += [f"ctx.{l}" for l in range(layers)]
+    if qk:
+        out += [f"{k}.{l}" for k in ("q", "k") for l in range(layers)]
+    return out + (["pooler"] if pooler else [])
+
+
+def statistics_file_bytes(num_models: int, layers: int, hidden: int, features: list[str], cross_bytes: int) -> int:
+    """Tensor bytes of a statistics file: cross blocks (cross_bytes per element) for all pairs, float64 means
+    and M2 (the JSON header, a few KB, not counted)."""
+    dims = [4 * hidden if f.startswith("ff.") else hidden for f in features]
+    pairs = num_models * (num_models - 1) // 2
+    return sum(cross_bytes * pairs * d * d + 8 * 2 * num_models * d for d in dims)
+
+
+def write_synthetic_statistics(path, num_models: int, layers: int, hidden: int, *, rank: int = 64,
+                               seed: int = 0) -> int:
+    """A valid statistics file (float32 cross blocks) for the paper's features, written block by block.
+
+    Model m's feature vector is W_m z for a shared latent z (isotropic, rank `rank`): cov(a, b) = W_a W_b^T,
+    M2 = the row norms of W (count 1), means 0, so every correlation lies in [-1, 1]. W_m is W_0 with its
+    units permuted and 40% fresh noise mixed in, so the matching has a real (not perfect) answer.
+    Returns the file size in bytes.
+    """
+    import itertools
+
+    import torch
+
+    from .stats import write_safetensors
+
+    features = paper_features(layers)
+    names = [f"s{i}" for i in range(num_models)]
+    pairs = list(itertools.combinations(names, 2))
+    dims = {f: 4 * hidden if f.startswith("ff.") else hidden for f in features}
+    cache: dict = {}
+
+    def weights(f: str) -> list:
+        if f not in cache:
+            cache.clear()  # one feature at a time: the writer asks for a feature's blocks together
+            g = torch.Generator().manual_seed(seed * 100003 + features.index(f))
+            d = dims[f]
+            w0 = torch.randn(d, rank, generator=g, dtype=torch.float64)
+            ws = [w0]
+            for _ in range(1, num_models):
+                perm = torch.randperm(d, generator=g)
+                ws.append(0.8 * w0[perm] + 0.6 * torch.randn(d, rank, generator=g, dtype=torch.float64))
+            cache[f] = ws
+        return cache[f]
+
+    def m2(f):
+        return torch.stack([(w * w).sum(1) for w in weights(f)])
+
+    entries = []
+    for f in features:
+        d = dims[f]
+        entries.append((f"mean/{f}", torch.float64, (num_models, d),
+                        lambda d=d: torch.zeros(num_models, d, dtype=torch.float64)))
+        entries.append((f"m2/{f}", torch.float64, (num_models, d), lambda f=f: m2(f)))
+    for f in features:
+        for a, b in pairs:
+            i, j = names.index(a), names.index(b)
+            entries.append((f"cross/{f}/{a}/{b}", torch.float32, (dims[f], dims[f]),
+                            lambda f=f, i=i, j=j: weights(f)[i] @ weights(f)[j].T))
+    meta = {"names": json.dumps(names), "pairs": json.dumps(pairs), "counts": json.dumps({f: 1 for f in features}),
+            "note": "synthetic (permerge bench --permutations-memory)"}
+    write_safetensors(path, entries, meta)
+    return Path(path).stat().st_size
+
+
+def permutations_child(path: str, num_pairs: int, layers: int, heads: int) -> None:
+    """Run in a fresh process: compute_permutations (the paper variant) for the first num_pairs pairs of a
+    statistics file, then print one JSON line: seconds per pair, bytes held after each pair, VmHWM."""
+    from .matching import compute_permutations
+    from .stats import Statistics
+    from .variants import Variant
+
+    import torch  # noqa: F401  (imported before the baseline, as the script has it)
+
+    base = _rss_kib()
+    stats = Statistics.load(path)
+    variant = Variant.from_mapping(PAPER_VARIANT, name="all")
+    config = SimpleNamespace(num_hidden_layers=layers, num_attention_heads=heads)
+    seconds, held, hwm = [], [], []
+    for a, b in stats.pairs[:num_pairs]:
+        start = time.perf_counter()
+        compute_permutations(stats, a, b, variant, config)
+        seconds.append(time.perf_counter() - start)
+        held.append(stats.nbytes())
+        hwm.append((_rss_kib() or (0, 0))[1])
+    print(json.dumps({"pairs": len(seconds), "seconds_per_pair": seconds, "held_bytes_after_pair": held,
+                      "vmhwm_kib_after_pair": hwm, "vmhwm_kib_after_imports": None if base is None else base[1],
+                      "torch_threads": torch.get_num_threads()}))
+
+
+def measure_permutations_memory(layers: int, hidden: int, seeds: int, tmpdir: str | None = None,
+                                log=print) -> dict:
+    """Write synthetic float32 statistics files (2 models / 1 pair and `seeds` models / all pairs) with the
+    paper's features, then run compute_permutations in a fresh subprocess over 1 pair and over all pairs:
+    peak RSS (VmHWM) and seconds per pair. Files are deleted afterwards."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    heads = max(1, hidden // 64)
+    feats = paper_features(layers)
+    sizes = {n: statistics_file_bytes(n, layers, hidden, feats, 4) for n in (2, seeds)}
+    where = tmpdir or tempfile.gettempdir()
+    free = shutil.disk_usage(where).free
+    if free < 1.2 * (sizes[2] + sizes[seeds]):
+        raise OSError(f"{where}: {free / 1e9:.1f} GB free, the synthetic statistics need "
+                      f"{(sizes[2] + sizes[seeds]) / 1e9:.1f} GB (pass --tmpdir)")
+    pkg_parent = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [pkg_parent, os.environ.get("PYTHONPATH")]))}
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="permerge-bench-", dir=where) as d:
+        for models, num_pairs in ((2, 1), (seeds, seeds * (seeds - 1) // 2)):
+            path = os.path.join(d, f"stats{models}.safetensors")
+            log(f"writing synthetic statistics: {models} models, {layers} layers x {hidden} ({sizes[models] / 1e9:.2f} GB)")
+            start = time.perf_counter()
+            size = write_synthetic_statistics(path, models, layers, hidden)
+            write_s = time.perf_counter() - start
+            log(f"compute_permutations over {num_pairs} pair(s) in a fresh process")
+            code = (f"from permerge.bench import permutations_child; "
+                    f"permutations_child({path!r}, {num_pairs}, {layers}, {heads})")
+            start = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+            if proc.returncode:
+                raise RuntimeError(f"permutations child failed:\n{proc.stderr[-3000:]}")
+            child = json.loads(proc.stdout.strip().splitlines()[-1])
+            os.unlink(path)
+            runs.append({**child, "models": models, "pairs": num_pairs, "file_bytes": size, "write_s": write_s,
+                         "process_s": time.perf_counter() - start,
+                         "mean_seconds_per_pair": pystats.mean(child["seconds_per_pair"]),
+                         "peak_rss_mib": child["vmhwm_kib_after_pair"][-1] / 1024,
+                         "rss_after_imports_mib": (child["vmhwm_kib_after_imports"] or 0) / 1024})
+    ff_bytes = 4 * hidden * 4 * hidden
+    return {
+        "layers": layers, "hidden": hidden, "heads": heads, "seeds": seeds, "features": len(feats),
+        "variant": PAPER_VARIANT, "runs": runs,
+        "largest_cross_block_float64_mib": 8 * ff_bytes / MIB,
+        "peak_growth_mib": runs[1]["peak_rss_mib"] - runs[0]["peak_rss_mib"],
+        # a paper-scale file: before (every feature incl. q/k, float64) vs now (the variants' features, float32)
+        "file_bytes_paper": {
+            f"{n}_models": {
+                "before_float64_all_features": statistics_file_bytes(n, layers, hidden, paper_features(layers, qk=True), 8),
+                "before_with_pooler": statistics_file_bytes(n, layers, hidden, paper_features(layers, qk=True, pooler=True), 8),
+                "now_float32_paper_features": statistics_file_bytes(n, layers, hidden, feats, 4),
+                "now_with_pooler": statistics_file_bytes(n, layers, hidden, paper_features(layers, pooler=True), 4),
+            } for n in (2, seeds)},
+    }
+
+
+def format_permutations_memory(r: dict) -> str:
+    lines = [f"compute_permutations memory at {r['layers']} layers x {r['hidden']} ({r['heads']} heads), variant "
+             f"ff + attn head_perm + res all, float32 statistics; one fresh process per row",
+             f"{'models':>7}{'pairs':>6}{'file GB':>9}{'s/pair':>8}{'peak RSS MiB':>14}{'after imports':>15}"]
+    for run in r["runs"]:
+        lines.append(f"{run['models']:>7}{run['pairs']:>6}{run['file_bytes'] / 1e9:>9.2f}{run['mean_seconds_per_pair']:>8.1f}"
+                     f"{run['peak_rss_mib']:>14.0f}{run['rss_after_imports_mib']:>15.0f}")
+    lines.append(f"peak growth from 1 to {r['runs'][1]['pairs']} pairs: {r['peak_growth_mib']:+.0f} MiB")
+    for key, b in r["file_bytes_paper"].items():
+        lines.append(f"file bytes, {key}: before (float64, all features incl. q/k) {b['before_float64_all_features'] / 1e9:.2f} GB "
+                     f"(+pooler {b['before_with_pooler'] / 1e9:.2f}); now (float32, ff+ctx+res) "
+                     f"{b['now_float32_paper_features'] / 1e9:.2f} GB (+pooler {b['now_with_pooler'] / 1e9:.2f})")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------------ driver
 def settings_from_args(args: argparse.Namespace) -> SimpleNamespace:
     import torch
@@ -588,9 +765,22 @@ def format_table(r: dict) -> str:
 def cmd_bench(args: argparse.Namespace) -> int:
     from .io import atomic_path
 
-    s = settings_from_args(args)
-    result = run_bench(s, log=lambda msg: print(f"# {msg}", file=sys.stderr, flush=True))
-    print(format_table(result))
+    log = lambda msg: print(f"# {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    if args.permutations_memory:
+        for name in ("layers", "hidden", "seeds"):
+            if getattr(args, name) is not None and getattr(args, name) < (2 if name == "seeds" else 1):
+                raise ValueError(f"--{name} is too small")
+        hidden = args.hidden or BASE["hidden"]
+        if hidden % max(1, hidden // 64):
+            raise ValueError(f"--hidden {hidden}: must be divisible by its number of heads, max(1, hidden // 64)")
+        result = measure_permutations_memory(args.layers or BASE["layers"], hidden, args.seeds or 5,
+                                             args.tmpdir, log=log)
+        result["device"] = device_name("cpu")
+        print(format_permutations_memory(result))
+    else:
+        s = settings_from_args(args)
+        result = run_bench(s, log=log)
+        print(format_table(result))
     print(json.dumps(result, sort_keys=True), flush=True)
     if args.out:
         with atomic_path(args.out) as tmp:
@@ -610,6 +800,11 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
                         "matching on 2 layers)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--out", default=None, help="also write the JSON here (e.g. results/bench/bench.json)")
+    p.add_argument("--permutations-memory", action="store_true",
+                   help="instead: peak RSS and seconds per pair of compute_permutations (ff + attn + res all) "
+                        "from synthetic float32 statistics files for 1 pair and for all pairs of --seeds models "
+                        "(default BERT-base, 5 seeds: writes ~6 GB under --tmpdir, deleted afterwards)")
+    p.add_argument("--tmpdir", default=None, help="where --permutations-memory writes its files (default: $TMPDIR)")
     g = p.add_argument_group("sizes (defaults: BERT-base; see docs/performance.md for the CPU/quick defaults)")
     g.add_argument("--layers", type=int, help="layers for the pair statistics and the sweep (default 12)")
     g.add_argument("--hidden", type=int, help="hidden size (default 768); FF = 4 x hidden, 64-dim heads")

@@ -6,10 +6,12 @@ to unit i of A.
 
 from __future__ import annotations
 
+from typing import Iterable
+
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from .stats import Statistics
+from .stats import FEATURE_KINDS, Statistics
 from .variants import Variant
 
 
@@ -93,7 +95,7 @@ def residual_correlation(stats: Statistics, a: str, b: str, mode: str, num_layer
         for i in range(1, last + 1):
             total += stats.correlation(f"res.{i}", a, b)
         return total / (last + 1)
-    raise ValueError(f"unknown residual mode {mode!r}")
+    raise ValueError(f"unknown residual mode {mode!r} (allowed: first, last, all)")
 
 
 def match_residual(stats: Statistics, a: str, b: str, mode: str, num_layers: int) -> np.ndarray:
@@ -117,6 +119,18 @@ def required_features(variant: Variant, num_layers: int, *, pooler: bool = False
     if "pooler" in comps and pooler:
         out.append("pooler")
     return out
+
+
+def _feature_order(feature: str) -> tuple[int, int]:
+    kind, _, idx = feature.partition(".")
+    return FEATURE_KINDS.index(kind), int(idx or 0)
+
+
+def union_features(variants: Iterable[Variant], num_layers: int, *, pooler: bool = False) -> list[str]:
+    """Every feature some of the variants needs, once, in the order of stats.feature_names (empty when
+    all are vanilla: then no statistics need collecting). pooler: whether the models have a pooler."""
+    need = {f for v in variants for f in required_features(v, num_layers, pooler=pooler)}
+    return sorted(need, key=_feature_order)
 
 
 def compute_permutations(stats: Statistics, a: str, b: str, variant: Variant,

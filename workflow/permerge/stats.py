@@ -16,21 +16,32 @@ batch by batch with Chan's parallel formula: the batch is centred on (an estimat
 product is a float32 matmul added into float64 accumulators, and the difference between the centre and the
 exact batch mean is corrected for in float64. Cost per batch and pair: one float32 matmul per feature
 (T x d by T x d) plus one pass over the float64 block; nothing else is quadratic in d.
+
+Several prefixes of the data in one pass: ``collect_statistics(..., snapshots={k: callback})`` hands the
+statistics of the first k batches to the callback (``segmented_batches`` builds batches that never straddle
+a prefix end and says after how many batches each prefix ends).
+
+Storage (``Statistics.save``): means and M2 float64, cross blocks float32 by default (half the bytes; the
+correlations are computed in float64 from them; tests/test_stats_storage.py checks that the permutations of
+every variant kind are the same as from float64 storage), written tensor by tensor so saving needs no
+second copy of the accumulators. A Statistics read from a file caches means and M2 but never a cross block:
+the memory of a job that matches many pairs does not grow with the number of pairs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
 import os
+import struct
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 FEATURE_KINDS = ("res", "ff", "ctx", "q", "k", "pooler")
 
@@ -99,8 +110,29 @@ _FLUSH_EVERY = 4
 _NUMPY_MAX_THREADS = 4
 
 
+_FORCED_PATH: str | None = None  # None: choose by thread count; "numpy" / "torch": see force_path
+
+
+@contextlib.contextmanager
+def force_path(path: str | None) -> Iterator[None]:
+    """Use the numpy ("numpy") or torch ("torch") elementwise path on CPU inside the block, whatever the
+    thread count (so tests exercise both; None restores the automatic choice)."""
+    global _FORCED_PATH
+    if path not in ("numpy", "torch", None):
+        raise ValueError(f"force_path: expected 'numpy', 'torch' or None, got {path!r}")
+    old, _FORCED_PATH = _FORCED_PATH, path
+    try:
+        yield
+    finally:
+        _FORCED_PATH = old
+
+
 def _numpy_path(t: torch.Tensor) -> bool:
-    return t.device.type == "cpu" and torch.get_num_threads() <= _NUMPY_MAX_THREADS
+    if t.device.type != "cpu":
+        return False
+    if _FORCED_PATH is not None:
+        return _FORCED_PATH == "numpy"
+    return torch.get_num_threads() <= _NUMPY_MAX_THREADS
 
 
 def _centre(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -223,13 +255,19 @@ class _Accumulator:
 def collect_statistics(models: Sequence[torch.nn.Module], batches: Iterable[Mapping[str, torch.Tensor]], *,
                        names: Sequence[str], pairs: Sequence[tuple[str, str]] | None = None,
                        features: Sequence[str] | None = None, device: str | torch.device = "cpu",
-                       progress: Callable[[int, int], None] | None = None) -> "Statistics":
+                       progress: Callable[[int, int], None] | None = None,
+                       snapshots: Mapping[int, Callable[["Statistics"], None]] | None = None) -> "Statistics":
     """Run every model on every batch once and accumulate statistics of ``features`` (default: all).
 
     names: one name per model; pairs: model-name pairs whose cross blocks are kept (default all i<j).
     Models are used in eval mode where they are (their training flag is restored afterwards); batches are
     moved to each model's device; accumulators live on ``device``. progress(batch_index, tokens) is
     called after each batch.
+
+    snapshots: {k: callback}: after the k-th batch (k >= 1; after progress), callback(statistics of the
+    first k batches) -- several data prefixes from one pass. The snapshot shares the live accumulators,
+    which the following batches change: save it (or copy what you keep) inside the callback. Every k must
+    be reached (ValueError otherwise).
     """
     names = list(names)
     if len(names) != len(models):
@@ -244,13 +282,26 @@ def collect_statistics(models: Sequence[torch.nn.Module], batches: Iterable[Mapp
     pair_idx = [(index[a], index[b]) for a, b in pairs]
 
     available = feature_names(models[0])
-    for m in models[1:]:
+    # Cross blocks need every model's features to have the same sizes: compare the shapes up front (a
+    # mismatch would otherwise surface as a matmul error deep inside the accumulation).
+    shape_keys = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads")
+    shapes = [{k: getattr(base_model(m).config, k, None) for k in shape_keys} for m in models]
+    for name, m, shape in zip(names[1:], models[1:], shapes[1:]):
+        diffs = [f"{k}={shape[k]} vs {shapes[0][k]}" for k in shape_keys if shape[k] != shapes[0][k]]
+        if diffs:
+            raise ValueError(f"model {name!r} differs in shape from model {names[0]!r}: {', '.join(diffs)}")
         if feature_names(m) != available:
-            raise ValueError("models have different layer counts or pooler presence")
+            raise ValueError(f"model {name!r} and model {names[0]!r} differ in pooler presence")
     features = available if features is None else list(features)
     unknown = [f for f in features if f not in available]
     if unknown:
         raise ValueError(f"features not available in these models: {unknown}")
+    if not features:  # nothing to hook: running the models would be wasted (vanilla needs no statistics)
+        raise ValueError("no features requested (a variant set without components needs no statistics)")
+    snapshots = dict(snapshots or {})
+    bad = [k for k in snapshots if isinstance(k, bool) or not isinstance(k, int) or k < 1]
+    if bad:
+        raise ValueError(f"snapshot keys must be batch counts >= 1, got {bad}")
 
     device = torch.device(device)
     captured: dict[str, torch.Tensor] = {}
@@ -274,6 +325,7 @@ def collect_statistics(models: Sequence[torch.nn.Module], batches: Iterable[Mapp
     accs: dict[str, _Accumulator] = {}
     workspace: dict = {}  # the float32 product buffer, shared by all accumulators
     total_tokens = 0
+    consumed = 0
     try:
         for base in bases:
             for f in features:
@@ -305,6 +357,11 @@ def collect_statistics(models: Sequence[torch.nn.Module], batches: Iterable[Mapp
                 accs[f].update(xs)
             if progress is not None:
                 progress(step, tokens)
+            if step + 1 in snapshots:
+                if not accs:
+                    raise ValueError(f"no tokens in the first {step + 1} batches")
+                snapshots[step + 1](_assemble(accs, names, pairs, pair_idx))
+            consumed = step + 1
     finally:
         for h in handles:
             h.remove()
@@ -312,7 +369,15 @@ def collect_statistics(models: Sequence[torch.nn.Module], batches: Iterable[Mapp
             m.train(t)
     if not accs:
         raise ValueError("no batches: statistics need at least one token")
+    unreached = sorted(k for k in snapshots if k > consumed)
+    if unreached:
+        raise ValueError(f"snapshots after {unreached} batches requested, but there were only {consumed} batches")
+    return _assemble(accs, names, pairs, pair_idx)
 
+
+def _assemble(accs: Mapping[str, _Accumulator], names: Sequence[str], pairs: Sequence[tuple[str, str]],
+              pair_idx: Sequence[tuple[int, int]]) -> "Statistics":
+    """Statistics holding the accumulators' own tensors (no copies; pending corrections are flushed)."""
     tensors: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
     for f, acc in accs.items():
@@ -346,22 +411,28 @@ class Statistics:
         return list(self.count)
 
     def nbytes(self) -> int:
-        """Bytes of the tensors held in memory (all of them for statistics just collected)."""
+        """Bytes of the tensors held in memory: all of them for statistics just collected; for a loaded
+        file only the means and M2 read so far (cross blocks read from a file are never kept)."""
         return sum(t.numel() * t.element_size() for t in self._tensors.values())
 
     @property
     def num_tokens(self) -> int:
-        return self.count.get("res.0", 0)
+        """Token count (every token feature has it; 0 when only the pooler or nothing was collected)."""
+        return next((n for f, n in self.count.items() if f != "pooler"), 0)
 
-    def _get(self, key: str) -> torch.Tensor:
-        if key not in self._tensors:
-            if self._path is None:
+    def _get(self, key: str, *, cache: bool = True) -> torch.Tensor:
+        """A tensor held in memory, else read from the file (kept for later calls only when ``cache``)."""
+        if key in self._tensors:
+            return self._tensors[key]
+        if self._path is None:
+            raise KeyError(key)
+        with safe_open(self._path, framework="pt") as f:
+            if key not in f.keys():
                 raise KeyError(key)
-            with safe_open(self._path, framework="pt") as f:
-                if key not in f.keys():
-                    raise KeyError(key)
-                self._tensors[key] = f.get_tensor(key)
-        return self._tensors[key]
+            t = f.get_tensor(key)
+        if cache:
+            self._tensors[key] = t
+        return t
 
     def _check(self, feature: str, *models: str) -> None:
         if feature not in self.count:
@@ -380,16 +451,18 @@ class Statistics:
         return self._get(f"m2/{feature}")[self.names.index(name)] / self.count[feature]
 
     def _cross_sum(self, feature: str, a: str, b: str) -> torch.Tensor:
+        """The stored block (float64 in memory, float32 or float64 from a file); a block read from a file
+        is not cached: each pair's blocks are used once, and caching them grows memory with the pairs."""
         self._check(feature, a, b)
         if (a, b) in self.pairs:
-            return self._get(f"cross/{feature}/{a}/{b}")
+            return self._get(f"cross/{feature}/{a}/{b}", cache=False)
         if (b, a) in self.pairs:
-            return self._get(f"cross/{feature}/{b}/{a}").T
+            return self._get(f"cross/{feature}/{b}/{a}", cache=False).T
         raise KeyError(f"no cross statistics for the pair ({a!r}, {b!r})")
 
     def cross(self, feature: str, a: str, b: str) -> torch.Tensor:
-        """Population covariance block cov(a_i, b_j), shape (d_a, d_b)."""
-        return self._cross_sum(feature, a, b) / self.count[feature]
+        """Population covariance block cov(a_i, b_j), shape (d_a, d_b), float64."""
+        return self._cross_sum(feature, a, b).double() / self.count[feature]
 
     def correlation(self, feature: str, a: str, b: str) -> torch.Tensor:
         """Pearson correlation block (float64); features with zero variance correlate 0 with everything."""
@@ -404,34 +477,115 @@ class Statistics:
         corr *= inv_b[None, :]
         return corr.clamp_(-1.0, 1.0)
 
-    def save(self, path: str | os.PathLike, metadata: Mapping[str, str] | None = None) -> None:
-        """Write all tensors plus names/pairs/counts (and extra string metadata) to a safetensors file."""
-        keys = [f"{k}/{f}" for f in self.features for k in ("mean", "m2")]
-        keys += [f"cross/{f}/{a}/{b}" for f in self.features for a, b in self.pairs]
-        tensors = {k: self._get(k).detach().cpu().contiguous() for k in keys}
+    def save(self, path: str | os.PathLike, metadata: Mapping[str, str] | None = None, *,
+             features: Sequence[str] | None = None, cross_dtype: torch.dtype = torch.float32) -> None:
+        """Write names/pairs/counts (and extra string metadata) and the tensors of ``features`` (default:
+        all) to a safetensors file, atomically.
+
+        Means and M2 are stored as float64, cross blocks as ``cross_dtype`` (float32 by default: half the
+        bytes, and the correlations computed from them give the same permutations, see
+        tests/test_stats_storage.py; float64 keeps the accumulators exactly).
+        """
+        if cross_dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"cross_dtype must be torch.float32 or torch.float64, got {cross_dtype}")
+        features = self.features if features is None else list(features)
+        missing = [f for f in features if f not in self.count]
+        if missing:
+            raise KeyError(f"cannot save features {missing}: no statistics for them "
+                           f"(have: {', '.join(self.features)})")
+        counts = {f: self.count[f] for f in features}
+        entries = []
+        for f in features:  # float64 first: every tensor then starts 8-byte aligned
+            for k in ("mean", "m2"):
+                key = f"{k}/{f}"
+                entries.append((key, torch.float64, self._shape(key), lambda key=key: self._get(key, cache=False)))
+        for f in features:
+            for a, b in self.pairs:
+                key = f"cross/{f}/{a}/{b}"
+                entries.append((key, cross_dtype, self._shape(key), lambda key=key: self._get(key, cache=False)))
         meta = {**self.metadata, **{str(k): str(v) for k, v in (metadata or {}).items()}}
-        meta.update(names=json.dumps(self.names), pairs=json.dumps(self.pairs), counts=json.dumps(self.count))
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        try:
-            save_file(tensors, str(tmp), metadata=meta)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        meta.update(names=json.dumps(self.names), pairs=json.dumps(self.pairs), counts=json.dumps(counts))
+        write_safetensors(path, entries, meta)
+
+    def _shape(self, key: str) -> tuple[int, ...]:
+        if key in self._tensors:
+            return tuple(self._tensors[key].shape)
+        if self._path is None:
+            raise KeyError(key)
+        with safe_open(self._path, framework="pt") as f:
+            if key not in f.keys():
+                raise KeyError(f"{self._path} has no tensor {key!r}")
+            return tuple(f.get_slice(key).get_shape())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Statistics":
         """Open a saved file; tensors are read on first use."""
-        with safe_open(str(path), framework="pt") as f:
-            meta = dict(f.metadata() or {})
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: no such statistics file")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = dict(f.metadata() or {})
+        except Exception as err:  # safetensors raises its own error type for a file it cannot parse
+            raise ValueError(f"{path} is not a statistics file (not a readable safetensors file: {err})") from None
         try:
             names = json.loads(meta["names"])
             pairs = [tuple(p) for p in json.loads(meta["pairs"])]
             counts = json.loads(meta["counts"])
         except KeyError as err:
             raise ValueError(f"{path} is not a statistics file (missing metadata {err})") from None
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"{path} is not a statistics file (bad metadata: {err})") from None
         extra = {k: v for k, v in meta.items() if k not in ("names", "pairs", "counts")}
         return cls(names, pairs, counts, path=path, metadata=extra)
+
+
+_SAFETENSORS_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+                       torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8", torch.bool: "BOOL"}
+
+
+def write_safetensors(path: str | os.PathLike,
+                      entries: Iterable[tuple[str, torch.dtype, Sequence[int], Callable[[], torch.Tensor]]],
+                      metadata: Mapping[str, str] | None = None) -> None:
+    """Write a safetensors file one tensor at a time, atomically (a temporary sibling renamed into place).
+
+    safetensors' own ``save_file`` needs every tensor in memory at once (with float32 copies of the
+    float64 accumulators: half their size again at BERT-base with 10 pairs); here each entry
+    (key, dtype, shape, make) calls make() only when its bytes are written and casts the result to dtype.
+    The layout is the format's: little-endian u64 header length, JSON header (padded with spaces to 8
+    bytes), then the tensors' bytes in the order given.
+    """
+    entries = list(entries)
+    meta = {str(k): v for k, v in (metadata or {}).items()}
+    if not all(isinstance(v, str) for v in meta.values()):
+        raise TypeError("safetensors metadata values must be strings")
+    header: dict = {"__metadata__": meta} if meta else {}
+    offset = 0
+    for key, dtype, shape, _ in entries:
+        if key in header or key == "__metadata__":
+            raise ValueError(f"duplicate or reserved tensor name {key!r}")
+        if dtype not in _SAFETENSORS_DTYPES:
+            raise ValueError(f"{key}: unsupported dtype {dtype}")
+        size = math.prod(shape) * dtype.itemsize
+        header[key] = {"dtype": _SAFETENSORS_DTYPES[dtype], "shape": [int(n) for n in shape],
+                       "data_offsets": [offset, offset + size]}
+        offset += size
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(struct.pack("<Q", len(blob)))
+            fh.write(blob)
+            for key, dtype, shape, make in entries:
+                t = make().detach().to("cpu", dtype).contiguous()
+                if tuple(t.shape) != tuple(shape):
+                    raise ValueError(f"{key}: tensor of shape {tuple(t.shape)}, header says {tuple(shape)}")
+                fh.write(t.reshape(-1).view(torch.uint8).numpy().data)  # raw bytes, no extra copy
+                del t
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def text_batches(tokenizer, examples: Iterable, *, batch_size: int = 32, max_length: int = 128,
@@ -465,9 +619,45 @@ def text_batches(tokenizer, examples: Iterable, *, batch_size: int = 32, max_len
 
 def first_fraction(seq, fraction: float):
     """The first floor(fraction * len) items (at least one); HF datasets are cut with .select()."""
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"fraction must satisfy 0 < f <= 1, got {fraction}")
-    n = max(1, math.floor(len(seq) * fraction + 1e-9))
+    n = fraction_count(len(seq), fraction)
     if hasattr(seq, "select"):
         return seq.select(range(n))
     return seq[:n]
+
+
+def fraction_count(n: int, fraction: float) -> int:
+    """How many of n examples a data fraction uses: floor(fraction * n), at least one."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must satisfy 0 < f <= 1, got {fraction}")
+    return max(1, math.floor(n * fraction + 1e-9))
+
+
+def segmented_batches(tokenizer, examples: Sequence, ends: Sequence[int], *, batch_size: int = 32,
+                      max_length: int = 128, text_keys: Sequence[str] = ("text",)
+                      ) -> tuple[Iterator[dict[str, torch.Tensor]], list[int]]:
+    """Batches over examples[:max(ends)], in order, none straddling an end; and for each end the number of
+    batches that covers exactly examples[:end] (the ``snapshots`` keys of collect_statistics).
+
+    Each segment between consecutive ends is batched on its own (its last batch may be short), so the
+    batches of every prefix are those a separate pass over that prefix makes for the first segment, and
+    the same examples for every later one.
+    """
+    ends = [int(e) for e in ends]
+    if not ends or any(not 1 <= e <= len(examples) for e in ends):
+        raise ValueError(f"prefix ends must lie in 1..{len(examples)} (the number of examples), got {ends}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    bounds = [0, *sorted(set(ends))]
+    after = {0: 0}
+    for lo, hi in zip(bounds, bounds[1:]):
+        after[hi] = after[lo] + math.ceil((hi - lo) / batch_size)
+
+    def take(lo: int, hi: int):
+        return examples.select(range(lo, hi)) if hasattr(examples, "select") else examples[lo:hi]
+
+    def batches():
+        for lo, hi in zip(bounds, bounds[1:]):
+            yield from text_batches(tokenizer, take(lo, hi), batch_size=batch_size, max_length=max_length,
+                                    text_keys=text_keys)
+
+    return batches(), [after[e] for e in ends]
