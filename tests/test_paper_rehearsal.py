@@ -1,0 +1,176 @@
+"""An offline rehearsal of the paper grid: configs/paper.yaml overlaid exactly as a user would, plus one
+overlay that only points the hub ids at hub-shaped fixture repositories (tests/hub_fixtures.py) and
+shrinks the grid (3 seeds, 2 GLUE tasks, 3 λ, fewer variants). The data and models go through the same
+`from_pretrained` / `load_dataset` calls as the hub ids; every value the paper fixes stays as paper.yaml
+sets it, and the assertions read each job's outputs, metadata or logs to check it was in effect."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors import safe_open
+
+from permerge.apply import load_permutations
+from permerge.barriers import read_tsv
+from tests import hub_fixtures
+from tests.workflow_utils import copy_workflow, planned_jobs, snakemake
+
+SEEDS = (1, 2, 3)
+GLUE_TASKS = ("mnli", "stsb")
+BOOK_ROWS, SAMPLE = 3000, 1000
+R = "results/paper"
+
+
+def pooler_sha256(state: dict) -> str:
+    w = state["bert.pooler.dense.weight"].float().contiguous()
+    return hashlib.sha256(w.numpy().tobytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def rehearsal(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rehearsal")
+    hub = hub_fixtures.make_all(root / "hub", seeds=SEEDS, glue_tasks=GLUE_TASKS, book_rows=BOOK_ROWS)
+    wd = copy_workflow(root / "wf")
+    paper = yaml.safe_load((wd / "configs/paper.yaml").read_text())
+    overlay = {
+        # where the hub repositories are (the fixture folders), nothing else about the data
+        "models": {"hub_id": str(hub["models"] / "multiberts-seed_{seed}")},
+        "data": {
+            "stats_text": {"id": str(hub["bookcorpus"]), "sample": SAMPLE},
+            "mlm_eval": {"id": str(hub["wikitext"])},
+            "glue": {"id": str(hub["glue"])},
+        },
+        # a smaller grid on the CPU
+        "device": "cpu",
+        "threads": 1,
+        "seeds": list(SEEDS),
+        "tasks": ["mlm", *GLUE_TASKS],
+        "lambdas": [0.0, 0.5, 1.0],
+        "task_variants": {"mlm": ["vanilla", "ff_attn", "ff_attn_ignore_heads", "ff_attn_frac0.01",
+                                  "ff_attn_frac0.5"],
+                          "glue": ["vanilla", "all", "paper_glue"]},
+    }
+    (wd / "configs/rehearsal.yaml").write_text(yaml.safe_dump(overlay))
+    args = ("--configfile", "configs/paper.yaml", "configs/rehearsal.yaml")
+    snakemake(wd, "-j", "2", f"{R}/figures/all.pdf", *args)
+    return {"wd": wd, "hub": hub, "paper": paper, "args": args}
+
+
+def test_effective_configuration_is_the_papers(rehearsal):
+    eff = yaml.safe_load((rehearsal["wd"] / R / "config.effective.yaml").read_text())
+    ft, paper_ft = eff["finetune"], rehearsal["paper"]["finetune"]
+    for key in ("lr", "epochs", "batch_size", "max_length", "warmup", "head_seed", "data_seed", "fp16",
+                "max_train_examples", "tasks"):
+        assert ft[key] == paper_ft[key], key
+    assert eff["evaluation"]["max_examples"] is None and eff["data"]["mlm_eval"]["max_blocks"] is None
+    assert eff["statistics"] == {**rehearsal["paper"]["statistics"], "max_lines": None}
+    assert not (rehearsal["wd"] / "results" / "models").exists(), "the paper grid wrote outside results/paper"
+
+
+def test_seed_checkpoints_keep_pooler_and_nsp_head(rehearsal):
+    for seed in SEEDS:
+        d = rehearsal["wd"] / R / "models/mlm" / f"seed{seed}"
+        assert json.loads((d / "config.json").read_text())["architectures"] == ["BertForPreTraining"]
+        assert (d / "model.safetensors").is_file() and not list(d.glob("*.bin"))
+        src = torch.load(rehearsal["hub"]["models"] / f"multiberts-seed_{seed}" / "pytorch_model.bin",
+                         weights_only=True)
+        with safe_open(str(d / "model.safetensors"), framework="pt") as f:
+            for key in ("bert.pooler.dense.weight", "cls.seq_relationship.weight"):
+                assert torch.equal(f.get_tensor(key), src[key]), (seed, key)
+
+
+def test_finetuning_starts_from_each_seeds_own_pooler_with_the_papers_recipe(rehearsal):
+    wd = rehearsal["wd"]
+    for task in GLUE_TASKS:
+        shas = set()
+        for seed in SEEDS:
+            src = torch.load(rehearsal["hub"]["models"] / f"multiberts-seed_{seed}" / "pytorch_model.bin",
+                             weights_only=True)
+            m = json.loads((wd / R / "models" / task / f"seed{seed}" / "metrics.json").read_text())
+            assert m["pooler_init"] == "pretrained" and m["pooler_init_sha256"] == pooler_sha256(src), (task, seed)
+            shas.add(m["pooler_init_sha256"])
+            assert (m["lr"], m["batch_size"], m["warmup"], m["head_seed"], m["data_seed"]) == (2e-5, 8, 0.0, 42, 42)
+            assert m["epochs"] == 3 and m["max_length"] == 128
+            # whole training split; evaluated on the whole (mismatched, for mnli) validation split
+            assert m["n_train"] == hub_fixtures.GLUE_SIZES["train"]
+            assert m["n_eval"] == hub_fixtures.GLUE_SIZES["validation"]
+        assert len(shas) == len(SEEDS), "the seeds' poolers should differ"
+
+
+def test_books_sample_is_spread_over_the_corpus(rehearsal):
+    lines = (rehearsal["wd"] / R / "data/text/books.txt").read_text().splitlines()
+    rows = [hub_fixtures.book_row(line) for line in lines]
+    assert len(rows) == SAMPLE == len(set(rows))
+    deciles = {r * 10 // BOOK_ROWS for r in rows}
+    assert deciles == set(range(10))
+    # the main runs' 10% is the first tenth of the sample: itself spread across the corpus
+    assert {r * 5 // BOOK_ROWS for r in rows[: SAMPLE // 10]} == set(range(5))
+    assert rows != sorted(rows)
+
+
+def test_all_fractions_from_one_pass(rehearsal):
+    wd = rehearsal["wd"]
+    files = sorted(p.name for p in (wd / R / "stats/mlm").glob("*.safetensors"))
+    assert files == ["fraction0.01.safetensors", "fraction0.1.safetensors", "fraction0.5.safetensors"]
+    for name, n in (("fraction0.01", 10), ("fraction0.1", 100), ("fraction0.5", 500)):
+        with safe_open(str(wd / R / "stats/mlm" / f"{name}.safetensors"), framework="pt") as f:
+            meta = f.metadata()
+        assert int(meta["examples"]) == n, (name, meta)
+    # one statistics job per task (one pass over its data)
+    assert len(list((wd / R / "benchmarks/collect_statistics").rglob("*.tsv"))) == 1 + len(GLUE_TASKS)
+
+
+def test_whole_evaluation_splits(rehearsal):
+    wd = rehearsal["wd"]
+    with safe_open(str(wd / R / "data/evalsets/mlm.safetensors"), framework="pt") as f:
+        meta, n_blocks = f.metadata(), f.get_tensor("input_ids").shape[0]
+    assert json.loads(meta["max_blocks"]) is None and n_blocks == int(meta["n_blocks"]) > 0
+    # every validation token line was used: the blocks hold all of the tokenized text but the remainder
+    from permerge.evaluate import tokenize_lines
+    from permerge.models import load_tokenizer
+
+    text = (wd / R / "data/text/heldout.txt").read_text().splitlines()
+    ids = tokenize_lines(load_tokenizer(wd / R / "models/mlm/seed1"), text)
+    assert n_blocks == len(ids) // 128
+    log = (wd / R / "logs/sweep_lambdas/mnli/vanilla.log").read_text()
+    assert f"{hub_fixtures.GLUE_SIZES['validation']} validation examples" in log
+    assert "validation_mismatched" in log
+
+
+def test_paper_glue_and_all_align_what_they_say(rehearsal):
+    wd = rehearsal["wd"]
+    for task in GLUE_TASKS:
+        paper_glue = load_permutations(wd / R / "permutations" / task / "paper_glue" / "seed1-seed2.safetensors")
+        full = load_permutations(wd / R / "permutations" / task / "all" / "seed1-seed2.safetensors")
+        assert "res" in paper_glue and "ff.0" in paper_glue and "attn.0" in paper_glue
+        assert "pooler" not in paper_glue and "pooler" in full
+
+
+def test_ignore_heads_barrier_against_true_endpoints(rehearsal):
+    """Both barriers for every pair; they differ exactly by how far π(B) is from B. (The fixture models are
+    random, so mixing heads moves B's loss only slightly; tests/test_sweep_endpoints.py has a large case.)"""
+    rows = [r for r in read_tsv(rehearsal["wd"] / R / "tables/barriers.tsv") if r["task"] == "mlm"]
+    moved = []
+    for r in rows:
+        b, bt = float(r["barrier"]), float(r["barrier_true"])
+        lb, lbu = float(r["loss_b"]), float(r["loss_b_unpermuted"])
+        assert bt == pytest.approx(b + 0.5 * (lb - lbu), rel=1e-5, abs=1e-6), r
+        if r["variant"] == "ff_attn_ignore_heads":
+            assert r["function_preserving"] == "False"
+            moved.append(float(r["rel_diff_b"]))
+        else:  # function-preserving: π(B) is B
+            assert r["function_preserving"] == "True" and float(r["rel_diff_b"]) <= 1e-6, r
+    assert len(moved) == 3 and max(moved) > 0, moved
+
+
+def test_nothing_left_to_do_and_embedded_root_untouched(rehearsal):
+    wd = rehearsal["wd"]
+    assert planned_jobs(wd, f"{R}/figures/all.pdf", *rehearsal["args"]) == {}
+    # the demo's plan is independent of the paper outputs sitting beside it
+    demo = planned_jobs(wd, "results/figures/all.pdf")
+    assert demo["pretrain_seed"] == 5 and demo["collect_statistics"] == 9
