@@ -109,7 +109,7 @@ def test_variant_from_mapping_and_defaults():
 
 
 @pytest.mark.parametrize("mapping, needle", [
-    ({"residul": "all"}, "unknown option 'residul' (allowed: attention, components, qk, residual, stats_fraction)"),
+    ({"residul": "all"}, "unknown option 'residul' (allowed: attention, components, method, qk, residual, stats_fraction)"),
     ({"components": "ff"}, "'components' must be a list"),
     ({"components": ["ff", "mlp"]}, "'components' has unknown value 'mlp'"),
     ({"components": [1]}, "'components' must contain strings"),

@@ -81,7 +81,20 @@ def stats_fractions(config, task: str) -> list[float]:
     """The statistics fractions the aligning variants of `task` need (one file each, from one pass);
     vanilla averaging needs none."""
     return sorted({stats_fraction(config, task, v) for v in variants_for(config, task)
-                   if variant_options(config, v).components})
+                   if needs_statistics(config, v)})
+
+
+def needs_statistics(config, variant: str) -> bool:
+    """Whether a variant's permutations read activation statistics: vanilla averaging (no components) and
+    data-free weight matching do not."""
+    opts = config["variants"][variant]
+    return bool(opts.get("components")) and opts.get("method", "activation") != "weight"
+
+
+def needs_weights(config, variant: str) -> bool:
+    """Whether a variant's permutations read the seed checkpoints (weight and hybrid matching)."""
+    opts = config["variants"][variant]
+    return bool(opts.get("components")) and opts.get("method", "activation") != "activation"
 
 
 def load_merged(*configfiles, overrides: dict | None = None) -> dict[str, Any]:

@@ -14,9 +14,10 @@ COMPONENTS: frozenset[str] = frozenset({"ff", "attn", "res", "pooler"})
 ATTENTION_MODES: tuple[str, ...] = ("head_perm", "monotonic", "ignore_heads")
 QK_MODES: tuple[str, ...] = ("shared", "separate")
 RESIDUAL_MODES: tuple[str, ...] = ("first", "last", "all")
-VARIANT_KEYS: tuple[str, ...] = ("attention", "components", "qk", "residual", "stats_fraction")
+METHODS: tuple[str, ...] = ("activation", "weight", "hybrid")
+VARIANT_KEYS: tuple[str, ...] = ("attention", "components", "method", "qk", "residual", "stats_fraction")
 
-_CHOICES = {"attention": ATTENTION_MODES, "qk": QK_MODES, "residual": RESIDUAL_MODES}
+_CHOICES = {"attention": ATTENTION_MODES, "qk": QK_MODES, "residual": RESIDUAL_MODES, "method": METHODS}
 
 
 class VariantError(ValueError):
@@ -30,6 +31,7 @@ class Variant:
     qk: str = "shared"
     residual: str = "all"
     stats_fraction: float | None = None  # None: the task's default (config.stats_fraction)
+    method: str = "activation"  # activation | weight (data-free) | hybrid
 
     def __post_init__(self) -> None:
         # Direct construction is validated like from_mapping, so an invalid Variant cannot exist.
@@ -62,7 +64,7 @@ class Variant:
                         f"variant {name!r}: option 'components' must contain strings, got {c!r}"
                     )
             kwargs["components"] = frozenset(comps)
-        for key in ("attention", "qk", "residual"):
+        for key in ("attention", "qk", "residual", "method"):
             if key in d:
                 if not isinstance(d[key], str):
                     raise VariantError(
@@ -91,11 +93,12 @@ class Variant:
             "qk": self.qk,
             "residual": self.residual,
             "stats_fraction": self.stats_fraction,
+            "method": self.method,
         }
 
 
 _DEFAULTS = {"components": frozenset(), "attention": "head_perm", "qk": "shared", "residual": "all",
-             "stats_fraction": None}
+             "stats_fraction": None, "method": "activation"}
 
 
 def _validate(v: Mapping[str, Any], name: str) -> None:

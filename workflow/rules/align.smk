@@ -35,7 +35,8 @@ rule collect_statistics:
 # exactly that variant's jobs.
 rule compute_permutations:
     input:
-        stats=stats_dir,  # none for a variant that aligns nothing
+        stats=stats_dir,  # none for vanilla and weight matching
+        models=matching_models,  # only for weight/hybrid matching
         model_config=f"{R}/models/{{task}}/seed{SEEDS[0]}",
     output:
         [f"{R}/permutations/{{task}}/{{variant}}/{pair_name(a, b)}.safetensors" for a, b in PAIRS],
@@ -46,6 +47,7 @@ rule compute_permutations:
     params:
         options=variant_options,
         stats_name=stats_name,
+        seeds=SEEDS,
         pairs=PAIRS,
     threads: 1
     resources:

@@ -82,13 +82,14 @@ def variant_options(wildcards):
     return config["variants"][wildcards.variant]
 
 
-def aligns_something(task, variant):
-    return bool(cfg.variant_options(config, variant).components)
-
-
 def stats_dir(wildcards):
-    """The task's statistics folder; vanilla averaging (no components) needs no statistics."""
-    return res(f"stats/{wildcards.task}") if aligns_something(wildcards.task, wildcards.variant) else []
+    """The task's statistics folder; vanilla averaging and weight matching need no statistics."""
+    return res(f"stats/{wildcards.task}") if cfg.needs_statistics(config, wildcards.variant) else []
+
+
+def matching_models(wildcards):
+    """The seed checkpoints, for the variants whose matching reads weights (weight, hybrid)."""
+    return seed_models(wildcards) if cfg.needs_weights(config, wildcards.variant) else []
 
 
 def stats_name(wildcards):
@@ -107,7 +108,7 @@ def stats_fraction_params(task):
     needs = {}
     for v in cfg.variants_for(config, task):
         opts = cfg.variant_options(config, v)
-        if opts.components:
+        if cfg.needs_statistics(config, v):
             n = needs.setdefault(cfg.stats_fraction(config, task, v), {"components": set(), "qk": "shared"})
             n["components"] |= opts.components
             if "attn" in opts.components and opts.qk == "separate":
