@@ -4,6 +4,7 @@ import re
 
 import pytest
 
+from permerge.tasks import GLUE_TASKS
 from tests.workflow_utils import copy_workflow, planned_jobs, snakemake
 
 
@@ -21,7 +22,7 @@ def test_embedded_seed_models(wf):
 
 def test_embedded_full_grid(wf):
     jobs = planned_jobs(wf, "results/figures/all.pdf")
-    mlm_variants, glue_tasks, glue_variants = 8, 8, 2
+    mlm_variants, glue_tasks, glue_variants = 8, len(GLUE_TASKS), 2
     per_pair = mlm_variants + glue_tasks * glue_variants
     assert jobs["pretrain_seed"] == 5
     assert jobs["finetune"] == 5 * glue_tasks

@@ -11,7 +11,7 @@ from typing import Any
 
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 ROOT = Path(__file__).resolve().parents[2]  # the repository (config.yaml, configs/)
-GLUE_TASKS = ("mnli", "qqp", "qnli", "sst2", "cola", "stsb", "mrpc", "rte")
+from .tasks import GLUE_TASKS, ORDER  # noqa: E402  (the task registry)
 
 
 class ConfigError(ValueError):
@@ -27,6 +27,7 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
         validate(config, str(SCHEMA), set_default=True)
     except WorkflowError as err:
         raise ConfigError(f"invalid configuration: {err}") from None
+    _check_tasks(config)
     _check_pairs(config)
     _check_lambdas(config)
     _check_variants(config)
@@ -120,6 +121,15 @@ def effective_yaml(config, configfiles=()) -> str:
             "# schema defaults filled). Written by the workflow; do not edit.",
             f"# configfiles: {', '.join(str(f) for f in configfiles) or 'config.yaml'}"]
     return "\n".join(head) + "\n" + yaml.safe_dump(config, sort_keys=True, default_flow_style=None, width=110)
+
+
+def _check_tasks(config):
+    for i, task in enumerate(config["tasks"]):
+        if task not in ORDER:
+            raise ConfigError(f"tasks[{i}] = {task!r}: unknown task (known: {', '.join(ORDER)})")
+    for key in config["task_variants"]:
+        if key not in (*ORDER, "glue"):
+            raise ConfigError(f"task_variants.{key}: unknown task (keys: {', '.join(ORDER)} or glue)")
 
 
 def _check_pairs(config):

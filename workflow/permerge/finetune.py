@@ -21,7 +21,6 @@ import math
 import time
 import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -33,35 +32,11 @@ from .pretrain import param_groups
 HEAD_PREFIXES = ("classifier.", "bert.pooler.")
 
 
-@dataclass(frozen=True)
-class TaskInfo:
-    text_keys: tuple[str, ...]
-    num_labels: int
-    metric: str
-    eval_split: str = "validation"
-
-
-# Local fallback; permerge.standins.TASKS (when present) is the source of truth for the workflow.
-_LOCAL_TASKS = {
-    "mnli": TaskInfo(("premise", "hypothesis"), 3, "accuracy", "validation_mismatched"),
-    "qqp": TaskInfo(("question1", "question2"), 2, "f1"),
-    "qnli": TaskInfo(("question", "sentence"), 2, "accuracy"),
-    "sst2": TaskInfo(("sentence",), 2, "accuracy"),
-    "cola": TaskInfo(("sentence",), 2, "matthews"),
-    "stsb": TaskInfo(("sentence1", "sentence2"), 1, "pearson"),
-    "mrpc": TaskInfo(("sentence1", "sentence2"), 2, "f1"),
-    "rte": TaskInfo(("sentence1", "sentence2"), 2, "accuracy"),
-}
-
-
 def task_info(task: str):
-    """(text_keys, num_labels, metric, eval_split) of a GLUE task: permerge.standins.TASKS if it exists."""
-    try:
-        from .standins import TASKS  # type: ignore[attr-defined]
+    """The registry entry of a GLUE task (text_keys, num_labels, metric, eval_split, ...)."""
+    from .tasks import glue_task
 
-        return TASKS[task]
-    except ImportError:
-        return _LOCAL_TASKS[task]
+    return glue_task(task)
 
 
 def _checkpoint_keys(model_dir) -> set[str]:

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from .embedded import paragraphs, split_sentences, strip_gutenberg, write_lines
-from .standins import TASKS, validate_task_files, write_jsonl
+from .standins import validate_task_files, write_jsonl
+from .tasks import TASKS
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ import numpy as np  # noqa: E402
 from matplotlib.backends.backend_pdf import PdfPages  # noqa: E402
 
 from permerge.barriers import parse_loss_path, read_losses  # noqa: E402
+from permerge.tasks import ORDER, TITLES  # noqa: E402
 
-TASK_ORDER = ["mlm", "mnli", "qqp", "qnli", "sst2", "cola", "stsb", "mrpc", "rte"]
-TASK_TITLES = {"mlm": "MLM", "mnli": "MNLI-mm", "qqp": "QQP", "qnli": "QNLI", "sst2": "SST-2",
-               "cola": "CoLA", "stsb": "STS-B", "mrpc": "MRPC", "rte": "RTE"}
+TASK_ORDER = list(ORDER)
+TASK_TITLES = TITLES
 BASELINE = "vanilla"
 
 

@@ -41,48 +41,36 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from . import embedded as E
+from .tasks import TASKS as REGISTRY
+from .tasks import Task
 
 log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
-class TaskInfo:
-    name: str
-    text_keys: tuple[str, ...]
-    num_labels: int  # 1: regression (stsb)
-    metric: str  # accuracy | f1 | matthews | pearson
-    eval_split: str
-    splits: tuple[str, ...]
-    label_names: tuple[str, ...]
-    sources: tuple[str, ...]  # embedded archives the stand-in is built from
-    sizes: dict[str, int]  # examples per split of the stand-in
+class TaskInfo(Task):
+    """A registry task (permerge.tasks) plus how its stand-in is built."""
+
+    sources: tuple[str, ...] = ()  # embedded archives the stand-in is built from
+    sizes: dict[str, int] = dataclasses.field(default_factory=dict)  # examples per split of the stand-in
 
 
-_STD = ("train", "validation")
+# How each stand-in is built: its source archives and split sizes (columns, labels, splits: permerge.tasks).
+_STANDINS: dict[str, tuple[tuple[str, ...], dict[str, int]]] = {
+    "mnli": (("wordnet", "janeaustenr", "tidytext"),
+             {"train": 6000, "validation_matched": 600, "validation_mismatched": 600}),
+    "qqp": (("kjv", "web"), {"train": 2000, "validation": 400}),
+    "qnli": (("wordnet", "janeaustenr", "tidytext"), {"train": 3000, "validation": 600}),
+    "sst2": (("janeaustenr", "tidytext"), {"train": 3000, "validation": 600}),
+    "cola": (("janeaustenr", "tidytext"), {"train": 3000, "validation": 600}),
+    "stsb": (("kjv", "web"), {"train": 3000, "validation": 600}),
+    "mrpc": (("kjv", "web"), {"train": 3000, "validation": 600}),
+    "rte": (("wordnet", "web", "janeaustenr", "tidytext"), {"train": 2400, "validation": 400}),
+}
 TASKS: dict[str, TaskInfo] = {
-    t.name: t
-    for t in (
-        TaskInfo("mnli", ("premise", "hypothesis"), 3, "accuracy", "validation_mismatched",
-                 ("train", "validation_matched", "validation_mismatched"),
-                 ("entailment", "neutral", "contradiction"), ("wordnet", "janeaustenr", "tidytext"),
-                 {"train": 6000, "validation_matched": 600, "validation_mismatched": 600}),
-        TaskInfo("qqp", ("question1", "question2"), 2, "f1", "validation", _STD,
-                 ("not_duplicate", "duplicate"), ("kjv", "web"), {"train": 2000, "validation": 400}),
-        TaskInfo("qnli", ("question", "sentence"), 2, "accuracy", "validation", _STD,
-                 ("entailment", "not_entailment"), ("wordnet", "janeaustenr", "tidytext"),
-                 {"train": 3000, "validation": 600}),
-        TaskInfo("sst2", ("sentence",), 2, "accuracy", "validation", _STD,
-                 ("negative", "positive"), ("janeaustenr", "tidytext"), {"train": 3000, "validation": 600}),
-        TaskInfo("cola", ("sentence",), 2, "matthews", "validation", _STD,
-                 ("unacceptable", "acceptable"), ("janeaustenr", "tidytext"), {"train": 3000, "validation": 600}),
-        TaskInfo("stsb", ("sentence1", "sentence2"), 1, "pearson", "validation", _STD,
-                 (), ("kjv", "web"), {"train": 3000, "validation": 600}),
-        TaskInfo("mrpc", ("sentence1", "sentence2"), 2, "f1", "validation", _STD,
-                 ("not_equivalent", "equivalent"), ("kjv", "web"), {"train": 3000, "validation": 600}),
-        TaskInfo("rte", ("sentence1", "sentence2"), 2, "accuracy", "validation", _STD,
-                 ("entailment", "not_entailment"), ("wordnet", "web", "janeaustenr", "tidytext"),
-                 {"train": 2400, "validation": 400}),
-    )
+    name: TaskInfo(**{f.name: getattr(task, f.name) for f in dataclasses.fields(Task)},
+                   sources=_STANDINS[name][0], sizes=_STANDINS[name][1])
+    for name, task in REGISTRY.items()
 }
 
 

@@ -15,7 +15,8 @@ os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [LIBDIR, os.environ.ge
 from permerge import config as cfg
 from permerge import embedded as EMBEDDED
 from permerge import footprint as FOOTPRINT  # memory of the heavy jobs, from the models' shapes
-from permerge.standins import TASKS as TASK_INFO
+from permerge import tasks as TASK_REGISTRY
+from permerge.standins import TASKS as TASK_INFO  # the registry plus how each stand-in is built
 
 try:
     cfg.validate_config(config)
@@ -59,8 +60,8 @@ GPU = 1 if config["device"].startswith("cuda") else 0  # heavy jobs ask for a GP
 
 
 wildcard_constraints:
-    task="|".join(["mlm", *cfg.GLUE_TASKS]),
-    glue_task="|".join(cfg.GLUE_TASKS),
+    task="|".join(TASK_REGISTRY.ORDER),
+    glue_task="|".join(TASK_REGISTRY.GLUE_TASKS),
     variant="|".join(config["variants"]),
     seed=r"\d+",
     a=r"\d+",
@@ -142,9 +143,7 @@ def merged_models(task):
 
 def eval_split(task):
     """The split a task is evaluated on (GLUE's validation; mnli: validation_mismatched)."""
-    from permerge.standins import TASKS as TASK_INFO
-
-    return TASK_INFO[task].eval_split
+    return TASK_REGISTRY.glue_task(task).eval_split
 
 
 def finetune_params(task):
@@ -201,5 +200,3 @@ def glue_outputs(splits):
 
 
 STD_SPLITS = ("train", "validation")
-MNLI_SPLITS = TASK_INFO["mnli"].splits
-OTHER_GLUE = "|".join(t for t in TASK_INFO if t != "mnli")

@@ -73,88 +73,56 @@ rule prepare_hub_text:
         "../scripts/prepare_hub_text.py"
 
 
-if config["data"]["glue"]["source"] == "embedded":
+# One rule per split layout of the registry's tasks (build_task: train/validation; build_task_mnli: its
+# matched and mismatched validation splits), defined once: a task with new splits needs no new rule.
+for _splits, _names in TASK_REGISTRY.split_signatures().items():
+    _suffix = "" if _splits == STD_SPLITS else "_" + "_".join(_names)
 
-    rule build_task:
-        wildcard_constraints:
-            glue_task=OTHER_GLUE,
-        input:
-            unpack(task_downloads),
-        output:
-            **glue_outputs(STD_SPLITS),
-        log:
-            res("logs/build_task/{glue_task}.log"),
-        benchmark:
-            res("benchmarks/build_task/{glue_task}.tsv")
-        params:
-            glue=config["data"]["glue"],
-            seed=0,
-        threads: 1
-        resources:
-            mem_mb=2000,
-            runtime=10,
-        conda:
-            ENV
-        script:
-            "../scripts/build_task.py"
+    if config["data"]["glue"]["source"] == "embedded":
 
-    rule build_task_mnli:
-        wildcard_constraints:
-            glue_task="mnli",
-        input:
-            unpack(task_downloads),
-        output:
-            **glue_outputs(MNLI_SPLITS),
-        log:
-            res("logs/build_task_mnli/{glue_task}.log"),
-        benchmark:
-            res("benchmarks/build_task_mnli/{glue_task}.tsv")
-        params:
-            glue=config["data"]["glue"],
-            seed=0,
-        threads: 1
-        resources:
-            mem_mb=2000,
-            runtime=10,
-        conda:
-            ENV
-        script:
-            "../scripts/build_task.py"
+        rule:
+            name:
+                f"build_task{_suffix}"
+            wildcard_constraints:
+                glue_task="|".join(_names),
+            input:
+                unpack(task_downloads),
+            output:
+                **glue_outputs(_splits),
+            log:
+                res(f"logs/build_task{_suffix}/{{glue_task}}.log"),
+            benchmark:
+                res(f"benchmarks/build_task{_suffix}/{{glue_task}}.tsv")
+            params:
+                glue=config["data"]["glue"],
+                seed=0,
+            threads: 1
+            resources:
+                mem_mb=2000,
+                runtime=10,
+            conda:
+                ENV
+            script:
+                "../scripts/build_task.py"
 
-else:
+    else:
 
-    rule prepare_hub_task:
-        wildcard_constraints:
-            glue_task=OTHER_GLUE,
-        output:
-            **glue_outputs(STD_SPLITS),
-        log:
-            res("logs/prepare_hub_task/{glue_task}.log"),
-        params:
-            glue=config["data"]["glue"],
-        threads: 1
-        resources:
-            mem_mb=4000,
-            runtime=30,
-        conda:
-            ENV
-        script:
-            "../scripts/prepare_hub_task.py"
-
-    rule prepare_hub_task_mnli:
-        wildcard_constraints:
-            glue_task="mnli",
-        output:
-            **glue_outputs(MNLI_SPLITS),
-        log:
-            res("logs/prepare_hub_task_mnli/{glue_task}.log"),
-        params:
-            glue=config["data"]["glue"],
-        threads: 1
-        resources:
-            mem_mb=4000,
-            runtime=30,
-        conda:
-            ENV
-        script:
-            "../scripts/prepare_hub_task.py"
+        rule:
+            name:
+                f"prepare_hub_task{_suffix}"
+            wildcard_constraints:
+                glue_task="|".join(_names),
+            output:
+                **glue_outputs(_splits),
+            log:
+                res(f"logs/prepare_hub_task{_suffix}/{{glue_task}}.log"),
+            params:
+                glue=config["data"]["glue"],
+            threads: 1
+            resources:
+                mem_mb=4000,
+                runtime=30,
+            conda:
+                ENV
+            script:
+                "../scripts/prepare_hub_task.py"

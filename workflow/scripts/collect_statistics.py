@@ -74,7 +74,8 @@ with atomic_path(snakemake.output[0], is_dir=True) as folder:  # replaces the fo
         else:
             tokenizer = load_tokenizer(snakemake.input.models[0])
             if text.endswith(".jsonl"):  # a GLUE task's training split: sentence (pairs)
-                from permerge.standins import TASKS, read_jsonl
+                from permerge.standins import read_jsonl
+                from permerge.tasks import TASKS
 
                 keys = TASKS[snakemake.wildcards.task].text_keys
                 examples = read_jsonl(text)

@@ -23,7 +23,8 @@ if w.task == "mlm":
         return mlm_loss(model, evalset, batch_size=batch_size)
 
 else:
-    from permerge.standins import TASKS, read_jsonl
+    from permerge.standins import read_jsonl
+    from permerge.tasks import TASKS
 
     info = TASKS[w.task]
     num_labels = info.num_labels

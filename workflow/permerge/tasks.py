@@ -1,0 +1,66 @@
+"""The task registry: every fact about a task that more than one place needs, written once.
+
+For each GLUE task: its columns, label count (1 = regression), metric, splits (the evaluation split
+included), label names, display title; the dict's order is the paper's (the figures and tables follow it).
+The schema, the config checks, the data rules, the hub export, the stand-in builders (permerge.data.standins
+adds how each stand-in is built), the plots and the tests read it from here. ``mlm`` is not a GLUE task:
+it is the pre-trained models themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MLM = "mlm"
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    title: str
+    text_keys: tuple[str, ...]
+    num_labels: int  # 1: regression (stsb)
+    metric: str  # accuracy | f1 | matthews | pearson
+    splits: tuple[str, ...]
+    eval_split: str
+    label_names: tuple[str, ...]  # () for regression
+
+
+_STD = ("train", "validation")
+TASKS: dict[str, Task] = {
+    t.name: t
+    for t in (
+        Task("mnli", "MNLI-mm", ("premise", "hypothesis"), 3, "accuracy",
+             ("train", "validation_matched", "validation_mismatched"), "validation_mismatched",
+             ("entailment", "neutral", "contradiction")),
+        Task("qqp", "QQP", ("question1", "question2"), 2, "f1", _STD, "validation", ("not_duplicate", "duplicate")),
+        Task("qnli", "QNLI", ("question", "sentence"), 2, "accuracy", _STD, "validation",
+             ("entailment", "not_entailment")),
+        Task("sst2", "SST-2", ("sentence",), 2, "accuracy", _STD, "validation", ("negative", "positive")),
+        Task("cola", "CoLA", ("sentence",), 2, "matthews", _STD, "validation", ("unacceptable", "acceptable")),
+        Task("stsb", "STS-B", ("sentence1", "sentence2"), 1, "pearson", _STD, "validation", ()),
+        Task("mrpc", "MRPC", ("sentence1", "sentence2"), 2, "f1", _STD, "validation",
+             ("not_equivalent", "equivalent")),
+        Task("rte", "RTE", ("sentence1", "sentence2"), 2, "accuracy", _STD, "validation",
+             ("entailment", "not_entailment")),
+    )
+}
+GLUE_TASKS: tuple[str, ...] = tuple(TASKS)
+ORDER: tuple[str, ...] = (MLM, *GLUE_TASKS)
+TITLES: dict[str, str] = {MLM: "MLM", **{t.name: t.title for t in TASKS.values()}}
+
+
+def glue_task(name: str) -> Task:
+    """The registry entry of a GLUE task, or a clear error naming the known ones."""
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise KeyError(f"unknown GLUE task {name!r} (known: {', '.join(GLUE_TASKS)})") from None
+
+
+def split_signatures() -> dict[tuple[str, ...], list[str]]:
+    """GLUE tasks grouped by their split names (the data rules write one file per split)."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for t in TASKS.values():
+        groups.setdefault(t.splits, []).append(t.name)
+    return groups
