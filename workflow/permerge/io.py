@@ -61,3 +61,51 @@ def setup_job(snakemake=None, *, threads: int | None = None) -> logging.Logger:
     except (ImportError, AttributeError):
         pass
     return logging.getLogger("permerge")
+
+
+class DamagedFile(ValueError):
+    """An input file is truncated, corrupt or not in the expected encoding; the message names it."""
+
+
+def check_safetensors(path: str | os.PathLike) -> None:
+    """Raise DamagedFile unless `path` is a complete safetensors file: the 8-byte header length, a JSON
+    header, and tensor data that ends exactly at the end of the file (a file cut short fails here, by
+    name, instead of deep inside a loader)."""
+    import json
+    import struct
+
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise DamagedFile(f"{path}: not a safetensors file ({size} bytes, no header)")
+        (n,) = struct.unpack("<Q", head)
+        if n > size - 8:
+            raise DamagedFile(f"{path}: truncated or not a safetensors file (header of {n} bytes, file of {size})")
+        try:
+            header = json.loads(fh.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise DamagedFile(f"{path}: corrupt safetensors header ({err})") from None
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    if 8 + n + end != size:
+        raise DamagedFile(f"{path}: truncated: its tensors need {8 + n + end} bytes, the file has {size}"
+                          if 8 + n + end > size else f"{path}: {size - 8 - n - end} unexpected bytes after the tensors")
+
+
+def read_text_lines(path: str | os.PathLike, max_lines: int | None = None) -> list[str]:
+    """Non-empty stripped lines of a UTF-8 text file; a byte sequence that is not UTF-8 raises DamagedFile
+    naming the file and the line."""
+    path = Path(path)
+    lines: list[str] = []
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8").strip()
+            except UnicodeDecodeError as err:
+                raise DamagedFile(f"{path}, line {number}: not UTF-8 ({err.reason} at byte {err.start})") from None
+            if line:
+                lines.append(line)
+                if max_lines is not None and len(lines) >= max_lines:
+                    break
+    return lines
