@@ -22,7 +22,13 @@ from typing import Callable, Sequence
 
 log = logging.getLogger("permerge")
 
-MODEL_CLASSES = ("BertForPreTraining", "BertForMaskedLM", "BertForSequenceClassification", "BertModel")
+# The encoders permerge.spec supports (post-LN, absolute positions); align/merge load them by this name.
+MODEL_CLASSES = ("BertForPreTraining", "BertForMaskedLM", "BertForSequenceClassification", "BertModel",
+                 "RobertaForMaskedLM", "RobertaForSequenceClassification", "RobertaModel",
+                 "XLMRobertaForMaskedLM", "XLMRobertaForSequenceClassification", "XLMRobertaModel",
+                 "CamembertForMaskedLM", "CamembertForSequenceClassification", "CamembertModel",
+                 "ElectraForPreTraining", "ElectraForMaskedLM", "ElectraForSequenceClassification", "ElectraModel")
+MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "electra")
 PERMUTATIONS_FILE = "permutations.safetensors"
 
 
@@ -42,14 +48,15 @@ def existing_model_dir(path: str | Path, role: str) -> Path:
 
 
 def load_config(path: Path, role: str):
-    from transformers import BertConfig
+    from transformers import AutoConfig
 
     try:
-        config = BertConfig.from_pretrained(str(path))
+        config = AutoConfig.from_pretrained(str(path))
     except Exception as err:  # transformers raises several types for unreadable configs
         raise CliError(f"{role}: cannot read {path / 'config.json'}: {err}") from err
-    if getattr(config, "model_type", "bert") != "bert":
-        raise CliError(f"{role}: model_type {config.model_type!r} is not 'bert'")
+    if getattr(config, "model_type", None) not in MODEL_TYPES:
+        raise CliError(f"{role}: model_type {getattr(config, 'model_type', None)!r} is not supported "
+                       f"(expected one of {', '.join(MODEL_TYPES)})")
     archs = config.architectures or []
     if len(archs) != 1 or archs[0] not in MODEL_CLASSES:
         raise CliError(f"{role}: unsupported architectures {archs} (expected one of {', '.join(MODEL_CLASSES)})")

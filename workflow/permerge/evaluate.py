@@ -1,6 +1,6 @@
 """Evaluation along the interpolation path: MLM and GLUE-style losses, the λ sweep, loss tables.
 
-* MLM evaluation set (method.md): every non-empty line is tokenized normally with [CLS] ... [SEP], the
+* MLM evaluation set (docs/method.md): every non-empty line is tokenized normally with [CLS] ... [SEP], the
   lines are concatenated and cut into `block_size` blocks (remainder dropped). BERT masking: 15% of the
   non-special tokens are chosen; of those 80% become [MASK], 10% a uniformly random vocabulary id, 10% stay.
   Only chosen positions are scored (labels == -100 elsewhere). The masks are drawn ONCE from a
@@ -170,14 +170,21 @@ def _device(model) -> torch.device:
 
 
 def _masked_logits(model, input_ids: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
-    """Logits at the selected positions only. For BERT-style MLMs (`.bert` + `.cls`) the head runs on the
-    masked positions alone (the vocabulary projection dominates small models); otherwise the full forward.
+    """Logits at the selected positions only. For BERT-style MLMs (`.bert` + `.cls`), RoBERTa-style MLMs
+    (`.roberta` + `.lm_head`) and ELECTRA generators the head runs on the masked positions alone (the
+    vocabulary projection dominates small models); otherwise the full forward.
     `cls.predictions` is the MLM head of both BertForMaskedLM and BertForPreTraining (whose `cls` also holds
     the NSP head and takes the pooled output)."""
     head = getattr(getattr(model, "cls", None), "predictions", None)
     if hasattr(model, "bert") and head is not None:
         hidden = model.bert(input_ids=input_ids).last_hidden_state
         return head(hidden[sel])
+    if hasattr(model, "roberta") and hasattr(model, "lm_head"):  # RoBERTa / XLM-R / CamemBERT MLMs
+        hidden = model.roberta(input_ids=input_ids).last_hidden_state
+        return model.lm_head(hidden[sel])
+    if hasattr(model, "electra") and hasattr(model, "generator_lm_head"):  # ELECTRA generator (ForMaskedLM)
+        hidden = model.electra(input_ids=input_ids).last_hidden_state
+        return model.generator_lm_head(model.generator_predictions(hidden[sel]))
     return model(input_ids=input_ids).logits[sel]
 
 

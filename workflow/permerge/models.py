@@ -10,7 +10,11 @@ from pathlib import Path
 
 import torch
 
-ARCHITECTURES = ("BertForPreTraining", "BertForMaskedLM", "BertForSequenceClassification", "BertModel")
+ARCHITECTURES = ("BertForPreTraining", "BertForMaskedLM", "BertForSequenceClassification", "BertModel",
+                 "RobertaForMaskedLM", "RobertaForSequenceClassification", "RobertaModel",
+                 "XLMRobertaForMaskedLM", "XLMRobertaForSequenceClassification", "XLMRobertaModel",
+                 "CamembertForMaskedLM", "CamembertForSequenceClassification", "CamembertModel",
+                 "ElectraForPreTraining", "ElectraForMaskedLM", "ElectraForSequenceClassification", "ElectraModel")
 # Pre-trained seed checkpoints that `fetch_checkpoint` copies (the MultiBERTs are BertForPreTraining).
 SEED_ARCHITECTURES = ("BertForPreTraining", "BertForMaskedLM")
 
@@ -24,7 +28,8 @@ def model_class(architecture: str):
 
 
 def load_model(path: str | Path, *, device: str = "cpu", num_labels: int | None = None):
-    """Load a BERT checkpoint directory in eval mode; refuses pickled weights (safetensors only)."""
+    """Load a checkpoint directory of a supported encoder (ARCHITECTURES; BertModel when config.json names
+    none) in eval mode; refuses pickled weights (safetensors only)."""
     path = Path(path)
     cfg_file = path / "config.json"
     if not cfg_file.is_file():

@@ -1,4 +1,5 @@
-"""BERT's permutation symmetries as data (git-re-basin style).
+"""Permutation symmetries of post-LN encoders (BERT, RoBERTa / XLM-R / CamemBERT, ELECTRA) as data
+(git-re-basin style).
 
 A ``PermutationSpec`` maps each permutation name to the (parameter name, axis) pairs it acts on. Pure
 functions in ``apply`` use it to permute parameters; tests use it to check that a spec matches a model and
@@ -10,7 +11,17 @@ Permutation names (L layers, index l):
   ff.{l}   FF intermediate units of layer l
   attn.{l} value / context units of layer l (head assignment + within-head order)
   qk.{l}   query and key units of layer l (must use attn.{l}'s head assignment to preserve the function)
-  pooler   pooler output units (consumed by the classifier, or by the NSP head of BertForPreTraining)
+  pooler   the hidden units of the head that reads the encoder: BERT's pooler (consumed by the classifier or
+           the NSP head of BertForPreTraining); RoBERTa's / ELECTRA's classification head has no pooler but a
+           hidden layer ``classifier.dense`` (on the first token) that plays its role, and ELECTRA's
+           discriminator head ``discriminator_predictions.dense`` (on every token) is one too
+  emb      ELECTRA with embedding_size != hidden_size only: the embedding space (word / position / type
+           embeddings, their LayerNorm, the input of ``embeddings_project``, and the generator head's output,
+           which the tied decoder reads); the residual stream then starts at the projection's output
+
+Families (``FAMILIES``) differ only in the encoder's attribute name and the heads' parameter names: the
+encoder layers are the same modules (post-LN, absolute positions; RoBERTa's position ids are offset by
+padding_idx, which changes which rows are read but not the hidden axis the spec permutes).
 
 Convention: a permutation is an index array p; permuting a parameter along an axis takes p as the gather
 index (aligned[i] = original[p[i]]).
@@ -50,30 +61,102 @@ class PermutationSpec:
         return self.param_axes().get(self.aliases.get(name, name), {})
 
 
+@dataclass(frozen=True)
+class Family:
+    """Where a family's parameters live. The encoder layers are named alike in every family."""
+    name: str
+    prefix: str                 # attribute of the task models holding the encoder, plus "."
+    mlm_dense: str              # MLM head: hidden layer reading the last residual node ...
+    mlm_norm: str               # ... its LayerNorm ...
+    mlm_decoder: str            # ... and the vocabulary projection (tied to the word embeddings by default)
+    mlm_bias_alias: tuple[str, str] | None  # (decoder bias, canonical bias) tied by transformers
+    classifier_hidden: bool     # sequence classifier: own hidden layer (classifier.dense -> out_proj)
+    #                             instead of BERT's pooler -> classifier
+
+
+FAMILIES: dict[str, Family] = {
+    "bert": Family("bert", "bert.", "cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm",
+                   "cls.predictions.decoder.weight", ("cls.predictions.decoder.bias", "cls.predictions.bias"),
+                   classifier_hidden=False),
+    # XLM-R and CamemBERT are the RoBERTa architecture under other class names
+    "roberta": Family("roberta", "roberta.", "lm_head.dense", "lm_head.layer_norm", "lm_head.decoder.weight",
+                      ("lm_head.decoder.bias", "lm_head.bias"), classifier_hidden=True),
+    # the MLM head is ElectraForMaskedLM's generator head; its output lives in the embedding space
+    "electra": Family("electra", "electra.", "generator_predictions.dense", "generator_predictions.LayerNorm",
+                      "generator_lm_head.weight", None, classifier_hidden=True),
+}
+
+# transformers class name -> (family, head). Looked up along the model's MRO (subclasses are accepted).
+SUPPORTED_CLASSES: dict[str, tuple[str, str]] = {
+    "BertForPreTraining": ("bert", "pretraining"), "BertForMaskedLM": ("bert", "mlm"),
+    "BertForSequenceClassification": ("bert", "classification"), "BertModel": ("bert", "base"),
+    **{f"{n}ForMaskedLM": ("roberta", "mlm") for n in ("Roberta", "XLMRoberta", "Camembert")},
+    **{f"{n}ForSequenceClassification": ("roberta", "classification") for n in ("Roberta", "XLMRoberta", "Camembert")},
+    **{f"{n}Model": ("roberta", "base") for n in ("Roberta", "XLMRoberta", "Camembert")},
+    "ElectraForPreTraining": ("electra", "discriminator"), "ElectraForMaskedLM": ("electra", "mlm"),
+    "ElectraForSequenceClassification": ("electra", "classification"), "ElectraModel": ("electra", "base"),
+}
+
+
 def bert_spec(config, *, prefix: str = "bert.", mlm_head: bool, pooler: bool,
               classifier: bool, nsp_head: bool = False) -> PermutationSpec:
     """The spec of a BERT (post-LN, absolute positions, no cross-attention) described by a BertConfig.
 
     ``nsp_head``: BertForPreTraining's next-sentence head ``cls.seq_relationship``, which reads the pooler.
     """
+    return encoder_spec(config, "bert", prefix=prefix, mlm_head=mlm_head, pooler=pooler, classifier=classifier,
+                        nsp_head=nsp_head)
+
+
+def encoder_spec(config, family: str | Family, *, prefix: str | None = None, mlm_head: bool = False,
+                 pooler: bool = False, classifier: bool = False, nsp_head: bool = False,
+                 discriminator_head: bool = False) -> PermutationSpec:
+    """The spec of a post-LN encoder of ``family`` ("bert", "roberta", "electra") with the given heads.
+
+    prefix: the encoder's parameter prefix (default the family's; "" for a bare encoder model).
+    pooler: the encoder's own pooler (BERT, or a RobertaModel built with one). classifier: the sequence
+    classification head (BERT: ``classifier`` on the pooler; RoBERTa/ELECTRA: ``classifier.dense`` on the
+    first token, then ``classifier.out_proj``). discriminator_head: ElectraForPreTraining's
+    ``discriminator_predictions``.
+    """
+    fam = FAMILIES[family] if isinstance(family, str) else family
     _check_supported(config)
-    if classifier and not pooler:
+    if fam.name != "bert" and nsp_head:
+        raise ValueError(f"family {fam.name!r} has no next-sentence-prediction head")
+    if discriminator_head and fam.name != "electra":
+        raise ValueError("only ELECTRA has a discriminator head")
+    if classifier and not fam.classifier_hidden and not pooler:
         raise ValueError("a sequence-classification head needs the pooler")
     if nsp_head and not pooler:
         raise ValueError("the next-sentence-prediction head needs the pooler")
+    if classifier and fam.classifier_hidden and pooler:
+        raise ValueError(f"family {fam.name!r}: a classification head with its own hidden layer and a pooler "
+                         "would both claim the 'pooler' permutation")
+    if discriminator_head and (pooler or classifier):
+        raise ValueError("the discriminator head cannot be combined with a pooler or classifier")
     L = config.num_hidden_layers
     d = config.hidden_size
     heads = config.num_attention_heads
-    p = prefix
+    p = fam.prefix if prefix is None else prefix
     res: list[tuple[str, int]] = []
     axes: dict[str, tuple[tuple[str, int], ...]] = {}
     sizes: dict[str, int] = {"res": d}
     blocks: dict[str, int] = {}
 
     emb = f"{p}embeddings."
-    res += [(f"{emb}word_embeddings.weight", 1), (f"{emb}position_embeddings.weight", 1),
-            (f"{emb}token_type_embeddings.weight", 1)]
-    res += _layernorm(f"{emb}LayerNorm")
+    e = getattr(config, "embedding_size", d) if fam.name == "electra" else d
+    # ELECTRA-small-like: embeddings live in their own space, projected into the residual stream
+    space = "emb" if e != d else "res"
+    emb_axes = [(f"{emb}word_embeddings.weight", 1), (f"{emb}position_embeddings.weight", 1),
+                (f"{emb}token_type_embeddings.weight", 1)] + _layernorm(f"{emb}LayerNorm")
+    if space == "emb":
+        sizes["emb"] = e
+        emb_axes += [(f"{p}embeddings_project.weight", 1)]
+        res += [(f"{p}embeddings_project.weight", 0), (f"{p}embeddings_project.bias", 0)]
+        emb_pairs: list[tuple[str, int]] = emb_axes
+    else:
+        res += emb_axes
+        emb_pairs = res
     for l in range(L):
         lay = f"{p}encoder.layer.{l}."
         att = f"{lay}attention."
@@ -96,52 +179,88 @@ def bert_spec(config, *, prefix: str = "bert.", mlm_head: bool, pooler: bool,
 
     aliases: dict[str, str] = {}
     if mlm_head:
-        tr = "cls.predictions.transform."
-        # The decoder reads the transform output through the (tied) word-embedding matrix, whose columns
-        # res permutes; so the transform output must be permuted by res as well, not only its input.
-        res += [(f"{tr}dense.weight", 1), (f"{tr}dense.weight", 0), (f"{tr}dense.bias", 0)]
-        res += _layernorm(f"{tr}LayerNorm")
+        # The decoder reads the head's output through the (tied) word-embedding matrix, whose columns the
+        # embedding-space perm (res, or emb for a projected ELECTRA) permutes; so the head's output must be
+        # permuted by it as well, not only its input.
+        res += [(f"{fam.mlm_dense}.weight", 1)]
+        emb_pairs += [(f"{fam.mlm_dense}.weight", 0), (f"{fam.mlm_dense}.bias", 0)]
+        emb_pairs += _layernorm(fam.mlm_norm)
         if getattr(config, "tie_word_embeddings", True):
-            aliases["cls.predictions.decoder.weight"] = f"{emb}word_embeddings.weight"
+            aliases[fam.mlm_decoder] = f"{emb}word_embeddings.weight"
         else:
-            res += [("cls.predictions.decoder.weight", 1)]
-        aliases["cls.predictions.decoder.bias"] = "cls.predictions.bias"
+            emb_pairs += [(fam.mlm_decoder, 1)]
+        if fam.mlm_bias_alias is not None:
+            aliases[fam.mlm_bias_alias[0]] = fam.mlm_bias_alias[1]
+    # The head's hidden layer (see the module docstring): input from res, output units permuted by "pooler".
+    hidden: tuple[str, str] | None = None
     if pooler:
-        res += [(f"{p}pooler.dense.weight", 1)]
-        pool = [(f"{p}pooler.dense.weight", 0), (f"{p}pooler.dense.bias", 0)]
-        if classifier:
-            pool += [("classifier.weight", 1)]
+        hidden = (f"{p}pooler.dense", "classifier.weight" if classifier else None)
+    elif classifier:  # RoBERTa / ELECTRA classification head (first token -> dense -> out_proj)
+        hidden = ("classifier.dense", "classifier.out_proj.weight")
+    elif discriminator_head:
+        hidden = ("discriminator_predictions.dense", "discriminator_predictions.dense_prediction.weight")
+    if hidden is not None:
+        layer, reader = hidden
+        res += [(f"{layer}.weight", 1)]
+        pool = [(f"{layer}.weight", 0), (f"{layer}.bias", 0)]
+        if reader is not None:
+            pool += [(reader, 1)]
         if nsp_head:
             pool += [("cls.seq_relationship.weight", 1)]
         axes["pooler"] = tuple(pool)
         sizes["pooler"] = d
     axes["res"] = tuple(res)
+    if space == "emb":
+        axes["emb"] = tuple(emb_pairs)
     return PermutationSpec(axes=axes, sizes=sizes, blocks=blocks, aliases=aliases)
 
 
-def spec_for_model(model: torch.nn.Module) -> PermutationSpec:
-    """Spec of a BertForPreTraining, BertForMaskedLM, BertForSequenceClassification or bare BertModel."""
-    from transformers import BertForMaskedLM, BertForPreTraining, BertForSequenceClassification, BertModel
+def model_family(model: torch.nn.Module) -> tuple[str, str]:
+    """(family, head) of a supported transformers model, else TypeError naming the supported classes."""
+    for cls in type(model).__mro__:
+        if cls.__name__ in SUPPORTED_CLASSES and cls.__module__.startswith("transformers."):
+            return SUPPORTED_CLASSES[cls.__name__]
+    raise TypeError(f"unsupported model class {type(model).__name__} (supported: post-LN encoders with absolute "
+                    f"positions: {', '.join(SUPPORTED_CLASSES)})")
 
-    if isinstance(model, BertForPreTraining):  # MLM head (tied decoder) + pooler + NSP head
-        spec = bert_spec(model.config, mlm_head=True, pooler=True, classifier=False, nsp_head=True)
-    elif isinstance(model, BertForMaskedLM):
-        spec = bert_spec(model.config, mlm_head=True, pooler=model.bert.pooler is not None, classifier=False)
-    elif isinstance(model, BertForSequenceClassification):
-        spec = bert_spec(model.config, mlm_head=False, pooler=True, classifier=True)
-    elif isinstance(model, BertModel):
-        spec = bert_spec(model.config, prefix="", mlm_head=False, pooler=model.pooler is not None,
-                         classifier=False)
-    else:
-        raise TypeError(f"unsupported model class {type(model).__name__} "
-                        "(expected BertForPreTraining, BertForMaskedLM, BertForSequenceClassification or BertModel)")
+
+def spec_for_model(model: torch.nn.Module) -> PermutationSpec:
+    """Spec of a supported encoder (``SUPPORTED_CLASSES``): BERT (ForPreTraining, ForMaskedLM,
+    ForSequenceClassification, Model), RoBERTa / XLM-R / CamemBERT (ForMaskedLM, ForSequenceClassification,
+    Model), ELECTRA (ForPreTraining = discriminator, ForMaskedLM = generator, ForSequenceClassification, Model)."""
+    family, head = model_family(model)
+    base_attr = FAMILIES[family].prefix[:-1]
+    base = getattr(model, base_attr, model)
+    has_pooler = getattr(base, "pooler", None) is not None
+    if head == "pretraining":  # MLM head (tied decoder) + pooler + NSP head
+        spec = encoder_spec(model.config, family, mlm_head=True, pooler=True, nsp_head=True)
+    elif head == "mlm":
+        spec = encoder_spec(model.config, family, mlm_head=True, pooler=has_pooler)
+    elif head == "classification":
+        spec = encoder_spec(model.config, family, pooler=not FAMILIES[family].classifier_hidden, classifier=True)
+    elif head == "discriminator":
+        spec = encoder_spec(model.config, family, discriminator_head=True)
+    else:  # bare encoder
+        spec = encoder_spec(model.config, family, prefix="", pooler=has_pooler)
     # Pick up any tie the model itself declares (robust to renamings across transformers versions).
     tied = getattr(model, "all_tied_weights_keys", None) or getattr(model, "_tied_weights_keys", None)
     if isinstance(tied, Mapping):
         extra = {k: v for k, v in tied.items() if k not in spec.aliases and k not in spec.param_axes()}
         if extra:
             spec = PermutationSpec(spec.axes, spec.sizes, spec.blocks, {**spec.aliases, **extra})
-    return spec
+    return _listed_names(spec, {name for name, _ in model.named_parameters()})
+
+
+def _listed_names(spec: PermutationSpec, listed: set[str]) -> PermutationSpec:
+    """Name each tied tensor as named_parameters() lists it (its first registration): XLM-R registers lm_head
+    before the encoder, so its word embeddings are listed as lm_head.decoder.weight."""
+    renames = {target: alias for alias, target in spec.aliases.items() if target not in listed and alias in listed}
+    if not renames:
+        return spec
+    axes = {perm: tuple((renames.get(n, n), axis) for n, axis in pairs) for perm, pairs in spec.axes.items()}
+    aliases = {k: v for k, v in spec.aliases.items() if k not in renames.values()}
+    aliases.update({target: alias for target, alias in renames.items()})
+    return PermutationSpec(axes, spec.sizes, spec.blocks, aliases)
 
 
 def check_spec(spec: PermutationSpec, params: Mapping[str, torch.Tensor] | torch.nn.Module) -> None:
@@ -235,10 +354,12 @@ def _layernorm(name: str) -> list[tuple[str, int]]:
 
 
 def _check_supported(config) -> None:
-    # Relative position embeddings, cross-attention or a pre-LN layout would need a different spec.
+    # Relative position embeddings, cross-attention or a pre-LN layout would need a different spec (pre-LN
+    # variants are other classes, e.g. RobertaPreLayerNorm*, and are refused by model_family).
     pos = getattr(config, "position_embedding_type", "absolute")
     if pos not in (None, "absolute"):
-        raise ValueError(f"unsupported position_embedding_type {pos!r} (only 'absolute')")
+        raise ValueError(f"unsupported position_embedding_type {pos!r} (only 'absolute'; supported: post-LN "
+                         "BERT, RoBERTa / XLM-R / CamemBERT and ELECTRA encoders with absolute positions)")
     if getattr(config, "add_cross_attention", False):
         raise ValueError("cross-attention BERTs are not supported")
     if config.hidden_size % config.num_attention_heads:

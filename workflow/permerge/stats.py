@@ -7,7 +7,11 @@ Features (L layers, index l):
   ff.{l}       FF intermediate activation (after GELU)
   ctx.{l}      input of attention.output.dense (concatenated per-head context)
   q.{l}, k.{l} query / key Linear outputs
-  pooler       pooler output (one row per sequence; only for models with a pooler)
+  pooler       pooler output (one row per sequence; only for models with a pooler, or with a RoBERTa /
+               ELECTRA classification head, whose hidden layer plays the pooler's role: the input of
+               classifier.out_proj)
+res.0 is the first node of the residual stream: the embeddings LayerNorm output, or for an ELECTRA whose
+embedding_size differs from hidden_size the output of embeddings_project.
 Token features drop padding positions (attention_mask == 0).
 
 All models run on each batch once; for every feature we keep per model the count, mean and M2 (sum of
@@ -47,11 +51,24 @@ FEATURE_KINDS = ("res", "ff", "ctx", "q", "k", "pooler")
 
 
 def base_model(model: torch.nn.Module) -> torch.nn.Module:
-    """The BertModel inside a task model (running it skips the MLM/classification head)."""
+    """The encoder (BertModel, RobertaModel, ElectraModel, ...) inside a task model (running it skips the
+    MLM/classification head)."""
     base = getattr(model, "base_model", model)
     if not hasattr(base, "encoder") or not hasattr(base, "embeddings"):
-        raise TypeError(f"{type(model).__name__} does not look like a BERT model")
+        raise TypeError(f"{type(model).__name__} does not look like a BERT-family encoder")
     return base
+
+
+def _pooler_point(model: torch.nn.Module):
+    """(module, 'pre' | 'out') of the pooler feature, or None: the encoder's pooler, else the hidden layer of
+    a RoBERTa / ELECTRA classification head (the input of classifier.out_proj: activation(dense(first token)))."""
+    base = base_model(model)
+    if getattr(base, "pooler", None) is not None:
+        return base.pooler, "out"
+    head = getattr(model, "classifier", None)
+    if head is not None and hasattr(head, "dense") and hasattr(head, "out_proj"):
+        return head.out_proj, "pre"
+    return None
 
 
 def feature_names(model: torch.nn.Module) -> list[str]:
@@ -61,20 +78,25 @@ def feature_names(model: torch.nn.Module) -> list[str]:
     names = [f"res.{i}" for i in range(2 * L + 1)]
     for kind in ("ff", "ctx", "q", "k"):
         names += [f"{kind}.{l}" for l in range(L)]
-    if getattr(base, "pooler", None) is not None:
+    if _pooler_point(model) is not None:
         names.append("pooler")
     return names
 
 
-def _hook_points(base: torch.nn.Module, feature: str):
-    """(module, 'pre' | 'out') whose input/output is the feature."""
+def _hook_points(model: torch.nn.Module, feature: str):
+    """(module, 'pre' | 'out') whose input/output is the feature (model: a task model or its encoder)."""
+    base = base_model(model)
     kind, _, idx = feature.partition(".")
     if kind == "pooler":
-        return base.pooler, "out"
+        point = _pooler_point(model)
+        if point is None:
+            raise KeyError(f"{type(model).__name__} has no pooler feature")
+        return point
     i = int(idx)
     if kind == "res":
-        if i == 0:
-            return base.embeddings.LayerNorm, "out"
+        if i == 0:  # an ELECTRA with embedding_size != hidden_size: the stream starts after the projection
+            proj = getattr(base, "embeddings_project", None)
+            return (proj if proj is not None else base.embeddings.LayerNorm), "out"
         layer = base.encoder.layer[(i - 1) // 2]
         return (layer.attention.output.LayerNorm if i % 2 == 1 else layer.output.LayerNorm), "out"
     layer = base.encoder.layer[i]
@@ -321,15 +343,18 @@ def collect_statistics(models: Sequence[torch.nn.Module], batches: Iterable[Mapp
         return lambda mod, args, out: grab(out)
 
     bases = [base_model(m) for m in models]
+    # A pooler feature outside the encoder (RoBERTa / ELECTRA classification head): run the whole model.
+    runners = [m if "pooler" in features and getattr(b, "pooler", None) is None else b
+               for m, b in zip(models, bases)]
     was_training = [m.training for m in models]
     accs: dict[str, _Accumulator] = {}
     workspace: dict = {}  # the float32 product buffer, shared by all accumulators
     total_tokens = 0
     consumed = 0
     try:
-        for base in bases:
+        for m in models:
             for f in features:
-                module, where = _hook_points(base, f)
+                module, where = _hook_points(m, f)
                 hook = make_hook(f, where)
                 handles.append(module.register_forward_pre_hook(hook) if where == "pre"
                                else module.register_forward_hook(hook))
@@ -337,7 +362,7 @@ def collect_statistics(models: Sequence[torch.nn.Module], batches: Iterable[Mapp
             m.eval()
         for step, batch in enumerate(batches):
             outs: list[dict[str, torch.Tensor]] = []
-            for base in bases:
+            for base in runners:
                 dev = next(base.parameters()).device
                 inputs = {k: v.to(dev) for k, v in batch.items()
                           if k in ("input_ids", "attention_mask", "token_type_ids")}
