@@ -119,6 +119,8 @@ def test_vanilla_variant_from_a_variants_file_is_identity(workspace):
     ("typo", "unknown option 'componets'"),
     ("bad_variant", "variant 'bad': option 'components' has unknown value 'mlp'"),
     ("no_variant", "has no variant 'nope'"),
+    ("truncated", "model.safetensors: truncated"),
+    ("non_utf8", "bad.txt, line 2: not UTF-8"),
 ])
 def test_align_bad_input_fails_cleanly(workspace, capsys, case, needle):
     w = workspace
@@ -133,6 +135,17 @@ def test_align_bad_input_fails_cleanly(workspace, capsys, case, needle):
         args["--text"] = w / "none.txt"
     elif case == "typo":
         args["--options"] = w / "typo.yaml"
+    elif case == "truncated":  # a checkpoint cut short: named, and nothing written
+        import shutil
+
+        cut = w / "mlm2_cut"
+        shutil.copytree(w / "mlm2", cut, dirs_exist_ok=True)
+        data = (cut / "model.safetensors").read_bytes()
+        (cut / "model.safetensors").write_bytes(data[: len(data) // 2])
+        args["--model-b"] = cut
+    elif case == "non_utf8":
+        (w / "bad.txt").write_bytes(b"a fine line\nnot \xe9 utf-8\n")
+        args["--text"] = w / "bad.txt"
     else:
         args["--options"] = w / "variants.yaml"
         extra = ["--variant", "bad" if case == "bad_variant" else "nope"]

@@ -67,6 +67,13 @@ def load_model(path: Path, config):
     """Load with the class named by config.architectures, in eval mode."""
     import transformers
 
+    from .io import DamagedFile, check_safetensors
+
+    for f in sorted(Path(path).glob("*.safetensors")):
+        try:
+            check_safetensors(f)
+        except DamagedFile as err:
+            raise CliError(str(err)) from None
     cls = getattr(transformers, config.architectures[0])
     return cls.from_pretrained(str(path), config=config).eval()
 
@@ -81,14 +88,12 @@ def read_lines(path: str | Path, max_lines: int | None) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise CliError(f"text file {path} does not exist")
-    lines: list[str] = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            line = line.strip()
-            if line:
-                lines.append(line)
-                if max_lines is not None and len(lines) >= max_lines:
-                    break
+    from .io import DamagedFile, read_text_lines
+
+    try:
+        lines = read_text_lines(path, max_lines)
+    except DamagedFile as err:
+        raise CliError(str(err)) from None
     if not lines:
         raise CliError(f"text file {path} has no non-empty lines")
     return lines

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from .io import check_safetensors
+
 ARCHITECTURES = ("BertForPreTraining", "BertForMaskedLM", "BertForSequenceClassification", "BertModel",
                  "RobertaForMaskedLM", "RobertaForSequenceClassification", "RobertaModel",
                  "XLMRobertaForMaskedLM", "XLMRobertaForSequenceClassification", "XLMRobertaModel",
@@ -34,8 +36,11 @@ def load_model(path: str | Path, *, device: str = "cpu", num_labels: int | None 
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
         raise FileNotFoundError(f"{path}: not a model directory (no config.json)")
-    if not any(path.glob("*.safetensors")):
+    weights = sorted(path.glob("*.safetensors"))
+    if not weights:
         raise FileNotFoundError(f"{path}: no safetensors weights (pickled checkpoints are not loaded)")
+    for f in weights:  # a file cut short fails here, by name
+        check_safetensors(f)
     arch = (json.loads(cfg_file.read_text()).get("architectures") or ["BertModel"])[0]
     model = model_class(arch).from_pretrained(path, use_safetensors=True)
     if num_labels is not None and getattr(model.config, "num_labels", None) != num_labels:
