@@ -81,8 +81,9 @@ with atomic_path(snakemake.output[0], is_dir=True) as folder:  # replaces the fo
                 examples = read_jsonl(text)
             else:  # one sentence per line
                 keys = ("text",)
-                with open(text) as fh:
-                    examples = [{"text": line.strip()} for line in fh if line.strip()]
+                from permerge.io import read_text_lines  # a non-UTF-8 byte fails naming the line
+
+                examples = [{"text": line} for line in read_text_lines(text)]
             max_lines = p.statistics.get("max_lines")
             if max_lines:
                 examples = examples[:max_lines]
