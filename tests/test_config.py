@@ -67,7 +67,7 @@ def test_paper_config_decides_every_key_of_config_yaml():
 
 
 def test_paper_protocol_is_in_effect_after_merging():
-    """The values method.md fixes for the paper's grid, read from the configuration Snakemake builds."""
+    """The values docs/configuration.md fixes for the paper's grid, read from the configuration Snakemake builds."""
     c = cfg.load_merged(ROOT / "configs/paper.yaml")
     assert c["results"] == "results/paper"
     assert (c["models"]["source"], c["models"]["hub_id"]) == ("hub", "google/multiberts-seed_{seed}")

@@ -381,11 +381,11 @@ def test_written_files_load_with_datasets(tasks, tmp_path):
 
 
 def test_documented_sizes(tasks):
-    """The README's stand-in table states the sizes that are built."""
-    doc = (ROOT / "README.md").read_text()
+    """The stand-in table of docs/data.md states the sizes that are built."""
+    doc = (ROOT / "docs" / "data.md").read_text()
     for task, info in S.TASKS.items():
         row = next((ln for ln in doc.splitlines() if ln.startswith(f"| {task} |")), None)
-        assert row is not None, f"README.md has no stand-in row for {task}"
+        assert row is not None, f"docs/data.md has no stand-in row for {task}"
         cells = [c.strip() for c in row.strip("|").split("|")]
         numbers = [int(x.replace(",", "")) for x in re.findall(r"\d[\d,]*", cells[2])]
         assert numbers == [len(tasks[task][s]) for s in info.splits], (task, cells[2])

@@ -3,7 +3,7 @@
 (a) one variant's matching option -> that variant's permutations and everything downstream (run, and
     only those outputs change); (b) one more λ -> the sweeps and the tables/figures; (c) one more seed ->
     the new seed's models, but no existing seed's pre-training or fine-tuning (the statistics pass covers
-    all seeds at once, so statistics and every permutation rerun; see docs/cluster.md).
+    all seeds at once, so statistics and every permutation rerun; see docs/configuration.md).
 """
 
 from __future__ import annotations

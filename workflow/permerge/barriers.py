@@ -1,4 +1,4 @@
-"""Loss barriers from per-λ loss files, and their summary over pairs (method.md, "Merging, losses, barriers").
+"""Loss barriers from per-λ loss files, and their summary over pairs (docs/method.md, "Merging, losses, barriers").
 
 Each barrier comes twice: as the paper (and its reference code) defines it, with the aligned π(B) standing in
 for B at λ=1, and against the true endpoint B (`*_true`, from the loss file's `loss_b_unpermuted` column).

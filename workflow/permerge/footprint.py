@@ -1,6 +1,6 @@
 """Memory and disk of every heavy rule at a configuration's scale, computed from the model and data shapes.
 
-    python -m permerge.footprint --configfile configs/paper.yaml    # a Markdown table (README)
+    python -m permerge.footprint --configfile configs/paper.yaml    # a Markdown table (docs/performance.md)
 
 The Snakemake rules size their ``resources`` with ``mem_mb(rule, config, task)``. Every figure is a sum of
 named parts (``estimate``), each a product of shapes and counts:
