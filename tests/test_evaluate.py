@@ -9,6 +9,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import numpy as np
 import pytest
+import scipy.stats
 import torch
 import torch.nn.functional as F
 
@@ -265,6 +266,17 @@ def test_regression_metrics_by_hand():
     assert m["spearman"] == pytest.approx(0.5)  # ranks [1,2,3] vs [1,3,2]
 
 
+def test_regression_metrics_equal_scipy_with_ties():
+    rng = np.random.default_rng(0)
+    preds = rng.integers(0, 5, 40).astype(float)  # many ties: Spearman needs average ranks
+    labels = preds + rng.normal(0, 2, 40)
+    labels[:6] = 1.5
+    m = regression_metrics(preds, labels)
+    assert m["pearson"] == pytest.approx(scipy.stats.pearsonr(preds, labels).statistic, abs=1e-12)
+    assert m["spearman"] == pytest.approx(scipy.stats.spearmanr(preds, labels).statistic, abs=1e-12)
+    assert regression_metrics(np.ones(5), np.arange(5.0)) == {"pearson": 0.0, "spearman": 0.0}  # constant side
+
+
 @pytest.mark.parametrize("num_labels,metric", [(2, "f1"), (3, "accuracy"), (1, "pearson")])
 def test_glue_loss_matches_reference(tokenizer, num_labels, metric):
     rng = random.Random(num_labels)
@@ -279,20 +291,31 @@ def test_glue_loss_matches_reference(tokenizer, num_labels, metric):
     assert (ev["token_type_ids"] == 1).any()  # pairs get segment ids
     assert ev["labels"].dtype == (torch.float32 if num_labels == 1 else torch.long)
     model = tiny_classifier(len(tokenizer), seed=0, num_labels=num_labels)
+    inputs = dict(input_ids=ev["input_ids"], token_type_ids=ev["token_type_ids"], attention_mask=ev["attention_mask"])
+    if num_labels == 2:  # a random tiny head predicts one class: spread it and centre its decision threshold
+        with torch.no_grad():
+            model.classifier.weight.mul_(1000)
+            margin = model(**inputs).logits.diff(dim=-1).squeeze(-1)
+            model.classifier.bias[1] -= margin.median()
     with torch.no_grad():
         logits = model(input_ids=ev["input_ids"], token_type_ids=ev["token_type_ids"],
                        attention_mask=ev["attention_mask"]).logits
     res = glue_loss(model, ev, num_labels=num_labels, metric=metric, batch_size=8)
     if num_labels == 1:
         ref = F.mse_loss(logits.squeeze(-1), ev["labels"]).item()
-        exp = regression_metrics(logits.squeeze(-1).numpy(), ev["labels"].numpy())
-        assert res["pearson"] == pytest.approx(exp["pearson"], abs=1e-4)
-        assert res["spearman"] == pytest.approx(exp["spearman"], abs=1e-4)
+        pred, gold = logits.squeeze(-1).double().numpy(), ev["labels"].double().numpy()
+        assert res["pearson"] == pytest.approx(scipy.stats.pearsonr(pred, gold).statistic, abs=1e-4)
+        assert res["spearman"] == pytest.approx(scipy.stats.spearmanr(pred, gold).statistic, abs=1e-4)
     else:
         ref = F.cross_entropy(logits, ev["labels"]).item()
-        acc = (logits.argmax(-1) == ev["labels"]).float().mean().item()
-        assert res["accuracy"] == pytest.approx(acc)
-        assert metric in res
+        pred, gold = logits.argmax(-1), ev["labels"]
+        assert res["accuracy"] == pytest.approx((pred == gold).float().mean().item())
+        if metric == "f1":  # F1 of class 1, counted by hand
+            tp = int(((pred == 1) & (gold == 1)).sum())
+            fp = int(((pred == 1) & (gold != 1)).sum())
+            fn = int(((pred != 1) & (gold == 1)).sum())
+            assert tp > 0  # a non-degenerate case: F1 is not 0 by default
+            assert res["f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
     assert res["loss"] == pytest.approx(ref, abs=1e-5)
 
 
