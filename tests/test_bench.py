@@ -117,3 +117,25 @@ def test_statistics_file_bytes_at_bert_base():
     before = statistics_file_bytes(5, 12, 768, paper_features(12, qk=True), 8)
     assert now == 10 * 4 * (12 * 3072**2 + 37 * 768**2) + 8 * 2 * 5 * (12 * 3072 + 37 * 768)
     assert 5.3e9 < now < 5.5e9 and 11.9e9 < before < 12.0e9
+
+
+def test_weight_matching_mode_runs_small(tmp_path):
+    out = tmp_path / "wm.json"
+    proc = subprocess.run([sys.executable, "-m", "permerge.cli", "bench", "--weight-matching", "--layers", "1",
+                           "--hidden", "64", "--vocab", "100", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert json.loads(out.read_text()) == result
+    assert "weight matching at 1 layers x 64" in proc.stdout
+    planted, independent = result["planted"], result["independent"]
+    # 1 layer: ff.0, attn.0, qk.0, res; the planted pair (10% noise) is recovered exactly
+    assert planted["perms"] == independent["perms"] == 4
+    assert planted["perms_recovered"] == 4 and planted["units_recovered_fraction"] == 1.0
+    for row in (planted, independent):
+        assert row["converged"] and 2 <= row["sweeps"] <= 100
+        assert positive(row["seconds"]) and row["objective_end"] > row["objective_start"]
+    assert positive(result["match_seconds_base"])
+    both = subprocess.run([sys.executable, "-m", "permerge.cli", "bench", "--weight-matching", "--permutations-memory"],
+                          capture_output=True, text=True, timeout=120)
+    assert both.returncode != 0 and "separate modes" in both.stderr

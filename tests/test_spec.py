@@ -108,6 +108,18 @@ def test_variant_from_mapping_and_defaults():
     assert Variant(components=frozenset({"ff"}), attention="ignore_heads").function_preserving
 
 
+def test_variant_method():
+    assert Variant().method == "activation" and Variant.from_mapping({}).method == "activation"
+    for method in ("activation", "weight", "hybrid"):
+        v = Variant.from_mapping({"components": ["ff", "attn", "res"], "method": method, "qk": "separate"})
+        assert v.method == method and v.to_dict()["method"] == method and Variant.from_mapping(v.to_dict()) == v
+        assert v.function_preserving  # the matcher's source does not change what is a symmetry
+        assert not Variant(components=frozenset({"attn"}), attention="ignore_heads", method=method).function_preserving
+    assert Variant(method="weight") != Variant(method="hybrid")  # a rerun when only the method changes
+    with pytest.raises(VariantError, match="variant 'variant': option 'method' has unknown value 'data'"):
+        Variant(method="data")
+
+
 @pytest.mark.parametrize("mapping, needle", [
     ({"residul": "all"}, "unknown option 'residul' (allowed: attention, components, method, qk, residual, stats_fraction)"),
     ({"components": "ff"}, "'components' must be a list"),
@@ -115,6 +127,8 @@ def test_variant_from_mapping_and_defaults():
     ({"components": [1]}, "'components' must contain strings"),
     ({"attention": "heads"}, "'attention' has unknown value 'heads'"),
     ({"qk": 3}, "'qk' must be a string"),
+    ({"method": "weights"}, "'method' has unknown value 'weights' (allowed: activation, weight, hybrid)"),
+    ({"method": None}, "'method' must be a string"),
     ({"residual": "middle"}, "'residual' has unknown value 'middle'"),
     ({"stats_fraction": 0}, "'stats_fraction' must satisfy 0 < f <= 1"),
     ({"stats_fraction": 1.5}, "'stats_fraction' must satisfy 0 < f <= 1"),

@@ -25,6 +25,11 @@ Every figure is a ratio (or a size) taken within one run, so machine load cancel
   (ff, ctx, all residual nodes) for 2 models / 1 pair and 5 models / 10 pairs at BERT-base; a fresh
   process runs ``compute_permutations`` (ff + head_perm + residual all) over 1 pair and over all pairs and
   reports its peak RSS (VmHWM) and seconds per pair, plus statistics-file bytes before/after compaction.
+* ``--weight-matching`` (a separate mode): data-free weight matching (ff + head-aware attention with Q/K's
+  own order + residual; ``weight_matching``) of two random-init BertForMaskedLM at BERT-base: B = a planted
+  function-preserving permutation of A plus Gaussian noise (``--noise`` x each tensor's std), and B = an
+  independent init. Seconds per pair, sweeps to converge, perms recovered; beside it the activation
+  matcher's ``match_seconds_base`` (same components, random correlations).
 
 Models are randomly initialised; token ids are random (full blocks, no padding). On CUDA every timing is
 bracketed by ``torch.cuda.synchronize()``.
@@ -339,6 +344,62 @@ def measure_matching(layers: int, hidden: int) -> dict:
     perms = compute_permutations(stats, "a", "b", variant, config)
     seconds = time.perf_counter() - start
     return {"layers": layers, "hidden": hidden, "seconds": seconds, "permutations": len(perms)}
+
+
+def measure_weight_matching(layers: int, hidden: int, vocab: int, *, noise: float = 0.1, seed: int = 0,
+                            log=print) -> dict:
+    """Weight matching of a planted pair (B = pi(A) + noise) and of two independent inits (see the docstring)."""
+    import numpy as np
+    import torch
+
+    from .apply import apply_permutations
+    from .spec import random_permutations, spec_for_model
+    from .weight_matching import weight_matching
+
+    cfg = bert_config(layers, hidden, vocab, 128)
+    model_a, independent = make_models(2, cfg, "cpu", mlm=True, seed=seed)
+    spec = spec_for_model(model_a)
+    planted = random_permutations(spec, np.random.default_rng(seed), qk="separate")
+    noisy = apply_permutations(model_a, planted)
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for p in noisy.parameters():  # the tied decoder once
+            if p.numel() > 1:
+                p.add_(noise * p.std() * torch.randn(p.shape, generator=g))
+    out = {"layers": layers, "hidden": hidden, "ff": 4 * hidden, "heads": cfg.num_attention_heads, "vocab": vocab,
+           "noise": noise, "components": "ff + attn (head_perm, qk separate) + res"}
+    for case, model_b in (("planted", noisy), ("independent", independent)):
+        log(f"weight matching, {case} pair: {layers} layers x {hidden}")
+        start = time.perf_counter()
+        r = weight_matching(spec, model_a, model_b, components={"ff", "attn", "res"}, qk="separate", seed=seed)
+        seconds = time.perf_counter() - start
+        row = {"seconds": seconds, "sweeps": r.sweeps, "converged": r.converged, "seconds_per_sweep": seconds / r.sweeps,
+               "objective_start": r.objective[0], "objective_end": r.objective[-1], "perms": len(r.perms)}
+        if case == "planted":
+            want = {k: np.argsort(v) for k, v in planted.items()}
+            row["perms_recovered"] = sum(int(np.array_equal(r.perms[k], want[k])) for k in want)
+            row["units_recovered_fraction"] = (sum(int((r.perms[k] == want[k]).sum()) for k in want)
+                                               / sum(len(v) for v in want.values()))
+        out[case] = row
+    del model_a, independent, noisy
+    log(f"activation matching (random correlations): {layers} layers x {hidden}")
+    out["match_seconds_base"] = measure_matching(layers, hidden)["seconds"]
+    return out
+
+
+def format_weight_matching(r: dict) -> str:
+    lines = [f"weight matching at {r['layers']} layers x {r['hidden']} (FF {r['ff']}, {r['heads']} heads, vocab "
+             f"{r['vocab']}), BertForMaskedLM, {r['components']}",
+             f"{'pair':<13}{'s/pair':>8}{'sweeps':>8}{'s/sweep':>9}{'converged':>11}   recovered"]
+    for case in ("planted", "independent"):
+        x = r[case]
+        rec = (f"{x['perms_recovered']}/{x['perms']} perms, {100 * x['units_recovered_fraction']:.2f}% units "
+               f"(noise {r['noise']:g} x std)" if case == "planted" else "")
+        lines.append(f"{case:<13}{x['seconds']:>8.1f}{x['sweeps']:>8}{x['seconds_per_sweep']:>9.1f}"
+                     f"{str(x['converged']):>11}   {rec}")
+    lines.append(f"activation matcher (match_seconds_base, same components, random correlations): "
+                 f"{r['match_seconds_base']:.1f}s")
+    return "\n".join(lines)
 
 
 def synthetic_evalset(blocks: int, seq_len: int, vocab: int, seed: int = 0) -> dict:
@@ -766,6 +827,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .io import atomic_path
 
     log = lambda msg: print(f"# {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    if args.permutations_memory and args.weight_matching:
+        raise ValueError("--permutations-memory and --weight-matching are separate modes: give one")
     if args.permutations_memory:
         for name in ("layers", "hidden", "seeds"):
             if getattr(args, name) is not None and getattr(args, name) < (2 if name == "seeds" else 1):
@@ -777,6 +840,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                              args.tmpdir, log=log)
         result["device"] = device_name("cpu")
         print(format_permutations_memory(result))
+    elif args.weight_matching:
+        for name in ("layers", "hidden", "vocab"):
+            if getattr(args, name) is not None and getattr(args, name) < 1:
+                raise ValueError(f"--{name} must be positive")
+        hidden = args.hidden or BASE["hidden"]
+        if hidden % max(1, hidden // 64):
+            raise ValueError(f"--hidden {hidden}: must be divisible by its number of heads, max(1, hidden // 64)")
+        if args.noise < 0:
+            raise ValueError("--noise must be non-negative")
+        result = measure_weight_matching(args.layers or BASE["layers"], hidden, args.vocab or BASE["vocab"],
+                                         noise=args.noise, log=log)
+        result["device"] = device_name("cpu")
+        print(format_weight_matching(result))
     else:
         s = settings_from_args(args)
         result = run_bench(s, log=log)
@@ -804,6 +880,12 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
                    help="instead: peak RSS and seconds per pair of compute_permutations (ff + attn + res all) "
                         "from synthetic float32 statistics files for 1 pair and for all pairs of --seeds models "
                         "(default BERT-base, 5 seeds: writes ~6 GB under --tmpdir, deleted afterwards)")
+    p.add_argument("--weight-matching", action="store_true",
+                   help="instead: seconds and sweeps of data-free weight matching for a planted (+ noise) and an "
+                        "independent pair of random-init BertForMaskedLM (default BERT-base; a few GB of RAM, "
+                        "minutes of CPU), beside the activation matcher's time")
+    p.add_argument("--noise", type=float, default=0.1,
+                   help="--weight-matching: noise added to the planted B, as a multiple of each tensor's std")
     p.add_argument("--tmpdir", default=None, help="where --permutations-memory writes its files (default: $TMPDIR)")
     g = p.add_argument_group("sizes (defaults: BERT-base; see docs/performance.md for the CPU/quick defaults)")
     g.add_argument("--layers", type=int, help="layers for the pair statistics and the sweep (default 12)")

@@ -2,7 +2,9 @@
 
 A variant says which permutations are computed (``components``) and how: the attention matcher, whether
 Q/K get their own within-head permutation, which residual nodes drive the residual matching, and which
-fraction of the statistics data is used. The empty component set is vanilla averaging.
+fraction of the statistics data is used, and from what the permutations are computed (``method``:
+activation correlations, the paper; ``weight``, data-free weight matching; ``hybrid``, weight matching started
+from the activation permutations). The empty component set is vanilla averaging.
 """
 
 from __future__ import annotations
@@ -83,7 +85,8 @@ class Variant:
 
     @property
     def function_preserving(self) -> bool:
-        # Only the flat attention LSA mixes units across heads; every other option is an exact symmetry.
+        # Only the flat attention LSA mixes units across heads; every other option is an exact symmetry,
+        # whichever the method (the weight matcher gives Q/K and V/O one head assignment, as Algorithm 1).
         return not ("attn" in self.components and self.attention == "ignore_heads")
 
     def to_dict(self) -> dict[str, Any]:
