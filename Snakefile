@@ -28,6 +28,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/align.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/many.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -22,7 +22,7 @@ def test_embedded_seed_models(wf):
 
 def test_embedded_full_grid(wf):
     jobs = planned_jobs(wf, "results/figures/all.pdf")
-    mlm_variants, glue_tasks, glue_variants = 8, len(GLUE_TASKS), 2
+    mlm_variants, glue_tasks, glue_variants = 10, len(GLUE_TASKS), 2
     per_pair = mlm_variants + glue_tasks * glue_variants
     assert jobs["pretrain_seed"] == 5
     assert jobs["finetune"] == 5 * glue_tasks
@@ -33,6 +33,8 @@ def test_embedded_full_grid(wf):
     assert "merge_checkpoints" not in jobs  # merged checkpoints are their own target
     assert jobs["build_mlm_evalset"] == 1
     assert jobs["tabulate_barriers"] == jobs["plot_barriers"] == jobs["tabulate_finetuning"] == 1
+    # all seeds at once: vanilla, all and wm_all on mlm; vanilla and all on each GLUE task
+    assert jobs["merge_many"] == 3 + glue_tasks * 2 and jobs["tabulate_many"] == 1
     assert planned_jobs(wf, "merged")["merge_checkpoints"] == per_pair
 
 
@@ -44,8 +46,9 @@ def test_paper_grid_dry_run(wf):
     assert jobs["finetune"] == 40
     # one pass per task: mlm's five data fractions come from the same pass over the Books sample
     assert jobs["collect_statistics"] == 9
-    assert jobs["compute_permutations"] == 14 + 8 * 3  # each job: the 10 pairs of one (task, variant)
-    assert jobs["sweep_lambdas"] == 14 + 8 * 3
+    assert jobs["compute_permutations"] == 16 + 8 * 3  # each job: the 10 pairs of one (task, variant)
+    assert jobs["sweep_lambdas"] == 16 + 8 * 3
+    assert jobs["merge_many"] == 4 + 8 * 2
     assert "merge_checkpoints" not in jobs
 
 
@@ -64,6 +67,16 @@ def test_paper_and_embedded_results_roots_differ(wf):
 def test_vanilla_needs_no_statistics(wf):
     jobs = planned_jobs(wf, "results/losses/mlm/vanilla/seed1-seed2.tsv")
     assert "collect_statistics" not in jobs and jobs["compute_permutations"] == 1
+
+
+def test_weight_matching_needs_no_statistics(wf):
+    """Data-free: a weight-matching variant's permutations, sweeps and all-seed merge read checkpoints only."""
+    jobs = planned_jobs(wf, "results/losses/mlm/wm_all/seed1-seed2.tsv", "results/many/mlm/wm_all")
+    assert "collect_statistics" not in jobs and "build_texts" in jobs  # (the held-out text for the loss)
+    assert jobs["compute_permutations"] == 1 and jobs["merge_many"] == 1
+    inputs = _planned_inputs(wf, "results/permutations/mlm/wm_all/seed1-seed2.safetensors")
+    perm_inputs = inputs[("compute_permutations", "task=mlm, variant=wm_all")].split(", ")
+    assert "results/models/mlm/seed5" in perm_inputs and not any("stats" in x for x in perm_inputs)
 
 
 def test_smoke_plan(wf):

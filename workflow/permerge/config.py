@@ -32,6 +32,7 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     _check_lambdas(config)
     _check_variants(config)
     _check_sources(config)
+    _check_many(config)
     return config
 
 
@@ -121,6 +122,35 @@ def effective_yaml(config, configfiles=()) -> str:
             "# schema defaults filled). Written by the workflow; do not edit.",
             f"# configfiles: {', '.join(str(f) for f in configfiles) or 'config.yaml'}"]
     return "\n".join(head) + "\n" + yaml.safe_dump(config, sort_keys=True, default_flow_style=None, width=110)
+
+
+def many_variants(config, task: str) -> list[str]:
+    """The variants merged all at once on `task` (those of many.variants the task runs)."""
+    return [v for v in config["many"]["variants"] if v in variants_for(config, task)]
+
+
+def many_reference(config) -> int:
+    ref = config["many"]["reference"]
+    return sorted(config["seeds"])[0] if ref is None else int(ref)
+
+
+def _check_many(config):
+    many = config["many"]
+    for v in many["variants"]:
+        if v not in config["variants"]:
+            raise ConfigError(f"many.variants: unknown variant '{v}' (defined: {', '.join(sorted(config['variants']))})")
+    if not many["variants"]:
+        return
+    ref = many_reference(config)
+    if ref not in config["seeds"]:
+        raise ConfigError(f"many.reference: seed {ref} is not in seeds {sorted(config['seeds'])}")
+    # activation variants reuse the pair files (reference, b): every such pair must be in the grid
+    have = set(pairs(config))
+    missing = [(ref, b) for b in sorted(config["seeds"]) if b != ref and (ref, b) not in have]
+    if missing and any(config["variants"][v].get("method", "activation") != "weight" and
+                       config["variants"][v].get("components") for v in many["variants"]):
+        raise ConfigError(f"many: activation variants align every seed to seed {ref} with the pair files, "
+                          f"but pairs lacks {missing}")
 
 
 def _check_tasks(config):

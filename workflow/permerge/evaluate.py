@@ -18,7 +18,6 @@ import copy
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -266,12 +265,6 @@ def length_batches(lengths: torch.Tensor, batch_size: int) -> list[torch.Tensor]
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def _rankdata(x: np.ndarray) -> np.ndarray:
-    from scipy.stats import rankdata
-
-    return rankdata(x)
-
-
 def classification_metrics(preds: np.ndarray, labels: np.ndarray) -> dict:
     """accuracy; f1 of the positive class 1; Matthews correlation (binary or multi-class formula)."""
     preds = np.asarray(preds).astype(np.int64)
@@ -295,17 +288,15 @@ def classification_metrics(preds: np.ndarray, labels: np.ndarray) -> dict:
 
 
 def regression_metrics(preds: np.ndarray, labels: np.ndarray) -> dict:
-    """Pearson and Spearman correlations (0 when a side is constant)."""
+    """Pearson and Spearman correlations (scipy.stats), 0 when a side is constant or there are fewer than two
+    examples (where scipy gives NaN: an undefined correlation scores as no correlation)."""
+    from scipy.stats import pearsonr, spearmanr
+
     preds = np.asarray(preds, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.float64)
-
-    def pearson(a, b):
-        a = a - a.mean()
-        b = b - b.mean()
-        d = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
-        return float((a * b).sum() / d) if d > 0 else 0.0
-
-    return {"pearson": pearson(preds, labels), "spearman": pearson(_rankdata(preds), _rankdata(labels))}
+    if len(preds) < 2 or np.ptp(preds) == 0 or np.ptp(labels) == 0:
+        return {"pearson": 0.0, "spearman": 0.0}
+    return {"pearson": float(pearsonr(preds, labels).statistic), "spearman": float(spearmanr(preds, labels).statistic)}
 
 
 def glue_logits(model, data: dict[str, torch.Tensor], idx: torch.Tensor, dev) -> torch.Tensor:
@@ -482,8 +473,11 @@ def lambda_grid(n_or_list) -> list[float]:
 
 
 def write_loss_table(rows: Sequence[dict], path) -> None:
-    """TSV with a header: `lambda`, `loss`, then every other column in order of first appearance, the
-    `*_b_unpermuted` columns (the unpermuted B's values, the same on every row) last."""
+    """TSV (barriers.write_tsv, floats in full precision) with a header: `lambda`, `loss`, then every other
+    column in order of first appearance, the `*_b_unpermuted` columns (the unpermuted B's values, the same on
+    every row) last. barriers.read_curve reads it back."""
+    from .barriers import write_tsv
+
     cols = ["lambda", "loss"]
     for r in rows:
         for k in r:
@@ -491,38 +485,28 @@ def write_loss_table(rows: Sequence[dict], path) -> None:
                 cols.append(k)
     # The unpermuted-B columns go last, so the columns before them are those of a file without them.
     cols = sorted(cols, key=lambda c: c.endswith(UNPERMUTED_SUFFIX))  # stable: order kept within each part
-
-    def fmt(v):
-        if v is None:
-            return ""
-        if isinstance(v, float):
-            return repr(v)
-        return str(v)
-
     with atomic_path(path) as tmp:
-        with open(tmp, "w") as f:
-            f.write("\t".join(cols) + "\n")
-            for r in rows:
-                f.write("\t".join(fmt(r.get(c)) for c in cols) + "\n")
+        write_tsv(rows, tmp, cols, float_format=None)
 
 
-def read_loss_table(path) -> list[dict]:
-    """Inverse of write_loss_table (numbers parsed as float, integers as int)."""
-    lines = Path(path).read_text().splitlines()
-    cols = lines[0].split("\t")
-    rows = []
-    for line in lines[1:]:
-        row = {}
-        for c, v in zip(cols, line.split("\t")):
-            if v == "":
-                row[c] = None
-                continue
-            try:
-                row[c] = int(v)
-            except ValueError:
-                try:
-                    row[c] = float(v)
-                except ValueError:
-                    row[c] = v
-        rows.append(row)
-    return rows
+def task_evaluator(task: str, data_path, tokenizer_dir, *, batch_size: int, max_examples: int | None = None,
+                   max_length: int = 128, log=None):
+    """(evaluate(model) -> row, num_labels) for a task's evaluation data: the fixed MLM set, or a GLUE
+    validation file (its first max_examples), tokenized once."""
+    if task == "mlm":
+        evalset = load_evalset(data_path)
+        return (lambda model: mlm_loss(model, evalset, batch_size=batch_size)), None
+    from .models import load_tokenizer
+    from .standins import read_jsonl
+    from .tasks import glue_task
+
+    info = glue_task(task)
+    examples = read_jsonl(data_path, max_examples or None)
+    evalset = build_glue_evalset(load_tokenizer(tokenizer_dir), examples, info.text_keys, max_length=max_length)
+    if log is not None:
+        log.info("%s: %d validation examples from %s", task, len(examples), data_path)
+
+    def evaluate(model):
+        return glue_loss(model, evalset, num_labels=info.num_labels, metric=info.metric, batch_size=batch_size)
+
+    return evaluate, info.num_labels

@@ -88,8 +88,39 @@ def plot_summary(ax, summary_rows: list[dict]) -> None:
     ax.legend(fontsize=7, ncol=2)
 
 
-def write_figures(loss_paths, summary_rows: list[dict], pdf_path, png_dir, tasks) -> list[Path]:
-    """all.pdf (a page per task, mlm first, then the summary) and one PNG per task."""
+def plot_many(ax, many_rows: list[dict]) -> None:
+    """All seeds merged at once: per task (groups), each model's loss relative to the mean of the seeds'
+    (bars: the plain average, then each variant's merges), so tasks with different loss scales share an axis."""
+    tasks = ordered_tasks({r["task"] for r in many_rows})
+    bars = list(dict.fromkeys((r["variant"], r["merge"]) for r in many_rows if not r["merge"].startswith("seed")))
+    # the plain average is the same for every variant: show it once
+    bars = [("", "average")] + [b for b in bars if b[1] != "average"]
+    width = 0.8 / len(bars)
+    cmap = plt.get_cmap("tab10")
+    for j, (variant, merge) in enumerate(bars):
+        xs, hs = [], []
+        for i, t in enumerate(tasks):
+            rows = [r for r in many_rows if r["task"] == t]
+            seeds = [float(r["loss"]) for r in rows if r["merge"].startswith("seed")]
+            hit = [r for r in rows if r["merge"] == merge and (not variant or r["variant"] == variant)]
+            if not hit or not seeds:
+                continue
+            xs.append(i + (j - (len(bars) - 1) / 2) * width)
+            hs.append(float(hit[0]["loss"]) - sum(seeds) / len(seeds))
+        label = "plain average" if not variant else f"{variant}: {merge}"
+        ax.bar(xs, hs, width, label=label, color="0.3" if not variant else cmap(j % 10))
+    ax.set_xticks(range(len(tasks)), [TASK_TITLES.get(t, t) for t in tasks])
+    ax.set_ylabel("loss of the merge − mean loss of the seeds")
+    ax.set_title("All seeds merged at once (MergeMany)")
+    ax.axhline(0, color="black", lw=0.5)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+
+
+def write_figures(loss_paths, summary_rows: list[dict], pdf_path, png_dir, tasks,
+                  many_rows: list[dict] | None = None) -> list[Path]:
+    """all.pdf (a page per task, mlm first, then the summary, then the all-seed merges if given) and one
+    PNG per task."""
     curves = load_curves(loss_paths)
     written = []
     with PdfPages(pdf_path) as pdf:
@@ -107,4 +138,10 @@ def write_figures(loss_paths, summary_rows: list[dict], pdf_path, png_dir, tasks
         fig.tight_layout()
         pdf.savefig(fig)
         plt.close(fig)
+        if many_rows:
+            fig, ax = plt.subplots(figsize=(max(8, 1.4 * len(tasks) + 3), 5.5))
+            plot_many(ax, many_rows)
+            fig.tight_layout()
+            pdf.savefig(fig)
+            plt.close(fig)
     return written

@@ -120,6 +120,15 @@ def stats_fraction_params(task):
     ]
 
 
+def many_permutations(wildcards):
+    """The pair files (reference, b) an activation/hybrid all-seed merge reuses."""
+    if not cfg.needs_statistics(config, wildcards.variant):
+        return []
+    ref = cfg.many_reference(config)
+    return [f"{R}/permutations/{wildcards.task}/{wildcards.variant}/{pair_name(ref, b)}.safetensors"
+            for b in SEEDS if b != ref]
+
+
 def seed_models(wildcards):
     return expand(res("models/{task}/seed{seed}"), task=wildcards.task, seed=SEEDS)
 

@@ -59,6 +59,7 @@ rule plot_barriers:
         losses=[f for task in TASKS for f in loss_files(task)],
         summary=res("tables/summary.tsv"),
         finetune=[res("tables/finetune.tsv")] if GLUE else [],
+        many=[res("tables/many.tsv")] if any(cfg.many_variants(config, t) for t in TASKS) else [],
     output:
         pdf=report(
             res("figures/all.pdf"),

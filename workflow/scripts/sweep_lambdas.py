@@ -5,38 +5,16 @@ unpermuted B's values as `*_b_unpermuted` columns repeated on every row.
 """
 
 from permerge.apply import apply_permutations, load_permutations
-from permerge.evaluate import (build_glue_evalset, glue_loss, lambda_sweep, load_evalset, mlm_loss,
-                               write_loss_table)
+from permerge.evaluate import lambda_sweep, task_evaluator, write_loss_table
 from permerge.io import setup_job
-from permerge.models import load_model, load_tokenizer
+from permerge.models import load_model
 
 log = setup_job(snakemake)
 p, w = snakemake.params, snakemake.wildcards
-batch_size = p.evaluation["batch_size"]
 model_dirs = dict(zip(p.seeds, snakemake.input.models))
-
-if w.task == "mlm":
-    evalset = load_evalset(snakemake.input.data)
-    num_labels = None
-
-    def evaluate(model):
-        return mlm_loss(model, evalset, batch_size=batch_size)
-
-else:
-    from permerge.standins import read_jsonl
-    from permerge.tasks import TASKS
-
-    info = TASKS[w.task]
-    num_labels = info.num_labels
-    examples = read_jsonl(snakemake.input.data, p.evaluation["max_examples"] or None)
-    evalset = build_glue_evalset(load_tokenizer(model_dirs[p.seeds[0]]), examples, info.text_keys,
-                                 max_length=p.max_length)
-    log.info("%s: %d validation examples from %s", w.task, len(examples), snakemake.input.data)
-
-    def evaluate(model):
-        return glue_loss(model, evalset, num_labels=info.num_labels, metric=info.metric,
-                         batch_size=batch_size)
-
+evaluate, num_labels = task_evaluator(w.task, snakemake.input.data, model_dirs[p.seeds[0]],
+                                      batch_size=p.evaluation["batch_size"],
+                                      max_examples=p.evaluation["max_examples"], max_length=p.max_length, log=log)
 models = {s: load_model(d, device=p.device, num_labels=num_labels) for s, d in model_dirs.items()}
 for (a, b), perm_file, out in zip(p.pairs, snakemake.input.permutations, snakemake.output):
     aligned_b = apply_permutations(models[b], load_permutations(perm_file))

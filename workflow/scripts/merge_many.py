@@ -1,0 +1,74 @@
+"""All seeds merged at once for one (task, variant): each seed, their plain average, and the variant's
+merges into one basis — to the reference seed, and (weight or hybrid matching) MergeMany's iterative
+re-alignment — scored on the task's evaluation data; the merged models are saved as HF directories.
+
+output[0]/losses.tsv: one row per model (`merge`: seed{s} | average | to_reference | iterative).
+"""
+
+from pathlib import Path
+
+from permerge.apply import load_permutations, model_tensors, save_pretrained_atomic
+from permerge.barriers import write_tsv
+from permerge.evaluate import task_evaluator
+from permerge.io import atomic_path, setup_job
+from permerge.many import average, into_model, iterative, to_reference
+from permerge.models import load_model
+from permerge.spec import spec_for_model
+from permerge.variants import Variant
+from permerge.weight_matching import match_weights
+
+log = setup_job(snakemake)
+p, w = snakemake.params, snakemake.wildcards
+variant = Variant.from_mapping(p.options, name=w.variant)
+seeds = list(p.seeds)
+model_dirs = dict(zip(seeds, snakemake.input.models))
+ref = seeds.index(p.reference)
+evaluate, num_labels = task_evaluator(w.task, snakemake.input.data, model_dirs[seeds[0]],
+                                      batch_size=p.evaluation["batch_size"],
+                                      max_examples=p.evaluation["max_examples"], max_length=p.max_length, log=log)
+models = [load_model(model_dirs[s], num_labels=num_labels) for s in seeds]
+spec = spec_for_model(models[0])
+params = [model_tensors(m) for m in models]
+
+
+def score(name, model, **extra):
+    row = {"task": w.task, "variant": w.variant, "merge": name, **evaluate(model.to(p.device)), **extra}
+    model.to("cpu")
+    log.info("%s %s %s: loss %.4f", w.task, w.variant, name, row["loss"])
+    return row
+
+
+def match(target, params_b):
+    return match_weights(spec, target, params_b, variant, seed=0).perms
+
+
+rows = [score(f"seed{s}", m) for s, m in zip(seeds, models)]
+merged = {"average": into_model(models[ref], average(params))}
+rows.append(score("average", merged["average"], n_models=len(seeds)))
+if variant.components:
+    if variant.method == "weight":
+        res = to_reference(spec, params, match, reference=ref)
+    else:  # activation/hybrid: the pair files (reference, b) the workflow computed
+        files = iter(snakemake.input.permutations)
+        perms = [{} if i == ref else load_permutations(next(files)) for i in range(len(seeds))]
+        if variant.method == "hybrid":
+            perms = [{} if i == ref else match_weights(spec, params[ref], params[i], variant, seed=0,
+                                                          init=perms[i]).perms for i in range(len(seeds))]
+        res = to_reference(spec, params, perms=perms, reference=ref)
+    merged["to_reference"] = into_model(models[ref], res.params)
+    rows.append(score("to_reference", merged["to_reference"], n_models=len(seeds)))
+    if variant.method in ("weight", "hybrid"):  # MergeMany needs a matcher that aligns to an average
+        it = iterative(spec, params, match, seed=0, max_rounds=p.max_rounds, init=res.perms)
+        merged["iterative"] = into_model(models[ref], it.params)
+        rows.append(score("iterative", merged["iterative"], n_models=len(seeds), rounds=it.rounds,
+                          converged=it.converged))
+        if not it.converged:
+            log.warning("MergeMany did not converge in %d rounds", it.rounds)
+
+with atomic_path(snakemake.output[0], is_dir=True) as tmp:
+    Path(tmp).mkdir(parents=True, exist_ok=True)
+    for name, model in merged.items():
+        save_pretrained_atomic(model, Path(tmp) / name, tokenizer_dir=model_dirs[seeds[ref]])
+    columns = ["task", "variant", "merge", "loss"]
+    columns += [k for r in rows for k in r if k not in columns]
+    write_tsv(rows, Path(tmp) / "losses.tsv", list(dict.fromkeys(columns)))
