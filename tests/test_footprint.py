@@ -74,6 +74,7 @@ def tiny_config():
                           "all": {"components": ["ff", "attn", "res", "pooler"], "residual": "all",
                                   "stats_fraction": 1.0}}
     config["task_variants"] = {"mlm": ["vanilla", "ff_attn_half", "all"], "glue": ["vanilla"]}
+    config["many"] = {"variants": []}
     return fp.cfg.validate_config(config)
 
 

@@ -174,9 +174,16 @@ def fraction_features(config, task: str) -> dict[float, list[str]]:
     from .matching import required_features
 
     shape, arch, _ = task_shape(config, task)
+    from .variants import Variant
+
     out: dict[float, set[str]] = {}
     for v in cfg.variants_for(config, task):
-        feats = required_features(cfg.variant_options(config, v), shape.layers, pooler=has_pooler(arch))
+        if not cfg.needs_statistics(config, v):  # vanilla, weight matching
+            continue
+        opts = cfg.variant_options(config, v)
+        # the pass collects every residual node once any variant aligns the stream (common.smk)
+        needs = Variant(components=opts.components, residual="all", qk=opts.qk)
+        feats = required_features(needs, shape.layers, pooler=has_pooler(arch))
         out.setdefault(_fraction(config, task, v), set()).update(feats)
     return {f: sorted(out[f]) for f in sorted(out)}
 
@@ -420,7 +427,7 @@ def estimate(rule: str, config, task: str | None = None, variant: str | None = N
         best = None
         for v in variants:
             opts = cfg.variant_options(config, v)
-            file_feats = by_fraction[_fraction(config, task, v)]
+            file_feats = by_fraction.get(_fraction(config, task, v), []) if cfg.needs_statistics(config, v) else []
             h, d_max = shape.hidden, max([feature_dim(shape, x) for x in file_feats], default=0)
             # correlation(): float32 block read + float64 copy + result; LSA copies the float64 cost
             work = 20 * d_max * d_max
@@ -431,6 +438,9 @@ def estimate(rule: str, config, task: str | None = None, variant: str | None = N
             host = {"overhead": OVERHEAD_BYTES,
                     "means+M2": sum(16 * S * feature_dim(shape, x) for x in file_feats),
                     "correlation + LSA": work}
+            if cfg.needs_weights(config, v):  # weight matching: the pair's two models + float64 similarities
+                host["pair models"] = 2 * model_bytes(config, task)
+                host["similarity"] = 8 * max(shape.vocab * shape.hidden, shape.ff * shape.ff, shape.hidden ** 2)
             perm = permutation_file_bytes(permutation_perms(config, task, v))
             e = Estimate(rule, task, V, host, {}, P, P * perm, note=f"variant {v}")
             if best is None or (e.host_bytes, e.disk_per_job) > (best.host_bytes, best.disk_per_job):
