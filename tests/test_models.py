@@ -167,3 +167,32 @@ def test_mlm_loss_of_pretraining_model_equals_masked_lm_with_same_weights():
         full = F.cross_entropy(pre(input_ids=ids).prediction_logits.flatten(0, 1), labels.flatten(),
                                ignore_index=IGNORE_INDEX).item()
     assert a["loss"] == pytest.approx(full, abs=1e-5)
+
+
+def test_fetch_checkpoint_takes_a_roberta_mlm(tmp_path):
+    """A user's own RoBERTa seeds (models.source: local) go through the same fetch: weights as safetensors,
+    the tokenizer it ships; a RoBERTa without an MLM head is refused by name."""
+    import torch
+    from transformers import BertTokenizerFast, RobertaConfig, RobertaForMaskedLM, RobertaModel
+
+    from permerge.models import fetch_checkpoint
+
+    (tmp_path / "vocab.txt").write_text("\n".join(HUB_VOCAB) + "\n")
+    tok = BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt"))
+    cfg = RobertaConfig(vocab_size=len(HUB_VOCAB), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=40, pad_token_id=0)
+    torch.manual_seed(0)
+    src = tmp_path / "roberta"
+    model = RobertaForMaskedLM(cfg)
+    model.save_pretrained(src)
+    tok.save_pretrained(src)
+    kept = fetch_checkpoint(src, tmp_path / "out")
+    assert kept["architecture"] == "RobertaForMaskedLM" and not kept["pooler"]
+    loaded = load_model(tmp_path / "out")
+    assert type(loaded) is RobertaForMaskedLM
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+    bare = tmp_path / "bare"
+    RobertaModel(cfg).save_pretrained(bare)
+    tok.save_pretrained(bare)
+    with pytest.raises(ValueError, match=r"model_type 'roberta', architectures \['RobertaModel'\]; supported: .*roberta: RobertaForMaskedLM"):
+        fetch_checkpoint(bare, tmp_path / "out2")

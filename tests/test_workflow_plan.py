@@ -83,7 +83,7 @@ def test_smoke_plan(wf):
     jobs = planned_jobs(wf, "results/figures/all.pdf", "--configfile", "configs/smoke.yaml")
     assert jobs["pretrain_seed"] == 3
     assert jobs["finetune"] == 3 * 2
-    assert jobs["compute_permutations"] == 3 + 2 * 2
+    assert jobs["compute_permutations"] == 4 + 2 * 2
 
 
 def _planned_inputs(wf, *targets) -> dict[tuple[str, str], str]:
@@ -107,3 +107,10 @@ def test_mnli_is_evaluated_on_validation_mismatched(wf):
         assert "results/data/glue/mnli/validation_mismatched.jsonl" in inputs.split(", "), inputs
         assert "results/data/glue/mnli/validation.jsonl" not in inputs.split(", "), inputs
     assert "results/data/glue/sst2/validation.jsonl" in jobs[("sweep_lambdas", "task=sst2, variant=vanilla")]
+
+
+def test_roberta_config_plans_a_local_pair(wf):
+    """configs/roberta.yaml (a user's own RoBERTa seeds) plans the MLM grid from local checkpoints."""
+    jobs = planned_jobs(wf, "results/roberta/figures/all.pdf", "--configfile", "configs/roberta.yaml")
+    assert jobs["fetch_model"] == 3 and "pretrain_seed" not in jobs and "finetune" not in jobs
+    assert jobs["compute_permutations"] == 4 and jobs["merge_many"] == 3 and jobs["collect_statistics"] == 1

@@ -18,7 +18,14 @@ ARCHITECTURES = ("BertForPreTraining", "BertForMaskedLM", "BertForSequenceClassi
                  "CamembertForMaskedLM", "CamembertForSequenceClassification", "CamembertModel",
                  "ElectraForPreTraining", "ElectraForMaskedLM", "ElectraForSequenceClassification", "ElectraModel")
 # Pre-trained seed checkpoints that `fetch_checkpoint` copies (the MultiBERTs are BertForPreTraining).
-SEED_ARCHITECTURES = ("BertForPreTraining", "BertForMaskedLM")
+# Seed checkpoints the workflow takes, by model_type: the MLM task needs an MLM head. (GLUE fine-tuning is
+# implemented for BERT only.)
+SEED_ARCHITECTURES = {
+    "bert": ("BertForPreTraining", "BertForMaskedLM"),
+    "roberta": ("RobertaForMaskedLM",),
+    "xlm-roberta": ("XLMRobertaForMaskedLM",),
+    "electra": ("ElectraForMaskedLM",),
+}
 
 
 def model_class(architecture: str):
@@ -74,11 +81,11 @@ def fetch_checkpoint(location: str | Path, out_dir: str | Path, *, log: logging.
     os.environ["DISABLE_SAFETENSORS_CONVERSION"] = "1"
     config = AutoConfig.from_pretrained(str(location))
     archs = list(getattr(config, "architectures", None) or [])
-    if getattr(config, "model_type", None) != "bert" or len(archs) != 1 or archs[0] not in SEED_ARCHITECTURES:
-        raise ValueError(
-            f"model {str(location)!r}: config.json has model_type {getattr(config, 'model_type', None)!r}, "
-            f"architectures {archs}; supported: model_type 'bert' with one of {', '.join(SEED_ARCHITECTURES)}"
-        )
+    kind = getattr(config, "model_type", None)
+    if len(archs) != 1 or archs[0] not in SEED_ARCHITECTURES.get(kind, ()):
+        supported = "; ".join(f"{k}: {', '.join(v)}" for k, v in SEED_ARCHITECTURES.items())
+        raise ValueError(f"model {str(location)!r}: config.json has model_type {kind!r}, architectures {archs}; "
+                         f"supported: {supported}")
     cls = getattr(transformers, archs[0])
     model, info = cls.from_pretrained(str(location), config=config, weights_only=True, output_loading_info=True)
     tied = set(getattr(model, "all_tied_weights_keys", None) or getattr(model, "_tied_weights_keys", None) or ())
