@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Iterable
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
+from .matchers import assign_heads, attention_matcher, lsa, residual_nodes
 from .stats import FEATURE_KINDS, Statistics
 from .variants import Variant
 
@@ -26,27 +26,16 @@ def _as_numpy(corr) -> np.ndarray:
     return corr
 
 
-def _lsa(corr: np.ndarray) -> np.ndarray:
-    rows, cols = linear_sum_assignment(corr, maximize=True)
-    p = np.empty(len(rows), dtype=np.int64)
-    p[rows] = cols
-    return p
-
+_lsa = lsa
 
 def match_ff(corr) -> np.ndarray:
     """One LSA over all units (FF intermediate, pooler, residual)."""
     return _lsa(_as_numpy(corr))
 
 
-def _inner(corr: np.ndarray, dh: int, j: int, k: int) -> tuple[np.ndarray, float]:
-    block = corr[j * dh:(j + 1) * dh, k * dh:(k + 1) * dh]
-    p = _lsa(block)
-    return p, float(block[np.arange(dh), p].sum())
-
-
 def match_attention(corr_ctx, num_heads: int, mode: str = "head_perm",
                     corr_qk=None) -> tuple[np.ndarray, np.ndarray]:
-    """(p_ctx, p_qk) for one attention layer.
+    """(p_ctx, p_qk) for one attention layer, with the attention matcher ``mode`` (permerge.matchers).
 
     head_perm: Algorithm 1 of the paper - inner LSA on every (head j of A, head k of B) block of the
       context correlation, scored by the sum of matched correlations; outer LSA over the H x H scores picks
@@ -60,42 +49,29 @@ def match_attention(corr_ctx, num_heads: int, mode: str = "head_perm",
     d = corr.shape[0]
     if d % num_heads:
         raise ValueError(f"dimension {d} is not divisible by {num_heads} heads")
-    dh = d // num_heads
-    if mode == "ignore_heads":
-        p = _lsa(corr)
-        return p, p.copy()
-    if mode == "head_perm":
-        inner = {(j, k): _inner(corr, dh, j, k) for j in range(num_heads) for k in range(num_heads)}
-        scores = np.array([[inner[j, k][1] for k in range(num_heads)] for j in range(num_heads)])
-        heads = _lsa(scores)
-    elif mode == "monotonic":
-        heads = np.arange(num_heads)
-        inner = {(j, j): _inner(corr, dh, j, j) for j in range(num_heads)}
-    else:
-        raise ValueError(f"unknown attention mode {mode!r}")
-    p_ctx = np.concatenate([heads[j] * dh + inner[j, heads[j]][0] for j in range(num_heads)])
-    if corr_qk is None:
+    matcher = attention_matcher(mode)
+    (p_ctx,) = assign_heads([corr], num_heads, mode)
+    if corr_qk is None or matcher.candidates is None:
         return p_ctx, p_ctx.copy()
     cqk = _as_numpy(corr_qk)
     if cqk.shape != corr.shape:
         raise ValueError(f"corr_qk shape {cqk.shape} differs from corr_ctx shape {corr.shape}")
-    p_qk = np.concatenate([heads[j] * dh + _inner(cqk, dh, j, heads[j])[0] for j in range(num_heads)])
+    dh = d // num_heads
+    heads = p_ctx.reshape(num_heads, dh)[:, 0] // dh
+    p_qk = np.concatenate([heads[j] * dh + _lsa(cqk[j * dh:(j + 1) * dh, heads[j] * dh:(heads[j] + 1) * dh])
+                           for j in range(num_heads)])
     return p_ctx, p_qk
 
 
 def residual_correlation(stats: Statistics, a: str, b: str, mode: str, num_layers: int):
     """The correlation matrix that drives the residual matching."""
-    last = 2 * num_layers
-    if mode == "first":
-        return stats.correlation("res.0", a, b)
-    if mode == "last":
-        return stats.correlation(f"res.{last}", a, b)
-    if mode == "all":
-        total = stats.correlation("res.0", a, b).clone()
-        for i in range(1, last + 1):
-            total += stats.correlation(f"res.{i}", a, b)
-        return total / (last + 1)
-    raise ValueError(f"unknown residual mode {mode!r} (allowed: first, last, all)")
+    nodes = residual_nodes(mode, num_layers)
+    if len(nodes) == 1:
+        return stats.correlation(f"res.{nodes[0]}", a, b)
+    total = stats.correlation(f"res.{nodes[0]}", a, b).clone()
+    for i in nodes[1:]:
+        total += stats.correlation(f"res.{i}", a, b)
+    return total / len(nodes)
 
 
 def match_residual(stats: Statistics, a: str, b: str, mode: str, num_layers: int) -> np.ndarray:
@@ -108,8 +84,7 @@ def required_features(variant: Variant, num_layers: int, *, pooler: bool = False
     out: list[str] = []
     comps = variant.components
     if "res" in comps:
-        nodes = {"first": [0], "last": [2 * num_layers], "all": range(2 * num_layers + 1)}[variant.residual]
-        out += [f"res.{i}" for i in nodes]
+        out += [f"res.{i}" for i in residual_nodes(variant.residual, num_layers)]
     if "ff" in comps:
         out += [f"ff.{l}" for l in range(num_layers)]
     if "attn" in comps:

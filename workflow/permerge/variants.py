@@ -12,11 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from . import matchers
+
 COMPONENTS: frozenset[str] = frozenset({"ff", "attn", "res", "pooler"})
-ATTENTION_MODES: tuple[str, ...] = ("head_perm", "monotonic", "ignore_heads")
-QK_MODES: tuple[str, ...] = ("shared", "separate")
-RESIDUAL_MODES: tuple[str, ...] = ("first", "last", "all")
-METHODS: tuple[str, ...] = ("activation", "weight", "hybrid")
+# the allowed values come from the matcher registry (permerge.matchers), where each is declared once
+ATTENTION_MODES: tuple[str, ...] = tuple(matchers.ATTENTION)
+QK_MODES: tuple[str, ...] = matchers.QK
+RESIDUAL_MODES: tuple[str, ...] = tuple(matchers.RESIDUAL)
+METHODS: tuple[str, ...] = matchers.METHODS
 VARIANT_KEYS: tuple[str, ...] = ("attention", "components", "method", "qk", "residual", "stats_fraction")
 
 _CHOICES = {"attention": ATTENTION_MODES, "qk": QK_MODES, "residual": RESIDUAL_MODES, "method": METHODS}
@@ -87,7 +90,7 @@ class Variant:
     def function_preserving(self) -> bool:
         # Only the flat attention LSA mixes units across heads; every other option is an exact symmetry,
         # whichever the method (the weight matcher gives Q/K and V/O one head assignment, as Algorithm 1).
-        return not ("attn" in self.components and self.attention == "ignore_heads")
+        return "attn" not in self.components or matchers.ATTENTION[self.attention].function_preserving
 
     def to_dict(self) -> dict[str, Any]:
         return {

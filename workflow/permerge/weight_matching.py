@@ -34,9 +34,9 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 
 from .apply import validate_permutations
+from .matchers import assign_heads, lsa  # noqa: F401  (assign_heads: the one head-aware assignment)
 from .spec import PermutationSpec
 from .variants import ATTENTION_MODES, COMPONENTS, QK_MODES, Variant
 
@@ -58,39 +58,7 @@ def component_of(perm: str) -> str:
     return "attn" if kind == "qk" else kind
 
 
-def _lsa(sim: np.ndarray) -> np.ndarray:
-    rows, cols = linear_sum_assignment(sim, maximize=True)
-    p = np.empty(len(rows), dtype=np.int64)
-    p[rows] = cols
-    return p
-
-
-def assign_heads(sims: Sequence[np.ndarray], num_heads: int, mode: str = "head_perm") -> list[np.ndarray]:
-    """One perm per similarity matrix, all sharing one head assignment (see the module docstring)."""
-    n = sims[0].shape[0]
-    if n % num_heads:
-        raise ValueError(f"dimension {n} is not divisible by {num_heads} heads")
-    if mode == "ignore_heads":
-        return [_lsa(s) for s in sims]
-    dh = n // num_heads
-    if mode == "head_perm":
-        candidates = [(j, k) for j in range(num_heads) for k in range(num_heads)]
-    elif mode == "monotonic":
-        candidates = [(j, j) for j in range(num_heads)]
-    else:
-        raise ValueError(f"unknown attention mode {mode!r} (allowed: {', '.join(ATTENTION_MODES)})")
-    inner: dict[tuple[int, int], list[np.ndarray]] = {}
-    scores = np.zeros((num_heads, num_heads))
-    for j, k in candidates:
-        inner[j, k] = []
-        for s in sims:
-            block = s[j * dh:(j + 1) * dh, k * dh:(k + 1) * dh]
-            p = _lsa(block)
-            inner[j, k].append(p)
-            scores[j, k] += block[np.arange(dh), p].sum()
-    heads = _lsa(scores) if mode == "head_perm" else np.arange(num_heads)
-    return [np.concatenate([heads[j] * dh + inner[j, heads[j]][m] for j in range(num_heads)])
-            for m in range(len(sims))]
+_lsa = lsa
 
 
 class _Pair:
