@@ -13,6 +13,7 @@ import scipy.stats
 import torch
 import torch.nn.functional as F
 
+from permerge.barriers import read_tsv
 from permerge.evaluate import (
     IGNORE_INDEX,
     bert_mask,
@@ -23,7 +24,6 @@ from permerge.evaluate import (
     lambda_sweep,
     load_evalset,
     mlm_loss,
-    read_loss_table,
     regression_metrics,
     save_evalset,
     tokenize_lines,
@@ -240,8 +240,9 @@ def test_write_loss_table(tmp_path):
     lines = path.read_text().splitlines()
     assert lines[0].split("\t") == ["lambda", "loss", "n_tokens", "accuracy", "f1"]
     assert lines[1].split("\t") == ["0.0", "1.5", "10", "0.25", ""]
-    back = read_loss_table(path)
-    assert back[1] == {"lambda": 0.5, "loss": 2.25, "n_tokens": 10, "accuracy": 0.125, "f1": 0.5}
+    back = read_tsv(path)
+    assert back[1] == {"lambda": "0.5", "loss": "2.25", "n_tokens": "10", "accuracy": "0.125", "f1": "0.5"}
+    assert path.read_bytes().count(b"\r") == 0  # Unix line ends
 
 
 # ------------------------------------------------------------------------------------------- GLUE

@@ -161,7 +161,7 @@ def _tiny_finetune(model_dir, out_dir, **kw):
 
 
 def test_schedule_without_warmup_starts_at_full_lr_and_decays_linearly():
-    from permerge.finetune import make_schedule
+    from permerge.train import make_schedule
 
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     sched = make_schedule(opt, 0.0, 10)

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from permerge.evaluate import IGNORE_INDEX, build_mlm_evalset, mlm_loss
-from permerge.pretrain import pretrain_bert, unigram_loss, unigram_loss_from_ids
+from permerge.pretrain import pretrain_bert, unigram_loss_from_ids
 
-from .test_evaluate import corpus_dir, make_sentences, tokenizer, tokenizer_dir  # noqa: F401  (fixtures)
+from .test_evaluate import corpus_dir, tokenizer, tokenizer_dir  # noqa: F401  (fixtures)
 
 TINY = dict(num_hidden_layers=2, hidden_size=32, num_attention_heads=2, intermediate_size=64,
             max_position_embeddings=32, seq_len=32)
@@ -34,7 +34,7 @@ def test_wordpiece_tokenizer_loads_with_bert_conventions(tokenizer_dir):
     assert (tokenizer_dir / "vocab.txt").read_text().split("\n")[:3] == ["[PAD]", "[UNK]", "[CLS]"]
 
 
-def test_unigram_loss_by_hand(tokenizer, tmp_path):
+def test_unigram_loss_by_hand():
     # counts of the training ids: token 7 x3, token 8 x1 (specials excluded); vocab 10, add-one smoothing
     special = [0, 1, 2, 3, 4]
     ev = {"labels": torch.tensor([[7, IGNORE_INDEX, 8, 9]])}
@@ -42,15 +42,6 @@ def test_unigram_loss_by_hand(tokenizer, tmp_path):
     total = (3 + 1) + (1 + 1) + 1 + 1 + 1  # non-special ids 5..9 with add-one
     expected = -(math.log(4 / total) + math.log(2 / total) + math.log(1 / total)) / 3
     assert got == pytest.approx(expected)
-    # the file-level helper agrees with the id-level one
-    lines = make_sentences(50, seed=3)
-    (tmp_path / "t.txt").write_text("\n".join(lines))
-    ev = build_mlm_evalset(tokenizer, make_sentences(50, seed=4), block_size=16)
-    from permerge.evaluate import tokenize_lines
-
-    ids = tokenize_lines(tokenizer, lines)
-    assert unigram_loss(tokenizer, tmp_path / "t.txt", ev) == pytest.approx(
-        unigram_loss_from_ids(ids, ev, vocab_size=len(tokenizer), special=tokenizer.all_special_ids))
 
 
 SLOTS = [

@@ -19,6 +19,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .io import atomic_path
 from .spec import PermutationSpec, spec_for_model
 
 # Files a tokenizer directory may hold; copied verbatim next to a saved model.
@@ -136,18 +137,11 @@ def check_compatible(config_a, config_b) -> None:
 
 def save_permutations(perms: Mapping[str, np.ndarray], path: str | os.PathLike,
                       metadata: Mapping[str, str] | None = None) -> None:
-    """Write perms as int64 tensors to a safetensors file (atomically: temp file + rename)."""
-    path = Path(path)
+    """Write perms as int64 tensors to a safetensors file (atomically, io.atomic_path)."""
     tensors = {k: torch.as_tensor(np.asarray(v, dtype=np.int64)).contiguous() for k, v in perms.items()}
     meta = {str(k): str(v) for k, v in (metadata or {}).items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
 
 
 def load_permutations(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -167,6 +161,7 @@ def save_pretrained_atomic(model, out_dir: str | os.PathLike, tokenizer_dir: str
     Everything is written into a temporary sibling directory which then replaces out_dir by rename, so
     out_dir is never half-written. ``write_extra(tmp_dir)`` may add further files before the rename.
     """
+    # Not io.atomic_path(is_dir=True): that deletes the old out_dir before the rename; this puts it back on failure.
     out_dir = Path(out_dir).resolve()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))

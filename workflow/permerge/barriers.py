@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
-from statistics import mean, stdev
+from statistics import mean
 
 # The columns after `function_preserving` were added later; readers select columns by name.
 BARRIER_COLUMNS = [
@@ -32,8 +32,7 @@ def read_curve(path: str | Path) -> tuple[list[float], list[float], float | None
     The unpermuted B's loss is None for files written before the `loss_b_unpermuted` column existed.
     """
     path = Path(path)
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh, delimiter="\t"))
+    rows = read_tsv(path)
     if not rows or "lambda" not in rows[0] or "loss" not in rows[0]:
         raise ValueError(f"{path}: expected a TSV with columns 'lambda' and 'loss'")
     pts = sorted((float(r["lambda"]), float(r["loss"])) for r in rows)
@@ -113,9 +112,10 @@ def barrier_rows(paths, function_preserving: dict[str, bool] | None = None) -> l
 
 
 def _mean_se(values: list[float]) -> tuple[float, float]:
-    m = mean(values)
-    se = stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
-    return m, se
+    """Mean and standard error of the mean (sample sd / sqrt(n)); the SE of a single value is NaN."""
+    from scipy.stats import sem
+
+    return mean(values), float(sem(values)) if len(values) > 1 else float("nan")
 
 
 def summarize(rows: list[dict]) -> list[dict]:
@@ -136,14 +136,19 @@ def summarize(rows: list[dict]) -> list[dict]:
     return out
 
 
-def write_tsv(rows: list[dict], path: str | Path, columns: list[str]) -> None:
+def write_tsv(rows: list[dict], path: str | Path, columns: list[str], *, float_format: str | None = ".6g") -> None:
+    """The project's TSV writer: a header of `columns`, one line per row (keys outside `columns` ignored,
+    missing values and None empty), floats with `float_format` (None: the float's repr, which reads back
+    exactly). Writes `path` directly: callers wrap it in io.atomic_path."""
     with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=columns, delimiter="\t", extrasaction="ignore")
+        w = csv.DictWriter(fh, fieldnames=columns, delimiter="\t", lineterminator="\n", extrasaction="ignore")
         w.writeheader()
         for r in rows:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+            w.writerow({k: (format(v, float_format) if float_format else repr(float(v))) if isinstance(v, float) else v
+                        for k, v in r.items()})
 
 
 def read_tsv(path: str | Path) -> list[dict]:
+    """The rows of a TSV with a header line, as {column: text}."""
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh, delimiter="\t"))

@@ -64,18 +64,14 @@ def load_config(path: Path, role: str):
 
 
 def load_model(path: Path, config):
-    """Load with the class named by config.architectures, in eval mode."""
-    import transformers
+    """models.load_model (the class config.architectures names, safetensors only, eval mode); its errors,
+    which name the file, become CliErrors. `config` is the one load_config checked."""
+    from . import models
 
-    from .io import DamagedFile, check_safetensors
-
-    for f in sorted(Path(path).glob("*.safetensors")):
-        try:
-            check_safetensors(f)
-        except DamagedFile as err:
-            raise CliError(str(err)) from None
-    cls = getattr(transformers, config.architectures[0])
-    return cls.from_pretrained(str(path), config=config).eval()
+    try:
+        return models.load_model(path)
+    except (FileNotFoundError, ValueError) as err:  # ValueError includes io.DamagedFile
+        raise CliError(str(err)) from None
 
 
 def has_tokenizer(path: Path) -> bool:

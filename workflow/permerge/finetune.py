@@ -1,15 +1,16 @@
 """Fine-tuning a pre-trained seed on a GLUE(-shaped) task: one BertForSequenceClassification per seed.
 
 The classifier (and the pooler when the checkpoint has none) is initialised IDENTICALLY across seeds from
-`head_seed` (method.md); a checkpoint's own pre-trained pooler (BertForPreTraining, e.g. the MultiBERTs) is kept.
+`head_seed` (docs/configuration.md); a checkpoint's own pre-trained pooler (BertForPreTraining, e.g. the
+MultiBERTs) is kept.
 The data order comes from `data_seed` (None: the model's seed). The paper's protocol (run_glue defaults) is
 lr 2e-5, batch 8, 3 epochs (MRPC 5), max length 128, warmup 0, fp16, head_seed = data_seed = 42 for every seed.
 num_labels == 1 is regression with an MSE loss (STS-B).
 
-A plain training loop rather than HF Trainer: on CPU it is simpler and faster (batches padded to their own
-longest example, no accelerate/callback machinery, no intermediate checkpoints), the whole state is the
-model, an AdamW and transformers' linear warm-up/decay schedule, and the data order is an explicit seeded
-permutation per epoch.
+The training loop is train.py's (shared with pre-training) rather than HF Trainer: on CPU it is simpler and
+faster (batches padded to their own longest example, no accelerate/callback machinery, no intermediate
+checkpoints), the whole state is the model, an AdamW and transformers' linear warm-up/decay schedule, and the
+data order is an explicit seeded permutation per epoch.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from .evaluate import build_glue_evalset, glue_logits, glue_loss
-from .pretrain import param_groups
+from .models import load_tokenizer
+from .train import amp_in_effect, train
 
 HEAD_PREFIXES = ("classifier.", "bert.pooler.")
 
@@ -111,16 +113,6 @@ def length_grouped_batches(lengths: torch.Tensor, batch_size: int, generator: to
     return [batches[i] for i in torch.randperm(len(batches), generator=generator)]
 
 
-def make_schedule(optimizer, warmup: float, total_steps: int):
-    """transformers' linear schedule (as run_glue): warm-up over ceil(warmup * total_steps) steps (starting from
-    lr 0, as HF does), then linear decay to 0 at total_steps; warmup 0 = full lr at the first step."""
-    from transformers import get_linear_schedule_with_warmup
-
-    if not 0.0 <= float(warmup) <= 1.0:
-        raise ValueError(f"warmup must be a fraction of the steps in [0, 1], got {warmup!r}")
-    return get_linear_schedule_with_warmup(optimizer, int(math.ceil(float(warmup) * total_steps)), total_steps)
-
-
 def training_batches(lengths: torch.Tensor, batch_size: int, total_steps: int, generator: torch.Generator, *,
                      group_by_length: bool = True) -> Iterator[torch.Tensor]:
     """The index batches of `total_steps` steps, epoch after epoch; the order depends only on the generator."""
@@ -174,29 +166,22 @@ def finetune(
     (as HF Trainer's fp16; optimizer steps skipped for overflowing gradients do not advance the schedule, as
     there); ignored on other devices. Evaluation runs in float32.
     """
-    from transformers import AutoTokenizer
-
     log = log or logging.getLogger("permerge.finetune")
     t0 = time.time()
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    tokenizer = load_tokenizer(model_dir)
     regression = num_labels == 1
-    train = build_glue_evalset(tokenizer, train_examples, text_keys, max_length=max_length, regression=regression)
+    train_set = build_glue_evalset(tokenizer, train_examples, text_keys, max_length=max_length, regression=regression)
     evalset = build_glue_evalset(tokenizer, eval_examples, text_keys, max_length=max_length, regression=regression)
     model = load_for_classification(model_dir, num_labels=num_labels, head_seed=head_seed, log=log)
     pooler_init = "pretrained" if checkpoint_has_pooler(model_dir) else "head_seed"
     pooler_sha = _sha256_float32(model.bert.pooler.dense.weight)  # before any step: provenance of the pooler
     dev = torch.device(device)
-    model.to(dev).train()
-    amp = bool(fp16) and dev.type == "cuda"
-    if fp16 and not amp:
-        log.info("fp16 requested but ignored on device %s (float16 autocast + loss scaling only on CUDA)", dev)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    model.to(dev)
+    amp = amp_in_effect(fp16, dev)
 
-    n = train["labels"].shape[0]
+    n = train_set["labels"].shape[0]
     steps_per_epoch = math.ceil(n / batch_size)
     total_steps = max(1, math.ceil(steps_per_epoch * float(epochs)))
-    opt = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
-    sched = make_schedule(opt, warmup, total_steps)
     data_seed = int(seed if data_seed is None else data_seed)
     gen = torch.Generator().manual_seed(data_seed)
     log.info("seed %d: %d train / %d eval examples, %d steps (%.3g epochs of %d), lr %.2e, warmup %.3g, "
@@ -204,41 +189,22 @@ def finetune(
              total_steps, float(epochs), steps_per_epoch, lr, warmup, batch_size, data_seed, head_seed,
              pooler_init, "on" if amp else "off")
 
-    step, skipped, losses, first_losses, lrs = 0, 0, [], [], []
     order = hashlib.sha256()
-    log_every = max(1, min(50, total_steps // 10))
-    for idx in training_batches(train["lengths"], batch_size, total_steps, gen, group_by_length=group_by_length):
-        order.update(idx.to(torch.int64).numpy().tobytes())
-        with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=amp):
-            logits = glue_logits(model, train, idx, dev)  # float32 logits: the loss is computed in float32
-        y = train["labels"][idx].to(dev)
-        loss = F.mse_loss(logits.squeeze(-1), y) if regression else F.cross_entropy(logits, y)
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise FloatingPointError(f"non-finite loss at step {step}")
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if grad_clip:
-            scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        lrs.append(opt.param_groups[0]["lr"])
-        scale = scaler.get_scale() if amp else None
-        scaler.step(opt)
-        scaler.update()
-        if amp and scaler.get_scale() < scale:  # overflow: the optimizer step was skipped
-            skipped += 1
-        else:
-            sched.step()
-        losses.append(value)
-        if len(first_losses) < 20:
-            first_losses.append(value)
-        step += 1
-        if step % log_every == 0 or step == total_steps:
-            window = losses[-log_every:]
-            log.info("step %d/%d loss %.4f lr %.2e", step, total_steps, sum(window) / len(window),
-                     sched.get_last_lr()[0])
-    if skipped:
-        log.info("fp16: %d of %d optimizer steps skipped for overflowing gradients", skipped, total_steps)
+
+    def batches():
+        for idx in training_batches(train_set["lengths"], batch_size, total_steps, gen, group_by_length=group_by_length):
+            order.update(idx.to(torch.int64).numpy().tobytes())
+            yield idx
+
+    def step_loss(idx):
+        logits = glue_logits(model, train_set, idx, dev)  # float32 logits: the loss is computed in float32
+        y = train_set["labels"][idx].to(dev)
+        return F.mse_loss(logits.squeeze(-1), y) if regression else F.cross_entropy(logits, y)
+
+    run = train(model, batches(), step_loss, total_steps=total_steps, lr=lr, warmup=warmup,
+                weight_decay=weight_decay, grad_clip=grad_clip, fp16=fp16, log=log,
+                log_every=max(1, min(50, total_steps // 10)))
+    losses, lrs, skipped = run.losses, run.lrs, run.skipped
     train_minutes = (time.time() - t0) / 60
     model.eval()
     result = glue_loss(model, evalset, num_labels=num_labels, metric=metric, batch_size=eval_batch_size)
@@ -247,7 +213,7 @@ def finetune(
         "metric": metric,
         "value": result[metric],
         **{f"eval_{k}": v for k, v in result.items()},
-        "train_loss_first": sum(first_losses) / len(first_losses),
+        "train_loss_first": sum(losses[:20]) / len(losses[:20]),
         "train_loss_final": sum(tail) / len(tail),
         "steps": total_steps,
         "epochs": float(epochs),

@@ -4,10 +4,10 @@
   `AutoTokenizer.from_pretrained(dir)` returns a `BertTokenizer` whose post-processor adds [CLS]/[SEP] and
   gives sentence pairs token_type_ids.
 * `pretrain_bert`: BertForMaskedLM (post-LN, dropout 0, decoder tied to the word embeddings, two token
-  types) trained with BERT's dynamic 15% / 80-10-10 masking. The seed controls the initialisation, the data
+  types) trained with BERT's dynamic 15% / 80-10-10 masking by the shared loop of train.py. The seed controls the initialisation, the data
   order and the masks. For speed the MLM head runs only at the masked positions (the vocabulary projection
   dominates a tiny model's cost).
-* `unigram_loss`: the unigram plateau — the masked-token cross-entropy of a model that ignores the context and
+* `unigram_loss_from_ids`: the unigram plateau — the masked-token cross-entropy of a model that ignores the context and
   predicts training-text token frequencies. A pre-trained seed must beat it clearly.
 
 Measured on the embedded corpus (10 MB, 2.76 M tokens; held-out Moby Dick, unigram plateau 6.88 nats), one
@@ -24,13 +24,15 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from .evaluate import IGNORE_INDEX, bert_mask, blocks_from_ids, build_mlm_evalset, mlm_loss, special_ids, tokenize_lines
+from .models import load_tokenizer
+from .train import train
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -136,12 +138,6 @@ def corpus_ids(tokenizer, tokenizer_dir, text_file, log=None) -> torch.Tensor:
     return tokenize_file(tokenizer, text_file).long()
 
 
-def load_tokenizer(tokenizer_dir):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(tokenizer_dir))
-
-
 # ------------------------------------------------------------------------------------------- model
 def make_config(
     *,
@@ -177,32 +173,29 @@ def default_initializer_range(hidden_size: int) -> float:
     return 0.02 * math.sqrt(max(768 / int(hidden_size), 1.0))
 
 
-def param_groups(model, weight_decay: float):
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim < 2 or "LayerNorm" in name else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def linear_schedule(optimizer, warmup_steps: int, total_steps: int):
-    """Linear warm-up to the peak lr, then linear decay to 0 at `total_steps`."""
-
-    def factor(step):
-        if step < warmup_steps:
-            return (step + 1) / max(1, warmup_steps)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
 def mlm_step_loss(model, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean masked-token CE with the MLM head applied at the masked positions only."""
     hidden = model.bert(input_ids=input_ids).last_hidden_state
     sel = labels != IGNORE_INDEX
     logits = model.cls(hidden[sel])
     return F.cross_entropy(logits, labels[sel])
+
+
+def block_batches(blocks: torch.Tensor, batch_size: int, generator: torch.Generator, progress: dict) -> Iterator:
+    """Endless batches of `blocks`: each epoch visits them in a fresh order drawn from `generator` (the last
+    incomplete batch of an epoch is dropped). `progress` keeps "tokens" and "epochs" (fractional) up to date."""
+    order = torch.randperm(len(blocks), generator=generator)
+    pos = epochs = 0
+    while True:
+        if pos + batch_size > len(order):
+            order = torch.randperm(len(blocks), generator=generator)
+            pos = 0
+            epochs += 1
+        batch = blocks[order[pos : pos + batch_size]]
+        pos += batch_size
+        progress["tokens"] = progress.get("tokens", 0) + batch.numel()
+        progress["epochs"] = epochs + pos / max(len(order), 1)
+        yield batch
 
 
 def pretrain_bert(
@@ -252,6 +245,8 @@ def pretrain_bert(
         raise ValueError(f"vocab_size {vocab_size} < tokenizer size {len(tokenizer)}")
     if seq_len > max_position_embeddings:
         raise ValueError(f"seq_len {seq_len} > max_position_embeddings {max_position_embeddings}")
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
 
     ids = corpus_ids(tokenizer, tokenizer_dir, text_file, log=log)
     blocks = blocks_from_ids(ids, seq_len)
@@ -273,9 +268,6 @@ def pretrain_bert(
     from transformers import BertForMaskedLM
 
     model = BertForMaskedLM(config)
-    model.train()
-    opt = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6)
-    sched = linear_schedule(opt, int(math.ceil(warmup * steps)), steps)
 
     evalset = None
     if heldout_file is not None:
@@ -288,59 +280,28 @@ def pretrain_bert(
     data_gen = torch.Generator().manual_seed(int(seed))
     mask_gen = torch.Generator().manual_seed(int(seed) + 7919)
     special = torch.tensor(special_ids(tokenizer), dtype=torch.long)
-    order = torch.randperm(len(blocks), generator=data_gen)
-    pos = 0
-    epochs = 0
+    progress: dict = {}
 
-    t_train = time.time()
-    t_last = t_train
-    window_loss, window_n, last_losses, first_losses = 0.0, 0, [], []
-    tokens = 0
-    for step in range(steps):
-        if pos + batch_size > len(order):
-            order = torch.randperm(len(blocks), generator=data_gen)
-            pos = 0
-            epochs += 1
-        batch = blocks[order[pos : pos + batch_size]]
-        pos += batch_size
+    def step_loss(batch):
         x, y = bert_mask(
             batch, special=special, mask_token_id=tokenizer.mask_token_id, vocab_size=len(tokenizer),
             mask_prob=mask_prob, generator=mask_gen,
         )
-        loss = mlm_step_loss(model, x, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        opt.step()
-        sched.step()
-        tokens += batch.numel()
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise FloatingPointError(f"non-finite loss at step {step}")
-        window_loss += value
-        window_n += 1
-        last_losses.append(value)
-        if len(first_losses) < 10:
-            first_losses.append(value)
-        last_losses = last_losses[-50:]
-        if (step + 1) % log_every == 0 or step + 1 == steps:
-            now = time.time()
-            log.info(
-                "step %d/%d loss %.4f lr %.2e tok/s %.0f",
-                step + 1, steps, window_loss / window_n, sched.get_last_lr()[0],
-                window_n * batch.numel() / max(now - t_last, 1e-9),
-            )
-            t_last, window_loss, window_n = now, 0.0, 0
-        if evalset is not None and heldout_every and ((step + 1) % heldout_every == 0):
-            t_eval = time.time()
-            small = {k: v[:32] for k, v in evalset.items()}
-            h = mlm_loss(model, small)["loss"]
+        return mlm_step_loss(model, x, y)
+
+    def heldout(done):
+        if evalset is not None and heldout_every and done % heldout_every == 0:
+            h = mlm_loss(model, {k: v[:32] for k, v in evalset.items()})["loss"]
             model.train()
-            curve.append([step + 1, h])
-            log.info("step %d held-out (32 blocks) loss %.4f", step + 1, h)
-            t_last += time.time() - t_eval  # keep eval time out of tok/s
-    train_s = time.time() - t_train
+            curve.append([done, h])
+            log.info("step %d held-out (32 blocks) loss %.4f", done, h)
+
+    run = train(
+        model, block_batches(blocks, batch_size, data_gen, progress), step_loss, total_steps=steps, lr=lr,
+        warmup=warmup, warmup_from_zero=False, weight_decay=weight_decay, grad_clip=grad_clip, betas=(0.9, 0.98),
+        eps=1e-6, log=log, log_every=log_every, after_step=heldout,
+    )
+    losses, train_s, tokens = run.losses, run.seconds, progress["tokens"]
 
     metrics = {
         "seed": int(seed),
@@ -350,9 +311,9 @@ def pretrain_bert(
         "lr": float(lr),
         "initializer_range": float(initializer_range),
         "train_tokens": int(tokens),
-        "epochs": epochs + pos / max(len(order), 1),
-        "initial_train_loss": sum(first_losses) / max(len(first_losses), 1),
-        "final_train_loss": sum(last_losses) / max(len(last_losses), 1),
+        "epochs": progress["epochs"],
+        "initial_train_loss": sum(losses[:10]) / len(losses[:10]),
+        "final_train_loss": sum(losses[-50:]) / len(losses[-50:]),
         "train_minutes": train_s / 60,
         "tokens_per_s": tokens / max(train_s, 1e-9),
         "n_params": sum(p.numel() for p in model.parameters()),
@@ -392,12 +353,3 @@ def unigram_loss_from_ids(train_ids, evalset: dict[str, torch.Tensor], *, vocab_
     labels = evalset["labels"]
     targets = labels[labels != IGNORE_INDEX]
     return float(-logp[targets].mean())
-
-
-def unigram_loss(tokenizer, train_file, evalset: dict[str, torch.Tensor], *, smoothing: float = 1.0) -> float:
-    """The unigram plateau: masked-token CE of `evalset` when predicting the training text's token
-    frequencies (add-one smoothed), i.e. the loss of an MLM that ignores its context."""
-    ids = tokenize_lines(tokenizer, _read_lines(train_file))
-    return unigram_loss_from_ids(
-        ids, evalset, vocab_size=len(tokenizer), special=special_ids(tokenizer), smoothing=smoothing
-    )
