@@ -80,7 +80,12 @@ def train_wordpiece(
     tok.train_from_iterator(lines(), trainer)
     # BertTokenizer (tokenizers-backed in transformers 5) rebuilds BERT's normalizer, pre-tokenizer and the
     # [CLS] A [SEP] (B [SEP]) post-processor with token types around this vocabulary.
-    vocab = tok.get_vocab()
+    # The trainer breaks ties between equally frequent tokens in hash-map order, so the same text gives the
+    # same token set with ~2 % of the ids shuffled from run to run (and hence other seed models): number the
+    # tokens canonically, the special tokens first as trained, then the rest in string order.
+    trained = tok.get_vocab()
+    specials = sorted((t for t in trained if t in SPECIAL_TOKENS), key=trained.get)
+    vocab = {t: i for i, t in enumerate(specials + sorted(t for t in trained if t not in SPECIAL_TOKENS))}
     hf = BertTokenizer(vocab=vocab, do_lower_case=True, model_max_length=int(model_max_length))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
