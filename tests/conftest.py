@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.workflow_utils import ROOT, copy_workflow, snakemake
+from tests.workflow_utils import COPIED, ROOT, copy_workflow, snakemake
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -18,6 +18,14 @@ DOWNLOAD_CACHE = ROOT / ".cache" / "downloads"
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory) -> Path:
     """A workflow copy where `results/figures/all.pdf` and the merged checkpoints were built with configs/smoke.yaml."""
+    reuse = os.environ.get("PERMERGE_SMOKE_DIR")  # development: reuse (and bring up to date) a finished run
+    if reuse:
+        for name in COPIED:  # the current code replaces the run's copy
+            old = Path(reuse) / name
+            shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)
+        wd = copy_workflow(Path(reuse))
+        snakemake(wd, "-j", "2", "results/figures/all.pdf", "merged", "--configfile", "configs/smoke.yaml")
+        return wd
     wd = copy_workflow(tmp_path_factory.mktemp("smoke"))
     downloads = wd / "results" / "data" / "downloads"
     if DOWNLOAD_CACHE.is_dir():

@@ -43,10 +43,54 @@ POSITIVE = ["good", "great", "happy", "lovely", "bright", "kind"]
 NEGATIVE = ["bad", "awful", "sad", "dull", "cruel", "dark"]
 NOUNS = ["dog", "cat", "house", "river", "king", "garden", "road", "letter", "ship", "friend", "song", "city"]
 VERBS = ["saw", "found", "left", "loved", "kept", "followed", "built", "heard", "opened", "carried"]
-OTHER = ["the", "a", "and", "he", "she", "it", "was", "is", "to", "of", "in", "on", "very", "not", "what",
-         "does", "mean", "row", "that", "with", "his", "her", "old", "new", "after", "before", "game", "war",
-         "valkyria", "chronicles", "career", "history", "season", "first", "second", "team", "year",
-         "high", "school", "well", "known", "thing", "there", "no", "iii", "an"]
+OTHER = [
+    "the",
+    "a",
+    "and",
+    "he",
+    "she",
+    "it",
+    "was",
+    "is",
+    "to",
+    "of",
+    "in",
+    "on",
+    "very",
+    "not",
+    "what",
+    "does",
+    "mean",
+    "row",
+    "that",
+    "with",
+    "his",
+    "her",
+    "old",
+    "new",
+    "after",
+    "before",
+    "game",
+    "war",
+    "valkyria",
+    "chronicles",
+    "career",
+    "history",
+    "season",
+    "first",
+    "second",
+    "team",
+    "year",
+    "high",
+    "school",
+    "well",
+    "known",
+    "thing",
+    "there",
+    "no",
+    "iii",
+    "an",
+]
 WORDS = sorted(set(POSITIVE + NEGATIVE + NOUNS + VERBS + OTHER))
 VOCAB = SPECIALS + PUNCT + DIGITS + ["##" + d for d in DIGITS] + WORDS
 
@@ -58,8 +102,11 @@ GLUE = {
     "mrpc": (("sentence1", "sentence2"), ("not_equivalent", "equivalent"), _STD),
     "qqp": (("question1", "question2"), ("not_duplicate", "duplicate"), _STD),
     "stsb": (("sentence1", "sentence2"), (), _STD),
-    "mnli": (("premise", "hypothesis"), ("entailment", "neutral", "contradiction"),
-             ("train", "validation_matched", "validation_mismatched", "test_matched", "test_mismatched")),
+    "mnli": (
+        ("premise", "hypothesis"),
+        ("entailment", "neutral", "contradiction"),
+        ("train", "validation_matched", "validation_mismatched", "test_matched", "test_mismatched"),
+    ),
     "qnli": (("question", "sentence"), ("entailment", "not_entailment"), _STD),
     "rte": (("sentence1", "sentence2"), ("entailment", "not_entailment"), _STD),
 }
@@ -69,8 +116,10 @@ WIKITEXT_CONFIG = "wikitext-103-raw-v1"
 
 def _sentence(rng: random.Random, mood: Sequence[str] | None = None) -> str:
     mood = mood or rng.choice([POSITIVE, NEGATIVE])
-    return (f"the {rng.choice(mood)} {rng.choice(NOUNS)} {rng.choice(VERBS)} "
-            f"the {rng.choice(NOUNS)} {rng.choice(['.', '!', '?'])}")
+    return (
+        f"the {rng.choice(mood)} {rng.choice(NOUNS)} {rng.choice(VERBS)} "
+        f"the {rng.choice(NOUNS)} {rng.choice(['.', '!', '?'])}"
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -84,8 +133,9 @@ def _write_readme(root: Path, configs: list[dict], infos: list[dict] | None = No
     front = {"configs": configs}
     if infos:
         front["dataset_info"] = infos
-    (root / "README.md").write_text("---\n" + yaml.safe_dump(front, sort_keys=False) + "---\n\n# " + title + "\n",
-                                    encoding="utf-8")
+    (root / "README.md").write_text(
+        "---\n" + yaml.safe_dump(front, sort_keys=False) + "---\n\n# " + title + "\n", encoding="utf-8"
+    )
 
 
 def _features_yaml(features) -> list[dict]:
@@ -93,7 +143,9 @@ def _features_yaml(features) -> list[dict]:
     out = []
     for name, feat in features.items():
         if getattr(feat, "names", None) is not None:
-            out.append({"name": name, "dtype": {"class_label": {"names": {str(i): n for i, n in enumerate(feat.names)}}}})
+            out.append(
+                {"name": name, "dtype": {"class_label": {"names": {str(i): n for i, n in enumerate(feat.names)}}}}
+            )
         else:
             out.append({"name": name, "dtype": feat.dtype})
     return out
@@ -111,8 +163,12 @@ def _glue_rows(task: str, split: str, n: int, rng: random.Random) -> dict[str, l
         elif task == "qnli":
             noun = rng.choice(NOUNS)
             y = rng.randrange(2)
-            texts = (f"what does {noun} mean ?", f"a {noun} is a {rng.choice(WORDS)} thing ." if y == 0
-                     else f"a {rng.choice([w for w in NOUNS if w != noun])} is an old thing .")
+            texts = (
+                f"what does {noun} mean ?",
+                f"a {noun} is a {rng.choice(WORDS)} thing ."
+                if y == 0
+                else f"a {rng.choice([w for w in NOUNS if w != noun])} is an old thing .",
+            )
         else:
             a = _sentence(rng)
             y = rng.randrange(len(names)) if names else round(rng.uniform(0, 5), 2)
@@ -126,8 +182,9 @@ def _glue_rows(task: str, split: str, n: int, rng: random.Random) -> dict[str, l
     return cols
 
 
-def make_glue(root: str | Path, tasks: Iterable[str] = tuple(GLUE), sizes: Mapping[str, int] | None = None,
-              seed: int = 0) -> Path:
+def make_glue(
+    root: str | Path, tasks: Iterable[str] = tuple(GLUE), sizes: Mapping[str, int] | None = None, seed: int = 0
+) -> Path:
     """``nyu-mll/glue`` in its hub parquet layout under ``root`` (returned). ``sizes``: rows per split kind
     (``train``, ``validation``, ``test``; mnli's validation_*/test_* use the validation/test sizes)."""
     import datasets
@@ -140,11 +197,13 @@ def make_glue(root: str | Path, tasks: Iterable[str] = tuple(GLUE), sizes: Mappi
         if task not in GLUE:
             raise ValueError(f"unknown GLUE task {task!r}; fixtures exist for {sorted(GLUE)}")
         text_keys, names, splits = GLUE[task]
-        features = datasets.Features({
-            **{k: datasets.Value("string") for k in text_keys},
-            "label": datasets.ClassLabel(names=list(names)) if names else datasets.Value("float32"),
-            "idx": datasets.Value("int32"),
-        })
+        features = datasets.Features(
+            {
+                **{k: datasets.Value("string") for k in text_keys},
+                "label": datasets.ClassLabel(names=list(names)) if names else datasets.Value("float32"),
+                "idx": datasets.Value("int32"),
+            }
+        )
         (root / task).mkdir(exist_ok=True)
         data_files, split_infos = [], []
         for s_i, split in enumerate(splits):
@@ -193,14 +252,17 @@ def make_wikitext(root: str | Path, pages: Mapping[str, int] | None = None) -> P
         step = -(-len(lines) // k)
         nbytes = 0
         for j in range(k):
-            ds = datasets.Dataset.from_dict({"text": lines[j * step:(j + 1) * step]}, features=features)
+            ds = datasets.Dataset.from_dict({"text": lines[j * step : (j + 1) * step]}, features=features)
             ds.to_parquet(str(cfg / f"{split}-{j:05d}-of-{k:05d}.parquet"))
             nbytes += ds.data.nbytes
         data_files.append({"split": split, "path": f"{WIKITEXT_CONFIG}/{split}-*"})
         split_infos.append({"name": split, "num_bytes": nbytes, "num_examples": len(lines)})
-    _write_readme(root, [{"config_name": WIKITEXT_CONFIG, "data_files": data_files}],
-                  [{"config_name": WIKITEXT_CONFIG, "features": _features_yaml(features), "splits": split_infos}],
-                  "Wikitext (offline fixture of Salesforce/wikitext)")
+    _write_readme(
+        root,
+        [{"config_name": WIKITEXT_CONFIG, "data_files": data_files}],
+        [{"config_name": WIKITEXT_CONFIG, "features": _features_yaml(features), "splits": split_infos}],
+        "Wikitext (offline fixture of Salesforce/wikitext)",
+    )
     return root
 
 
@@ -239,15 +301,18 @@ def make_bookcorpus(root: str | Path, n_rows: int = 10_000, shards: int = 3, lay
         out.mkdir(parents=True, exist_ok=True)
         step = -(-n_rows // shards)
         for j in range(shards):
-            datasets.Dataset.from_dict({"text": texts[j * step:(j + 1) * step]}, features=features).to_parquet(
-                str(out / f"{j:04d}.parquet"))
+            datasets.Dataset.from_dict({"text": texts[j * step : (j + 1) * step]}, features=features).to_parquet(
+                str(out / f"{j:04d}.parquet")
+            )
     elif layout == "arrow":
         from datasets.arrow_writer import ArrowWriter
 
         with ArrowWriter(features=features, path=str(root / "bookcorpus-train.arrow")) as writer:
             writer.write_batch({"text": texts})
             writer.finalize()
-        datasets.DatasetInfo(features=features, dataset_name="bookcorpus", config_name="plain_text").write_to_directory(str(root))
+        datasets.DatasetInfo(features=features, dataset_name="bookcorpus", config_name="plain_text").write_to_directory(
+            str(root)
+        )
         (root / "LICENSE").write_text("")
     else:
         raise ValueError(f"unknown bookcorpus layout {layout!r} (parquet_export or arrow)")
@@ -258,8 +323,9 @@ def make_bookcorpus(root: str | Path, n_rows: int = 10_000, shards: int = 3, lay
 # Models
 # --------------------------------------------------------------------------------------------------
 
-TINY_BERT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                 max_position_embeddings=128)
+TINY_BERT = dict(
+    hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=128
+)
 
 
 def make_multiberts(root: str | Path, seeds: Iterable[int] = (1, 2), config: Mapping | None = None) -> dict[int, Path]:
@@ -284,17 +350,26 @@ def make_multiberts(root: str | Path, seeds: Iterable[int] = (1, 2), config: Map
         torch.save({k: v.contiguous() for k, v in model.state_dict().items()}, d / "pytorch_model.bin")
         (d / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
         (d / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True, "model_max_length": 512}))
-        (d / "special_tokens_map.json").write_text(json.dumps(
-            {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
-             "mask_token": "[MASK]"}))
+        (d / "special_tokens_map.json").write_text(
+            json.dumps(
+                {
+                    "unk_token": "[UNK]",
+                    "sep_token": "[SEP]",
+                    "pad_token": "[PAD]",
+                    "cls_token": "[CLS]",
+                    "mask_token": "[MASK]",
+                }
+            )
+        )
         for stray in ("model.safetensors", "tokenizer.json"):
             (d / stray).unlink(missing_ok=True)
         out[seed] = d
     return out
 
 
-def make_all(root: str | Path, seeds: Iterable[int] = (1, 2), glue_tasks: Iterable[str] = tuple(GLUE),
-             book_rows: int = 2000) -> dict[str, Path]:
+def make_all(
+    root: str | Path, seeds: Iterable[int] = (1, 2), glue_tasks: Iterable[str] = tuple(GLUE), book_rows: int = 2000
+) -> dict[str, Path]:
     """Every fixture under ``root``: keys ``models`` (the folder holding ``multiberts-seed_{seed}``),
     ``glue``, ``wikitext``, ``bookcorpus``."""
     root = Path(root)

@@ -3,18 +3,38 @@
 import numpy as np
 import pytest
 import torch
-from transformers import (AutoModelForMaskedLM, BertConfig, BertForMaskedLM, BertForPreTraining,
-                          BertForSequenceClassification)
+from transformers import (
+    AutoModelForMaskedLM,
+    BertConfig,
+    BertForMaskedLM,
+    BertForPreTraining,
+    BertForSequenceClassification,
+)
 
-from permerge.apply import (apply_permutations, check_compatible, interpolate, interpolate_, load_permutations,
-                            model_tensors, permute_params, read_permutation_metadata, save_permutations,
-                            save_pretrained_atomic)
+from permerge.apply import (
+    apply_permutations,
+    check_compatible,
+    interpolate,
+    interpolate_,
+    load_permutations,
+    model_tensors,
+    permute_params,
+    read_permutation_metadata,
+    save_permutations,
+    save_pretrained_atomic,
+)
 from permerge.spec import bert_spec, random_permutations, spec_for_model
 
 torch.set_num_threads(1)
 
-CONFIG = dict(vocab_size=41, hidden_size=12, num_attention_heads=3, intermediate_size=20, num_hidden_layers=1,
-              max_position_embeddings=16)
+CONFIG = dict(
+    vocab_size=41,
+    hidden_size=12,
+    num_attention_heads=3,
+    intermediate_size=20,
+    num_hidden_layers=1,
+    max_position_embeddings=16,
+)
 
 
 def mlm(seed=0, **overrides):
@@ -64,11 +84,14 @@ def test_apply_permutations_copies_and_keeps_ties():
     assert not torch.equal(model.bert.embeddings.word_embeddings.weight, out.bert.embeddings.word_embeddings.weight)
 
 
-@pytest.mark.parametrize("perms, message", [
-    ({"ff.3": np.arange(20)}, "unknown permutation 'ff.3'"),
-    ({"ff.0": np.arange(19)}, "not a permutation of 20"),
-    ({"res": np.zeros(12, dtype=int)}, "not a permutation of 12"),
-])
+@pytest.mark.parametrize(
+    "perms, message",
+    [
+        ({"ff.3": np.arange(20)}, "unknown permutation 'ff.3'"),
+        ({"ff.0": np.arange(19)}, "not a permutation of 20"),
+        ({"res": np.zeros(12, dtype=int)}, "not a permutation of 12"),
+    ],
+)
 def test_bad_permutations_are_rejected(perms, message):
     with pytest.raises(ValueError, match=message):
         apply_permutations(mlm(), perms)
@@ -137,12 +160,14 @@ def test_save_pretrained_atomic(tmp_path):
     assert (out / "model.safetensors").is_file() and (out / "vocab.txt").is_file()
     assert (out / "extra.txt").read_text() == "x"
     loaded = AutoModelForMaskedLM.from_pretrained(out)
-    torch.testing.assert_close(loaded.bert.embeddings.word_embeddings.weight,
-                               model.bert.embeddings.word_embeddings.weight)
+    torch.testing.assert_close(
+        loaded.bert.embeddings.word_embeddings.weight, model.bert.embeddings.word_embeddings.weight
+    )
 
     # a failure while writing leaves the previous result and no temporary directories
     def boom(_):
         raise RuntimeError("disk full")
+
     with pytest.raises(RuntimeError, match="disk full"):
         save_pretrained_atomic(mlm(1), out, tok, write_extra=boom)
     assert (out / "extra.txt").is_file()
@@ -181,10 +206,12 @@ def test_pretraining_checkpoint_permute_interpolate_save(tmp_path):
     assert {"res", "pooler", "ff.0", "attn.0", "qk.0"} <= set(perms)
     bp = apply_permutations(b, perms)
     assert bp.cls.predictions.decoder.weight is bp.bert.embeddings.word_embeddings.weight  # tie kept
-    torch.testing.assert_close(bp.cls.seq_relationship.weight, b.cls.seq_relationship.weight[:, perms["pooler"]],
-                               rtol=0, atol=0)
-    torch.testing.assert_close(bp.bert.pooler.dense.weight,
-                               b.bert.pooler.dense.weight[perms["pooler"]][:, perms["res"]], rtol=0, atol=0)
+    torch.testing.assert_close(
+        bp.cls.seq_relationship.weight, b.cls.seq_relationship.weight[:, perms["pooler"]], rtol=0, atol=0
+    )
+    torch.testing.assert_close(
+        bp.bert.pooler.dense.weight, b.bert.pooler.dense.weight[perms["pooler"]][:, perms["res"]], rtol=0, atol=0
+    )
     ids = torch.randint(0, CONFIG["vocab_size"], (2, 9), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ref, out = b(input_ids=ids), bp(input_ids=ids)
@@ -193,8 +220,12 @@ def test_pretraining_checkpoint_permute_interpolate_save(tmp_path):
 
     mid = interpolate(a, bp, 0.5)
     assert mid.cls.predictions.decoder.weight is mid.bert.embeddings.word_embeddings.weight
-    for name in ("cls.seq_relationship.weight", "cls.seq_relationship.bias", "bert.pooler.dense.weight",
-                 "cls.predictions.transform.dense.weight"):
+    for name in (
+        "cls.seq_relationship.weight",
+        "cls.seq_relationship.bias",
+        "bert.pooler.dense.weight",
+        "cls.predictions.transform.dense.weight",
+    ):
         want = (model_tensors(a)[name] + model_tensors(bp)[name]) / 2
         torch.testing.assert_close(model_tensors(mid)[name], want, rtol=0, atol=1e-7)
 

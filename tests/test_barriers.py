@@ -4,8 +4,17 @@ import math
 
 import pytest
 
-from permerge.barriers import (BARRIER_COLUMNS, SUMMARY_COLUMNS, barrier, barrier_rows, read_curve, read_losses,
-                               read_tsv, summarize, write_tsv)
+from permerge.barriers import (
+    BARRIER_COLUMNS,
+    SUMMARY_COLUMNS,
+    barrier,
+    barrier_rows,
+    read_curve,
+    read_losses,
+    read_tsv,
+    summarize,
+    write_tsv,
+)
 
 
 def write_losses(path, lams, losses, loss_b_unpermuted=None):
@@ -111,7 +120,8 @@ def test_rows_and_summary_with_unpermuted_b(tmp_path):
     (s,) = summarize(rows)
     assert s["barrier_true_mean"] == pytest.approx(7.7 / 3)
     assert s["barrier_true_se"] == pytest.approx(
-        math.sqrt(sum((x - 7.7 / 3) ** 2 for x in (2.0, 3.7, 2.0)) / 2) / math.sqrt(3))
+        math.sqrt(sum((x - 7.7 / 3) ** 2 for x in (2.0, 3.7, 2.0)) / 2) / math.sqrt(3)
+    )
     assert s["barrier_linear_true_mean"] == pytest.approx(7.7 / 3)
     assert s["max_rel_diff_b"] == 1.0  # over the pairs that measured it
     out = tmp_path / "summary.tsv"

@@ -12,12 +12,45 @@ import pytest
 
 from permerge.bench import flop_floor, statistics_bytes
 
-TINY = ["--quick", "--layers", "1", "--seeds-layers", "1", "--scale-layers", "1", "--hidden", "64", "--vocab", "300", "--seq-len", "16", "--batch-size", "2",
-        "--seeds", "3", "--lambdas", "2", "--eval-blocks", "2", "--widths", "32,64", "--mem-layers", "1",
-        "--mem-hidden", "64", "--match-layers", "1"]
+TINY = [
+    "--quick",
+    "--layers",
+    "1",
+    "--seeds-layers",
+    "1",
+    "--scale-layers",
+    "1",
+    "--hidden",
+    "64",
+    "--vocab",
+    "300",
+    "--seq-len",
+    "16",
+    "--batch-size",
+    "2",
+    "--seeds",
+    "3",
+    "--lambdas",
+    "2",
+    "--eval-blocks",
+    "2",
+    "--widths",
+    "32,64",
+    "--mem-layers",
+    "1",
+    "--mem-hidden",
+    "64",
+    "--match-layers",
+    "1",
+]
 
-KEYS = ["stats_vs_forward", "stats_vs_forward_5seeds", "stats_peak_mb_pair_base", "match_seconds_base",
-        "sweep_vs_forward"]
+KEYS = [
+    "stats_vs_forward",
+    "stats_vs_forward_5seeds",
+    "stats_peak_mb_pair_base",
+    "match_seconds_base",
+    "sweep_vs_forward",
+]
 
 
 def positive(x) -> bool:
@@ -27,8 +60,12 @@ def positive(x) -> bool:
 @pytest.fixture(scope="module")
 def bench_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "sub" / "bench.json"
-    proc = subprocess.run([sys.executable, "-m", "permerge.cli", "bench", *TINY, "--out", str(out)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "permerge.cli", "bench", *TINY, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc, out
 
@@ -47,7 +84,14 @@ def test_bench_figures_are_finite_and_positive(bench_run):
     for key in KEYS:
         assert positive(result[key]), (key, result[key])
     d = result["details"]
-    for key in ("forward_s", "stats_s", "stats_vs_forward_whole_pass", "products_s_per_batch", "gemm_floor", "flop_floor"):
+    for key in (
+        "forward_s",
+        "stats_s",
+        "stats_vs_forward_whole_pass",
+        "products_s_per_batch",
+        "gemm_floor",
+        "flop_floor",
+    ):
         assert positive(d["stats_pair"][key]), key
     rows = d["stats_pair"]["per_batch"]
     assert len(rows) == 2 and all(positive(r["stats_s"]) and positive(r["forward_s"]) for r in rows)
@@ -79,16 +123,39 @@ def test_bench_rejects_cuda_without_a_gpu():
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    proc = subprocess.run([sys.executable, "-m", "permerge.cli", "bench", *TINY, "--device", "cuda"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "permerge.cli", "bench", *TINY, "--device", "cuda"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1 and "no CUDA device" in proc.stderr
 
 
 def test_permutations_memory_mode_runs_small(tmp_path):
     out = tmp_path / "pm.json"
-    proc = subprocess.run([sys.executable, "-m", "permerge.cli", "bench", "--permutations-memory", "--layers", "1",
-                           "--hidden", "64", "--seeds", "3", "--tmpdir", str(tmp_path), "--out", str(out)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "permerge.cli",
+            "bench",
+            "--permutations-memory",
+            "--layers",
+            "1",
+            "--hidden",
+            "64",
+            "--seeds",
+            "3",
+            "--tmpdir",
+            str(tmp_path),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert json.loads(out.read_text()) == result
@@ -121,9 +188,26 @@ def test_statistics_file_bytes_at_bert_base():
 
 def test_weight_matching_mode_runs_small(tmp_path):
     out = tmp_path / "wm.json"
-    proc = subprocess.run([sys.executable, "-m", "permerge.cli", "bench", "--weight-matching", "--layers", "1",
-                           "--hidden", "64", "--vocab", "100", "--out", str(out)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "permerge.cli",
+            "bench",
+            "--weight-matching",
+            "--layers",
+            "1",
+            "--hidden",
+            "64",
+            "--vocab",
+            "100",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert json.loads(out.read_text()) == result
@@ -136,6 +220,10 @@ def test_weight_matching_mode_runs_small(tmp_path):
         assert row["converged"] and 2 <= row["sweeps"] <= 100
         assert positive(row["seconds"]) and row["objective_end"] > row["objective_start"]
     assert positive(result["match_seconds_base"])
-    both = subprocess.run([sys.executable, "-m", "permerge.cli", "bench", "--weight-matching", "--permutations-memory"],
-                          capture_output=True, text=True, timeout=120)
+    both = subprocess.run(
+        [sys.executable, "-m", "permerge.cli", "bench", "--weight-matching", "--permutations-memory"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert both.returncode != 0 and "separate modes" in both.stderr

@@ -7,8 +7,13 @@ import numpy as np
 import pytest
 import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-from transformers import (AutoModelForMaskedLM, BertConfig, BertForMaskedLM, BertForSequenceClassification,
-                          BertTokenizerFast)
+from transformers import (
+    AutoModelForMaskedLM,
+    BertConfig,
+    BertForMaskedLM,
+    BertForSequenceClassification,
+    BertTokenizerFast,
+)
 
 from permerge.apply import load_permutations, read_permutation_metadata
 from permerge.cli import build_parser, main
@@ -24,16 +29,30 @@ def save_tokenizer(path):
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    fast = BertTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                             sep_token="[SEP]", mask_token="[MASK]")
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    fast = BertTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
     fast.save_pretrained(path)
     return len(vocab)
 
 
 def config(vocab_size, **kw):
-    return BertConfig(vocab_size=vocab_size, hidden_size=16, num_attention_heads=2, intermediate_size=24,
-                      num_hidden_layers=2, max_position_embeddings=32, **kw)
+    return BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=16,
+        num_attention_heads=2,
+        intermediate_size=24,
+        num_hidden_layers=2,
+        max_position_embeddings=32,
+        **kw,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +84,27 @@ def mlm_logits(path, ids):
 def test_align_then_merge(workspace, caplog):
     w = workspace
     caplog.set_level("INFO", logger="permerge")
-    rc = main(["align", "--model-a", str(w / "mlm1"), "--model-b", str(w / "mlm2"), "--text", str(w / "text.txt"),
-               "--options", str(w / "all.yaml"), "--out", str(w / "aligned"), "--batch-size", "8",
-               "--max-lines", "30", "--device", "cpu"])
+    rc = main(
+        [
+            "align",
+            "--model-a",
+            str(w / "mlm1"),
+            "--model-b",
+            str(w / "mlm2"),
+            "--text",
+            str(w / "text.txt"),
+            "--options",
+            str(w / "all.yaml"),
+            "--out",
+            str(w / "aligned"),
+            "--batch-size",
+            "8",
+            "--max-lines",
+            "30",
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     assert (w / "aligned" / "permutations.safetensors").is_file()
     assert (w / "aligned" / "tokenizer.json").is_file()
@@ -86,8 +123,19 @@ def test_align_then_merge(workspace, caplog):
     b_logits = mlm_logits(w / "mlm2", ids)
     torch.testing.assert_close(mlm_logits(w / "aligned", ids), b_logits, atol=1e-4, rtol=0)
 
-    rc = main(["merge", "--model-a", str(w / "mlm1"), "--aligned-b", str(w / "aligned"), "--lam", "0.5",
-               "--out", str(w / "merged")])
+    rc = main(
+        [
+            "merge",
+            "--model-a",
+            str(w / "mlm1"),
+            "--aligned-b",
+            str(w / "aligned"),
+            "--lam",
+            "0.5",
+            "--out",
+            str(w / "merged"),
+        ]
+    )
     assert rc == 0
     merged = AutoModelForMaskedLM.from_pretrained(w / "merged")
     a = AutoModelForMaskedLM.from_pretrained(w / "mlm1")
@@ -96,15 +144,44 @@ def test_align_then_merge(workspace, caplog):
         torch.testing.assert_close(p, (pa + pb) / 2, msg=name)
     assert (w / "merged" / "tokenizer.json").is_file()
     for lam, ref in (("0", w / "mlm1"), ("1", w / "mlm2")):  # endpoints are the models themselves
-        assert main(["merge", "--model-a", str(w / "mlm1"), "--aligned-b", str(w / "aligned"), "--lam", lam,
-                     "--out", str(w / f"lam{lam}")]) == 0
+        assert (
+            main(
+                [
+                    "merge",
+                    "--model-a",
+                    str(w / "mlm1"),
+                    "--aligned-b",
+                    str(w / "aligned"),
+                    "--lam",
+                    lam,
+                    "--out",
+                    str(w / f"lam{lam}"),
+                ]
+            )
+            == 0
+        )
         torch.testing.assert_close(mlm_logits(w / f"lam{lam}", ids), mlm_logits(ref, ids), atol=1e-4, rtol=0)
 
 
 def test_vanilla_variant_from_a_variants_file_is_identity(workspace):
     w = workspace
-    rc = main(["align", "--model-a", str(w / "mlm1"), "--model-b", str(w / "mlm2"), "--text", str(w / "text.txt"),
-               "--options", str(w / "variants.yaml"), "--variant", "vanilla", "--out", str(w / "vanilla")])
+    rc = main(
+        [
+            "align",
+            "--model-a",
+            str(w / "mlm1"),
+            "--model-b",
+            str(w / "mlm2"),
+            "--text",
+            str(w / "text.txt"),
+            "--options",
+            str(w / "variants.yaml"),
+            "--variant",
+            "vanilla",
+            "--out",
+            str(w / "vanilla"),
+        ]
+    )
     assert rc == 0
     assert load_permutations(w / "vanilla" / "permutations.safetensors") == {}
     b = AutoModelForMaskedLM.from_pretrained(w / "mlm2")
@@ -112,20 +189,28 @@ def test_vanilla_variant_from_a_variants_file_is_identity(workspace):
     assert all(torch.equal(x, y) for x, y in zip(b.parameters(), v.parameters()))
 
 
-@pytest.mark.parametrize("case, needle", [
-    ("architectures", "architectures: ['BertForMaskedLM'] vs ['BertForSequenceClassification']"),
-    ("missing_dir", "--model-b: directory"),
-    ("missing_text", "text file"),
-    ("typo", "unknown option 'componets'"),
-    ("bad_variant", "variant 'bad': option 'components' has unknown value 'mlp'"),
-    ("no_variant", "has no variant 'nope'"),
-    ("truncated", "model.safetensors: truncated"),
-    ("non_utf8", "bad.txt, line 2: not UTF-8"),
-])
+@pytest.mark.parametrize(
+    "case, needle",
+    [
+        ("architectures", "architectures: ['BertForMaskedLM'] vs ['BertForSequenceClassification']"),
+        ("missing_dir", "--model-b: directory"),
+        ("missing_text", "text file"),
+        ("typo", "unknown option 'componets'"),
+        ("bad_variant", "variant 'bad': option 'components' has unknown value 'mlp'"),
+        ("no_variant", "has no variant 'nope'"),
+        ("truncated", "model.safetensors: truncated"),
+        ("non_utf8", "bad.txt, line 2: not UTF-8"),
+    ],
+)
 def test_align_bad_input_fails_cleanly(workspace, capsys, case, needle):
     w = workspace
-    args = {"--model-a": w / "mlm1", "--model-b": w / "mlm2", "--text": w / "text.txt", "--options": w / "all.yaml",
-            "--out": w / f"out_{case}"}
+    args = {
+        "--model-a": w / "mlm1",
+        "--model-b": w / "mlm2",
+        "--text": w / "text.txt",
+        "--options": w / "all.yaml",
+        "--out": w / f"out_{case}",
+    }
     extra = []
     if case == "architectures":
         args["--model-b"] = w / "cls"
@@ -159,9 +244,23 @@ def test_align_bad_input_fails_cleanly(workspace, capsys, case, needle):
 
 def test_merge_mismatch_exits_nonzero_from_the_console(workspace):
     w = workspace
-    proc = subprocess.run([sys.executable, "-m", "permerge.cli", "merge", "--model-a", str(w / "mlm1"),
-                           "--aligned-b", str(w / "cls"), "--out", str(w / "bad_merge")],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "permerge.cli",
+            "merge",
+            "--model-a",
+            str(w / "mlm1"),
+            "--aligned-b",
+            str(w / "cls"),
+            "--out",
+            str(w / "bad_merge"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1
     assert "models are not compatible" in proc.stderr and "architectures" in proc.stderr
     assert not (w / "bad_merge").exists()

@@ -1,6 +1,5 @@
 """Configuration: every shipped config validates; each kind of bad input fails naming the key."""
 
-import copy
 import os
 import subprocess
 import sys
@@ -61,8 +60,11 @@ def test_paper_config_decides_every_key_of_config_yaml():
     decided in configs/paper.yaml too, or this fails."""
     embedded, paper = load(), load("configs/paper.yaml")
     assert paper["models"]["source"] != "pretrain"
-    undecided = [".".join(p) for p in leaves(embedded)
-                 if lookup(paper, p) is KeyError and not any(p[:len(u)] == u for u in ONLY_WITH_PRETRAIN)]
+    undecided = [
+        ".".join(p)
+        for p in leaves(embedded)
+        if lookup(paper, p) is KeyError and not any(p[: len(u)] == u for u in ONLY_WITH_PRETRAIN)
+    ]
     assert not undecided, f"configs/paper.yaml leaves these config.yaml keys to the embedded demo: {undecided}"
 
 
@@ -123,9 +125,23 @@ def test_gpu_config_without_gpu_fails_before_the_first_job(tmp_path):
     overlay.write_text(yaml.safe_dump({"device": "cuda"}))
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     out = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-j1", "--configfile", str(overlay), "-d", str(tmp_path / "wd"),
-         "-s", str(ROOT / "Snakefile"), "results/models/tokenizer"],
-        capture_output=True, text=True, env=env, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-j1",
+            "--configfile",
+            str(overlay),
+            "-d",
+            str(tmp_path / "wd"),
+            "-s",
+            str(ROOT / "Snakefile"),
+            "results/models/tokenizer",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
     )
     text = out.stdout + out.stderr
     assert out.returncode != 0 and "no CUDA device" in text and "device: 'cuda'" in text, text[-3000:]
@@ -190,6 +206,7 @@ def test_unknown_variant_in_task_variants():
 def test_hub_while_offline_names_the_id():
     def mutate(c):
         c["models"] = {"source": "hub", "hub_id": "google/multiberts-seed_{seed}"}
+
     msg = bad(mutate, "google/multiberts-seed_{seed}", "offline")
     assert "config.yaml" in msg
 
@@ -199,9 +216,22 @@ def test_snakemake_refuses_bad_config_before_any_job(tmp_path):
     overlay.write_text(yaml.safe_dump({"pairs": [[1, 9]]}))
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     out = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--configfile", str(overlay), "-d", str(tmp_path / "wd"),
-         "-s", str(ROOT / "Snakefile")],
-        capture_output=True, text=True, env=env, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-n",
+            "--configfile",
+            str(overlay),
+            "-d",
+            str(tmp_path / "wd"),
+            "-s",
+            str(ROOT / "Snakefile"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
     )
     assert out.returncode != 0
     assert "seed 9" in out.stdout + out.stderr

@@ -1,9 +1,8 @@
 """Damaged inputs fail by name: a checkpoint cut short, a corrupt header, a text file that is not UTF-8."""
 
+import pytest
 import torch
 from safetensors.torch import save_file
-
-import pytest
 
 from permerge.io import DamagedFile, check_safetensors, read_text_lines
 

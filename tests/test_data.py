@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
 import os
-import random
 import re
 import struct
 import subprocess
@@ -79,11 +77,13 @@ def make_lazyload_db(objects: dict[str, bytes]) -> tuple[bytes, bytes]:
         rec = struct.pack(">I", len(raw)) + zlib.compress(raw)
         index[name] = (len(rdb), len(rec))
         rdb += rec
-    rdx_obj = _named_list({
-        "variables": _named_list({n: _intsxp(list(v)) for n, v in index.items()}),
-        "references": _i(19) + _i(0),
-        "compressed": _lglsxp([True]),
-    })
+    rdx_obj = _named_list(
+        {
+            "variables": _named_list({n: _intsxp(list(v)) for n, v in index.items()}),
+            "references": _i(19) + _i(0),
+            "compressed": _lglsxp([True]),
+        }
+    )
     return rdb, gzip.compress(_serialize(rdx_obj))
 
 
@@ -115,7 +115,7 @@ def make_ztext(entries: list[str], per_block: int = 3) -> tuple[bytes, bytes, by
     bzs, bzv, bzz = b"", b"", b""
     for b0 in range(0, len(entries), per_block):
         block, offsets = b"", []
-        for e in entries[b0:b0 + per_block]:
+        for e in entries[b0 : b0 + per_block]:
             data = e.encode()
             offsets.append((len(block), len(data)))
             block += data
@@ -171,11 +171,17 @@ def test_wordnet_parsers():
 
 
 def test_gutenberg_and_sentences():
-    text = ("The Project Gutenberg EBook of X\r\n\r\n*** START OF THIS PROJECT GUTENBERG EBOOK X ***\r\n"
-            "Body line one.\r\nBody line two.\r\n*** END OF THIS PROJECT GUTENBERG EBOOK X ***\r\nLicence")
+    text = (
+        "The Project Gutenberg EBook of X\r\n\r\n*** START OF THIS PROJECT GUTENBERG EBOOK X ***\r\n"
+        "Body line one.\r\nBody line two.\r\n*** END OF THIS PROJECT GUTENBERG EBOOK X ***\r\nLicence"
+    )
     assert E.strip_gutenberg(text) == "Body line one.\nBody line two.\n"
     assert E.split_sentences('Mr. Darcy smiled. "Oh!" cried she. Was it J. Smith? Yes--it was.') == [
-        "Mr. Darcy smiled.", '"Oh!" cried she.', "Was it J. Smith?", "Yes--it was."]
+        "Mr. Darcy smiled.",
+        '"Oh!" cried she.',
+        "Was it J. Smith?",
+        "Yes--it was.",
+    ]
     assert E.split_sentences("\u201cIt\u2019s _very_ fine,\u201d said he.") == ['"It\'s very fine," said he.']
     play = "HAMLET\n\nPERSONS\n\nHamlet, Prince.\n\nACT I.\n\nScene I. A room.\n\n[Enter Hamlet.]\n\nHam.\nTo be, or not to be.\nThat is the question.\n\nHor.\nMy lord?\n"
     assert E.play_sentences(play) == ["To be, or not to be.", "That is the question.", "My lord?"]
@@ -205,8 +211,16 @@ def test_fetch_errors(tmp_path, monkeypatch):
 def test_tasks_table():
     assert set(S.TASKS) == {"mnli", "qqp", "qnli", "sst2", "cola", "stsb", "mrpc", "rte"}
     metrics = {t: i.metric for t, i in S.TASKS.items()}
-    assert metrics == {"mnli": "accuracy", "qqp": "f1", "qnli": "accuracy", "sst2": "accuracy",
-                       "cola": "matthews", "stsb": "pearson", "mrpc": "f1", "rte": "accuracy"}
+    assert metrics == {
+        "mnli": "accuracy",
+        "qqp": "f1",
+        "qnli": "accuracy",
+        "sst2": "accuracy",
+        "cola": "matthews",
+        "stsb": "pearson",
+        "mrpc": "f1",
+        "rte": "accuracy",
+    }
     assert S.TASKS["mnli"].eval_split == "validation_mismatched"
     assert S.TASKS["stsb"].num_labels == 1 and S.TASKS["mnli"].num_labels == 3
     for info in S.TASKS.values():
@@ -252,8 +266,13 @@ def test_hub_lines_and_local_text(tmp_path):
     books.mkdir()
     (books / "b.txt").write_text("Second book. It ends.\n")
     (books / "a.txt").write_text("First line of a\nwrapped paragraph. Next one!\n\nNew paragraph.\n")
-    assert H.load_local_text(books) == ["First line of a wrapped paragraph.", "Next one!", "New paragraph.",
-                                        "Second book.", "It ends."]
+    assert H.load_local_text(books) == [
+        "First line of a wrapped paragraph.",
+        "Next one!",
+        "New paragraph.",
+        "Second book.",
+        "It ends.",
+    ]
     assert H.load_local_text(books / "b.txt", max_lines=1) == ["Second book."]
     out = tmp_path / "role.txt"
     assert H.write_text_role({"source": "local", "path": str(books)}, out) == 5
@@ -315,8 +334,10 @@ def test_bible_alignment(resources):
     pairs = resources.bible
     assert len(pairs) > 30_000
     ref = {k.ref: (k.text, w.text) for k, w in pairs}
-    assert ref["Gen.1.1"] == ("In the beginning God created the heaven and the earth.",
-                              "In the beginning, God created the heavens and the earth.")
+    assert ref["Gen.1.1"] == (
+        "In the beginning God created the heaven and the earth.",
+        "In the beginning, God created the heavens and the earth.",
+    )
     assert ref["John.11.35"] == ("Jesus wept.", "Jesus wept.")
 
 

@@ -104,9 +104,11 @@ def test_the_checks_catch_what_they_should():
     page = ROOT / "docs" / ("_probe_test_docs" + ".md")
     try:
         probe.write_text(f'"""see {nowhere} and {bare}; docs/method.md and README.md exist"""\n')
-        page.write_text(f"[a](method.md) [b]({missing}) [c](method.md#no-such-heading) "
-                        "[d](configuration.md#the-paper-vs-this-configuration) [e](https://x.org/y.md) "
-                        "[f](../README.md#documentation)\n")
+        page.write_text(
+            f"[a](method.md) [b]({missing}) [c](method.md#no-such-heading) "
+            "[d](configuration.md#the-paper-vs-this-configuration) [e](https://x.org/y.md) "
+            "[f](../README.md#documentation)\n"
+        )
         refs = [r.split(": ", 1)[1] for r in dangling_references([probe])]
         links = broken_links([page])
     finally:

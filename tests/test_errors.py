@@ -16,8 +16,16 @@ from tests.test_cli import save_tokenizer
 
 torch.set_num_threads(1)
 
-SHAPE = dict(vocab_size=30, hidden_size=16, num_attention_heads=2, intermediate_size=24, num_hidden_layers=2,
-             max_position_embeddings=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+SHAPE = dict(
+    vocab_size=30,
+    hidden_size=16,
+    num_attention_heads=2,
+    intermediate_size=24,
+    num_hidden_layers=2,
+    max_position_embeddings=32,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+)
 
 
 def mlm(seed=0, **kw):
@@ -31,6 +39,7 @@ def batch(n=3, length=7):
 
 
 # ------------------------------------------------------------------------------------------- matcher input
+
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_matcher_rejects_non_finite_correlations(bad):
@@ -53,16 +62,23 @@ def test_matcher_rejects_non_square_correlations(shape):
 
 
 def test_unknown_residual_mode_names_the_mode_and_the_choices():
-    stats = Statistics(["a", "b"], [("a", "b")], {"res.0": 3},
-                       {"mean/res.0": torch.zeros(2, 2, dtype=torch.float64),
-                        "m2/res.0": torch.ones(2, 2, dtype=torch.float64),
-                        "cross/res.0/a/b": torch.eye(2, dtype=torch.float64)})
+    stats = Statistics(
+        ["a", "b"],
+        [("a", "b")],
+        {"res.0": 3},
+        {
+            "mean/res.0": torch.zeros(2, 2, dtype=torch.float64),
+            "m2/res.0": torch.ones(2, 2, dtype=torch.float64),
+            "cross/res.0/a/b": torch.eye(2, dtype=torch.float64),
+        },
+    )
     with pytest.raises(ValueError, match=r"unknown residual mode 'middle' \(allowed: first, last, all\)"):
         residual_correlation(stats, "a", "b", "middle", 1)
     residual_correlation(stats, "a", "b", "first", 1)  # the same statistics are fine for a known mode
 
 
 # ------------------------------------------------------------------------------------------- statistics files
+
 
 def test_loading_a_model_file_as_statistics_names_the_file(tmp_path):
     mlm().save_pretrained(tmp_path / "model")
@@ -91,12 +107,12 @@ def test_loading_a_missing_statistics_file(tmp_path):
         Statistics.load(tmp_path / "nowhere.safetensors")
 
 
-@pytest.mark.parametrize("field, value", [("hidden_size", 24), ("intermediate_size", 32),
-                                          ("num_hidden_layers", 3)])
+@pytest.mark.parametrize("field, value", [("hidden_size", 24), ("intermediate_size", 32), ("num_hidden_layers", 3)])
 def test_collect_statistics_rejects_models_of_different_shapes(field, value):
     other = mlm(1, **{field: value})
-    with pytest.raises(ValueError, match=f"model 'b' differs in shape from model 'a': {field}={value} vs "
-                                         f"{SHAPE[field]}"):
+    with pytest.raises(
+        ValueError, match=f"model 'b' differs in shape from model 'a': {field}={value} vs {SHAPE[field]}"
+    ):
         collect_statistics([mlm(0), other], [batch()], names=["a", "b"])
 
 
@@ -124,6 +140,7 @@ def test_collect_statistics_rejects_no_batches_and_bad_names():
 
 # ------------------------------------------------------------------------------------------- evaluation
 
+
 def test_mlm_loss_without_masked_tokens():
     ids = batch()["input_ids"]
     with pytest.raises(ValueError, match="no masked tokens"):
@@ -131,6 +148,7 @@ def test_mlm_loss_without_masked_tokens():
 
 
 # ------------------------------------------------------------------------------------------- untied decoder
+
 
 def untied(seed, **kw):
     model = mlm(seed, tie_word_embeddings=False, **kw)
@@ -161,20 +179,38 @@ def test_align_cli_on_untied_models(tmp_path):
         save_tokenizer(tmp_path / f"m{seed}")
     rng = np.random.default_rng(0)
     words = "the a cat dog sat on mat ran fast slow red blue big small house tree bird sings".split()
-    (tmp_path / "text.txt").write_text("\n".join(" ".join(rng.choice(words, rng.integers(2, 10)))
-                                                 for _ in range(30)) + "\n")
+    (tmp_path / "text.txt").write_text(
+        "\n".join(" ".join(rng.choice(words, rng.integers(2, 10))) for _ in range(30)) + "\n"
+    )
     (tmp_path / "all.yaml").write_text("components: [ff, attn, res]\nresidual: all\n")
-    rc = main(["align", "--model-a", str(tmp_path / "m1"), "--model-b", str(tmp_path / "m2"), "--text",
-               str(tmp_path / "text.txt"), "--options", str(tmp_path / "all.yaml"), "--out",
-               str(tmp_path / "aligned"), "--batch-size", "8", "--device", "cpu"])
+    rc = main(
+        [
+            "align",
+            "--model-a",
+            str(tmp_path / "m1"),
+            "--model-b",
+            str(tmp_path / "m2"),
+            "--text",
+            str(tmp_path / "text.txt"),
+            "--options",
+            str(tmp_path / "all.yaml"),
+            "--out",
+            str(tmp_path / "aligned"),
+            "--batch-size",
+            "8",
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     perms = load_permutations(tmp_path / "aligned" / "permutations.safetensors")
     assert "res" in perms and not np.array_equal(perms["res"], np.arange(SHAPE["hidden_size"]))
     b = AutoModelForMaskedLM.from_pretrained(tmp_path / "m2").eval()
     aligned = AutoModelForMaskedLM.from_pretrained(tmp_path / "aligned").eval()
     assert not aligned.config.tie_word_embeddings
-    assert aligned.cls.predictions.decoder.weight.data_ptr() != \
-        aligned.bert.embeddings.word_embeddings.weight.data_ptr()
+    assert (
+        aligned.cls.predictions.decoder.weight.data_ptr() != aligned.bert.embeddings.word_embeddings.weight.data_ptr()
+    )
     ids = torch.randint(0, vocab, (2, 9), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(aligned(input_ids=ids).logits, b(input_ids=ids).logits, atol=1e-4, rtol=0)

@@ -76,22 +76,37 @@ def tokenizer(tokenizer_dir):
 
 
 def tiny_mlm(vocab_size: int, seed: int, **kw):
-    from permerge.pretrain import make_config
     from transformers import BertForMaskedLM
 
+    from permerge.pretrain import make_config
+
     torch.manual_seed(seed)
-    cfg = make_config(vocab_size=vocab_size, num_hidden_layers=2, hidden_size=32, num_attention_heads=2,
-                      intermediate_size=64, max_position_embeddings=64, **kw)
+    cfg = make_config(
+        vocab_size=vocab_size,
+        num_hidden_layers=2,
+        hidden_size=32,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        **kw,
+    )
     return BertForMaskedLM(cfg).eval()
 
 
 def tiny_classifier(vocab_size: int, seed: int, num_labels: int):
-    from permerge.pretrain import make_config
     from transformers import BertForSequenceClassification
 
+    from permerge.pretrain import make_config
+
     torch.manual_seed(seed)
-    cfg = make_config(vocab_size=vocab_size, num_hidden_layers=2, hidden_size=32, num_attention_heads=2,
-                      intermediate_size=64, max_position_embeddings=64)
+    cfg = make_config(
+        vocab_size=vocab_size,
+        num_hidden_layers=2,
+        hidden_size=32,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     cfg.num_labels = num_labels
     return BertForSequenceClassification(cfg).eval()
 
@@ -101,8 +116,9 @@ def test_bert_mask_fractions_on_a_large_sample():
     vocab, special = 1000, [0, 1, 2, 3, 4]
     ids = torch.randint(5, vocab, (400, 500), generator=torch.Generator().manual_seed(1))
     ids[:, 0], ids[:, -1] = 2, 3  # [CLS] ... [SEP]
-    masked, labels = bert_mask(ids, special=special, mask_token_id=4, vocab_size=vocab,
-                               generator=torch.Generator().manual_seed(0))
+    masked, labels = bert_mask(
+        ids, special=special, mask_token_id=4, vocab_size=vocab, generator=torch.Generator().manual_seed(0)
+    )
     chosen = labels != IGNORE_INDEX
     candidates = ~torch.isin(ids, torch.tensor(special))
     assert not chosen[~candidates].any()  # specials are never chosen
@@ -233,8 +249,10 @@ def test_lambda_sweep_rejects_mismatched_models(tokenizer):
 
 
 def test_write_loss_table(tmp_path):
-    rows = [{"lambda": 0.0, "n_tokens": 10, "loss": 1.5, "accuracy": 0.25},
-            {"lambda": 0.5, "loss": 2.25, "n_tokens": 10, "accuracy": 0.125, "f1": 0.5}]
+    rows = [
+        {"lambda": 0.0, "n_tokens": 10, "loss": 1.5, "accuracy": 0.25},
+        {"lambda": 0.5, "loss": 2.25, "n_tokens": 10, "accuracy": 0.125, "f1": 0.5},
+    ]
     path = tmp_path / "t" / "loss.tsv"
     write_loss_table(rows, path)
     lines = path.read_text().splitlines()
@@ -283,8 +301,11 @@ def test_glue_loss_matches_reference(tokenizer, num_labels, metric):
     rng = random.Random(num_labels)
     sents = make_sentences(37, seed=5)
     examples = [
-        {"s1": s, "s2": sents[(i + 3) % len(sents)],
-         "label": rng.uniform(0, 5) if num_labels == 1 else rng.randrange(num_labels)}
+        {
+            "s1": s,
+            "s2": sents[(i + 3) % len(sents)],
+            "label": rng.uniform(0, 5) if num_labels == 1 else rng.randrange(num_labels),
+        }
         for i, s in enumerate(sents)
     ]
     ev = build_glue_evalset(tokenizer, examples, ["s1", "s2"], max_length=24)
@@ -299,8 +320,9 @@ def test_glue_loss_matches_reference(tokenizer, num_labels, metric):
             margin = model(**inputs).logits.diff(dim=-1).squeeze(-1)
             model.classifier.bias[1] -= margin.median()
     with torch.no_grad():
-        logits = model(input_ids=ev["input_ids"], token_type_ids=ev["token_type_ids"],
-                       attention_mask=ev["attention_mask"]).logits
+        logits = model(
+            input_ids=ev["input_ids"], token_type_ids=ev["token_type_ids"], attention_mask=ev["attention_mask"]
+        ).logits
     res = glue_loss(model, ev, num_labels=num_labels, metric=metric, batch_size=8)
     if num_labels == 1:
         ref = F.mse_loss(logits.squeeze(-1), ev["labels"]).item()

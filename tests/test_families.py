@@ -8,18 +8,33 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from transformers import (BertConfig, BertForMaskedLM, CamembertConfig, CamembertForMaskedLM, ElectraConfig,
-                          ElectraForMaskedLM, ElectraForPreTraining, ElectraForSequenceClassification, ElectraModel,
-                          GPT2Config, GPT2LMHeadModel, RobertaConfig, RobertaForMaskedLM,
-                          RobertaForSequenceClassification, RobertaModel, RobertaPreLayerNormConfig,
-                          RobertaPreLayerNormForMaskedLM, XLMRobertaConfig, XLMRobertaForMaskedLM,
-                          XLMRobertaForSequenceClassification)
+from transformers import (
+    BertConfig,
+    BertForMaskedLM,
+    CamembertConfig,
+    CamembertForMaskedLM,
+    ElectraConfig,
+    ElectraForMaskedLM,
+    ElectraForPreTraining,
+    ElectraForSequenceClassification,
+    ElectraModel,
+    GPT2Config,
+    GPT2LMHeadModel,
+    RobertaConfig,
+    RobertaForMaskedLM,
+    RobertaForSequenceClassification,
+    RobertaModel,
+    RobertaPreLayerNormConfig,
+    RobertaPreLayerNormForMaskedLM,
+    XLMRobertaConfig,
+    XLMRobertaForMaskedLM,
+    XLMRobertaForSequenceClassification,
+)
 
 from permerge.apply import apply_permutations, interpolate, load_permutations, permute_params
 from permerge.evaluate import _masked_logits, mlm_loss
 from permerge.matching import compute_permutations
-from permerge.spec import (PermutationSpec, check_spec, is_function_preserving, random_permutations,
-                           spec_for_model)
+from permerge.spec import PermutationSpec, check_spec, is_function_preserving, random_permutations, spec_for_model
 from permerge.stats import _hook_points, collect_statistics, feature_names
 from permerge.variants import Variant
 
@@ -30,31 +45,62 @@ PAD = 1  # RoBERTa's padding_idx: position ids start after it
 # Odd sizes: no axis length coincides with another unless the architecture makes it so.
 ROBERTA_SHAPES = [
     dict(hidden_size=36, num_attention_heads=3, intermediate_size=50, vocab_size=97, num_hidden_layers=1),
-    dict(hidden_size=30, num_attention_heads=5, intermediate_size=37, vocab_size=53, num_hidden_layers=2,
-         type_vocab_size=2),
+    dict(
+        hidden_size=30,
+        num_attention_heads=5,
+        intermediate_size=37,
+        vocab_size=53,
+        num_hidden_layers=2,
+        type_vocab_size=2,
+    ),
 ]
 ELECTRA_SHAPES = [
-    dict(hidden_size=32, num_attention_heads=4, intermediate_size=40, vocab_size=61, num_hidden_layers=2,
-         embedding_size=32),
-    dict(hidden_size=36, num_attention_heads=3, intermediate_size=50, vocab_size=97, num_hidden_layers=2,
-         embedding_size=22),  # ELECTRA-small-like: embeddings projected into the residual stream
-    dict(hidden_size=24, num_attention_heads=2, intermediate_size=44, vocab_size=53, num_hidden_layers=1,
-         embedding_size=34, type_vocab_size=3),
+    dict(
+        hidden_size=32,
+        num_attention_heads=4,
+        intermediate_size=40,
+        vocab_size=61,
+        num_hidden_layers=2,
+        embedding_size=32,
+    ),
+    dict(
+        hidden_size=36,
+        num_attention_heads=3,
+        intermediate_size=50,
+        vocab_size=97,
+        num_hidden_layers=2,
+        embedding_size=22,
+    ),  # ELECTRA-small-like: embeddings projected into the residual stream
+    dict(
+        hidden_size=24,
+        num_attention_heads=2,
+        intermediate_size=44,
+        vocab_size=53,
+        num_hidden_layers=1,
+        embedding_size=34,
+        type_vocab_size=3,
+    ),
 ]
-COMMON = dict(max_position_embeddings=29, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-              initializer_range=0.2)
+COMMON = dict(
+    max_position_embeddings=29, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, initializer_range=0.2
+)
 
 # (config class, model class, shapes)
-CASES = ([(RobertaConfig, c, ROBERTA_SHAPES) for c in (RobertaForMaskedLM, RobertaForSequenceClassification,
-                                                        RobertaModel)]
-         + [(XLMRobertaConfig, c, ROBERTA_SHAPES[1:]) for c in (XLMRobertaForMaskedLM,
-                                                                XLMRobertaForSequenceClassification)]
-         + [(CamembertConfig, CamembertForMaskedLM, ROBERTA_SHAPES[:1])]
-         + [(ElectraConfig, c, ELECTRA_SHAPES) for c in (ElectraForPreTraining, ElectraForMaskedLM,
-                                                         ElectraForSequenceClassification, ElectraModel)])
-PARAMS = [pytest.param(cc, mc, s, num_labels, id=f"{mc.__name__}-{i}-labels{num_labels}")
-          for cc, mc, shapes in CASES for i, s in enumerate(shapes)
-          for num_labels in ((3, 1) if "Classification" in mc.__name__ else (2,))]
+CASES = (
+    [(RobertaConfig, c, ROBERTA_SHAPES) for c in (RobertaForMaskedLM, RobertaForSequenceClassification, RobertaModel)]
+    + [(XLMRobertaConfig, c, ROBERTA_SHAPES[1:]) for c in (XLMRobertaForMaskedLM, XLMRobertaForSequenceClassification)]
+    + [(CamembertConfig, CamembertForMaskedLM, ROBERTA_SHAPES[:1])]
+    + [
+        (ElectraConfig, c, ELECTRA_SHAPES)
+        for c in (ElectraForPreTraining, ElectraForMaskedLM, ElectraForSequenceClassification, ElectraModel)
+    ]
+)
+PARAMS = [
+    pytest.param(cc, mc, s, num_labels, id=f"{mc.__name__}-{i}-labels{num_labels}")
+    for cc, mc, shapes in CASES
+    for i, s in enumerate(shapes)
+    for num_labels in ((3, 1) if "Classification" in mc.__name__ else (2,))
+]
 
 
 def make_config(config_cls, shape, num_labels=2):
@@ -110,6 +156,7 @@ def bare_outputs_in_a_basis(model, inputs, perms):
 
 # ------------------------------------------------------------------------------------------- spec
 
+
 @pytest.mark.parametrize("config_cls, model_cls, shape, num_labels", PARAMS)
 def test_spec_matches_model_and_claims_every_hidden_axis(config_cls, model_cls, shape, num_labels):
     config = make_config(config_cls, shape, num_labels)
@@ -144,8 +191,11 @@ def test_family_heads_are_wired_as_transformers_builds_them():
     assert rob.perms_for("lm_head.layer_norm.weight") == {0: "res"}
     assert rob.perms_for("lm_head.bias") == {}
     cls = spec_for_model(RobertaForSequenceClassification(make_config(RobertaConfig, ROBERTA_SHAPES[0], 3)))
-    assert set(cls.axes["pooler"]) == {("classifier.dense.weight", 0), ("classifier.dense.bias", 0),
-                                       ("classifier.out_proj.weight", 1)}
+    assert set(cls.axes["pooler"]) == {
+        ("classifier.dense.weight", 0),
+        ("classifier.dense.bias", 0),
+        ("classifier.out_proj.weight", 1),
+    }
     assert cls.perms_for("classifier.dense.weight") == {0: "pooler", 1: "res"}
     assert cls.perms_for("classifier.out_proj.bias") == {}
     gen = spec_for_model(ElectraForMaskedLM(make_config(ElectraConfig, ELECTRA_SHAPES[1])))
@@ -154,14 +204,17 @@ def test_family_heads_are_wired_as_transformers_builds_them():
     assert gen.perms_for("generator_predictions.dense.weight") == {0: "emb", 1: "res"}
     assert gen.perms_for("generator_lm_head.weight") == {1: "emb"}  # tied to the word embeddings
     disc = spec_for_model(ElectraForPreTraining(make_config(ElectraConfig, ELECTRA_SHAPES[0])))
-    assert set(disc.axes["pooler"]) == {("discriminator_predictions.dense.weight", 0),
-                                        ("discriminator_predictions.dense.bias", 0),
-                                        ("discriminator_predictions.dense_prediction.weight", 1)}
+    assert set(disc.axes["pooler"]) == {
+        ("discriminator_predictions.dense.weight", 0),
+        ("discriminator_predictions.dense.bias", 0),
+        ("discriminator_predictions.dense_prediction.weight", 1),
+    }
     assert "emb" not in disc.axes  # embedding_size == hidden_size: the embeddings are in the residual stream
     assert disc.perms_for("electra.embeddings.word_embeddings.weight") == {1: "res"}
 
 
 # ------------------------------------------------------------------------------------------- function preservation
+
 
 @pytest.mark.parametrize("config_cls, model_cls, shape, num_labels", PARAMS)
 def test_random_permutations_keep_the_function(config_cls, model_cls, shape, num_labels):
@@ -176,9 +229,13 @@ def test_random_permutations_keep_the_function(config_cls, model_cls, shape, num
         perms = random_permutations(spec, rng, qk=qk)
         assert is_function_preserving(spec, perms)
         permuted = apply_permutations(model, perms)
-        moved = {n for (n, a), (_, b) in zip(model.named_parameters(remove_duplicate=False),
-                                             permuted.named_parameters(remove_duplicate=False))
-                 if not torch.equal(a, b)}
+        moved = {
+            n
+            for (n, a), (_, b) in zip(
+                model.named_parameters(remove_duplicate=False), permuted.named_parameters(remove_duplicate=False)
+            )
+            if not torch.equal(a, b)
+        }
         assert set(spec.param_axes()) <= moved  # every parameter the spec names really moved
         out = bare_outputs_in_a_basis(permuted, inputs, perms) if bare else outputs(permuted, inputs)
         diff = (out - ref).abs().max().item()
@@ -186,22 +243,28 @@ def test_random_permutations_keep_the_function(config_cls, model_cls, shape, num
         if not bare:  # and a permutation that is not a symmetry changes them: the check can fail
             flat = {"res": perms["res"]}
             assert (outputs(apply_permutations(model, {"ff.0": perms["ff.0"]}), inputs) - ref).abs().max() <= 1e-4
-            broken = permute_params(dict(model.named_parameters()), PermutationSpec(
-                {"res": spec.axes["res"][1:]}, spec.sizes, {}, spec.aliases), flat)
+            broken = permute_params(
+                dict(model.named_parameters()),
+                PermutationSpec({"res": spec.axes["res"][1:]}, spec.sizes, {}, spec.aliases),
+                flat,
+            )
             with torch.no_grad():
                 for n, p in permuted.named_parameters():
                     p.copy_(broken[n])
             assert (outputs(permuted, inputs) - ref).abs().max().item() > 1e-3
 
 
-@pytest.mark.parametrize("model_cls, drop", [
-    (RobertaForSequenceClassification, ("classifier.out_proj.weight", 1)),
-    (ElectraForSequenceClassification, ("classifier.out_proj.weight", 1)),
-    (ElectraForPreTraining, ("discriminator_predictions.dense_prediction.weight", 1)),
-    (ElectraForMaskedLM, ("electra.embeddings_project.weight", 1)),
-    (ElectraForMaskedLM, ("generator_predictions.dense.weight", 0)),
-    (RobertaForMaskedLM, ("lm_head.dense.weight", 0)),
-])
+@pytest.mark.parametrize(
+    "model_cls, drop",
+    [
+        (RobertaForSequenceClassification, ("classifier.out_proj.weight", 1)),
+        (ElectraForSequenceClassification, ("classifier.out_proj.weight", 1)),
+        (ElectraForPreTraining, ("discriminator_predictions.dense_prediction.weight", 1)),
+        (ElectraForMaskedLM, ("electra.embeddings_project.weight", 1)),
+        (ElectraForMaskedLM, ("generator_predictions.dense.weight", 0)),
+        (RobertaForMaskedLM, ("lm_head.dense.weight", 0)),
+    ],
+)
 def test_each_head_axis_is_needed(model_cls, drop):
     """Leaving out one (parameter, axis) the spec names changes the logits: the head wiring is not vacuous."""
     config_cls = RobertaConfig if model_cls.__name__.startswith("Roberta") else ElectraConfig
@@ -213,8 +276,9 @@ def test_each_head_axis_is_needed(model_cls, drop):
     inputs = make_inputs(config)
     ref = outputs(model, inputs)
     assert (outputs(apply_permutations(model, perms), inputs) - ref).abs().max().item() <= 1e-4
-    without = PermutationSpec({**spec.axes, perm: tuple(x for x in spec.axes[perm] if x != drop)}, spec.sizes,
-                              spec.blocks, spec.aliases)
+    without = PermutationSpec(
+        {**spec.axes, perm: tuple(x for x in spec.axes[perm] if x != drop)}, spec.sizes, spec.blocks, spec.aliases
+    )
     broken = apply_permutations(model, {})
     with torch.no_grad():
         for name, value in permute_params(dict(model.named_parameters()), without, perms).items():
@@ -224,6 +288,7 @@ def test_each_head_axis_is_needed(model_cls, drop):
 
 # ------------------------------------------------------------------------------------------- planted recovery
 
+
 def random_batches(config, num=6, batch=8, length=16, seed=0):
     g = torch.Generator().manual_seed(seed)
     out = []
@@ -232,21 +297,27 @@ def random_batches(config, num=6, batch=8, length=16, seed=0):
         lengths = torch.randint(4, length + 1, (batch,), generator=g)
         mask = (torch.arange(length)[None, :] < lengths[:, None]).long()
         ids[mask == 0] = PAD
-        tt = torch.zeros_like(ids) if config.type_vocab_size == 1 else \
-            (torch.arange(length)[None, :] >= lengths[:, None] // 2).long()
+        tt = (
+            torch.zeros_like(ids)
+            if config.type_vocab_size == 1
+            else (torch.arange(length)[None, :] >= lengths[:, None] // 2).long()
+        )
         out.append(dict(input_ids=ids, attention_mask=mask, token_type_ids=tt))
     return out
 
 
-@pytest.mark.parametrize("config_cls, model_cls, shape, qk, residual", [
-    (RobertaConfig, RobertaForMaskedLM, ROBERTA_SHAPES[1], "separate", "all"),
-    (RobertaConfig, RobertaForSequenceClassification, ROBERTA_SHAPES[1], "shared", "all"),
-    (XLMRobertaConfig, XLMRobertaForSequenceClassification, ROBERTA_SHAPES[0], "separate", "last"),
-    (ElectraConfig, ElectraForPreTraining, ELECTRA_SHAPES[0], "separate", "all"),
-    (ElectraConfig, ElectraForPreTraining, ELECTRA_SHAPES[1], "shared", "first"),
-    (ElectraConfig, ElectraForMaskedLM, ELECTRA_SHAPES[0], "separate", "first"),
-    (ElectraConfig, ElectraForSequenceClassification, ELECTRA_SHAPES[1], "separate", "all"),
-])
+@pytest.mark.parametrize(
+    "config_cls, model_cls, shape, qk, residual",
+    [
+        (RobertaConfig, RobertaForMaskedLM, ROBERTA_SHAPES[1], "separate", "all"),
+        (RobertaConfig, RobertaForSequenceClassification, ROBERTA_SHAPES[1], "shared", "all"),
+        (XLMRobertaConfig, XLMRobertaForSequenceClassification, ROBERTA_SHAPES[0], "separate", "last"),
+        (ElectraConfig, ElectraForPreTraining, ELECTRA_SHAPES[0], "separate", "all"),
+        (ElectraConfig, ElectraForPreTraining, ELECTRA_SHAPES[1], "shared", "first"),
+        (ElectraConfig, ElectraForMaskedLM, ELECTRA_SHAPES[0], "separate", "first"),
+        (ElectraConfig, ElectraForSequenceClassification, ELECTRA_SHAPES[1], "separate", "all"),
+    ],
+)
 def test_planted_recovery(config_cls, model_cls, shape, qk, residual):
     config = make_config(config_cls, shape, num_labels=3)
     model_a = make_model(model_cls, config)
@@ -259,8 +330,9 @@ def test_planted_recovery(config_cls, model_cls, shape, qk, residual):
 
     batches = random_batches(config)
     stats = collect_statistics([model_a, model_b], batches, names=["A", "B"])
-    variant = Variant(components=frozenset({"ff", "attn", "res", "pooler"}), residual=residual,
-                      attention="head_perm", qk=qk)
+    variant = Variant(
+        components=frozenset({"ff", "attn", "res", "pooler"}), residual=residual, attention="head_perm", qk=qk
+    )
     perms = compute_permutations(stats, "A", "B", variant, config)
     assert set(perms) == set(planted)
     assert ("pooler" in perms) == model_cls.__name__.endswith("SequenceClassification")
@@ -279,6 +351,7 @@ def test_planted_recovery(config_cls, model_cls, shape, qk, residual):
 
 # ------------------------------------------------------------------------------------------- library hooks
 
+
 def test_statistics_hooks_read_the_right_nodes():
     """res.0 of a projected ELECTRA is the projection's output (the stream's first node, hidden-sized); the
     pooler feature of a RoBERTa classifier is tanh(classifier.dense(first token)), one row per sequence."""
@@ -287,8 +360,9 @@ def test_statistics_hooks_read_the_right_nodes():
     assert _hook_points(electra, "res.0")[0] is electra.electra.embeddings_project
     assert "pooler" not in feature_names(electra)
     batch = random_batches(config, num=1)[0]
-    stats = collect_statistics([electra, make_model(ElectraForPreTraining, config, seed=1)], [batch],
-                               names=["A", "B"], features=["res.0"])
+    stats = collect_statistics(
+        [electra, make_model(ElectraForPreTraining, config, seed=1)], [batch], names=["A", "B"], features=["res.0"]
+    )
     with torch.no_grad():
         h0 = electra.electra(**batch, output_hidden_states=True).hidden_states[0]
     mask = batch["attention_mask"].bool()
@@ -298,20 +372,27 @@ def test_statistics_hooks_read_the_right_nodes():
     rob = make_model(RobertaForSequenceClassification, rconfig)
     assert feature_names(rob)[-1] == "pooler" and "pooler" not in feature_names(make_model(RobertaForMaskedLM, rconfig))
     batch = random_batches(rconfig, num=1)[0]
-    stats = collect_statistics([rob, make_model(RobertaForSequenceClassification, rconfig, seed=1)], [batch],
-                               names=["A", "B"], features=["pooler", "res.4"])
+    stats = collect_statistics(
+        [rob, make_model(RobertaForSequenceClassification, rconfig, seed=1)],
+        [batch],
+        names=["A", "B"],
+        features=["pooler", "res.4"],
+    )
     with torch.no_grad():
         hidden = rob.roberta(**batch).last_hidden_state
         pooled = torch.tanh(rob.classifier.dense(hidden[:, 0]))
     assert stats.count["pooler"] == len(pooled) == 8  # one row per sequence
     assert stats.count["res.4"] == int(batch["attention_mask"].sum())  # one row per non-padding token
     torch.testing.assert_close(stats.mean("pooler", "A"), pooled.double().mean(0), rtol=0, atol=1e-5)
-    torch.testing.assert_close(stats.mean("res.4", "A"), hidden[batch["attention_mask"].bool()].double().mean(0),
-                               rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        stats.mean("res.4", "A"), hidden[batch["attention_mask"].bool()].double().mean(0), rtol=0, atol=1e-5
+    )
 
 
-@pytest.mark.parametrize("model_cls, config_cls, shape", [(RobertaForMaskedLM, RobertaConfig, ROBERTA_SHAPES[0]),
-                                                           (ElectraForMaskedLM, ElectraConfig, ELECTRA_SHAPES[1])])
+@pytest.mark.parametrize(
+    "model_cls, config_cls, shape",
+    [(RobertaForMaskedLM, RobertaConfig, ROBERTA_SHAPES[0]), (ElectraForMaskedLM, ElectraConfig, ELECTRA_SHAPES[1])],
+)
 def test_masked_logits_head_only_path_matches_full_forward(model_cls, config_cls, shape):
     config = make_config(config_cls, shape)
     model = make_model(model_cls, config)
@@ -337,6 +418,7 @@ def test_masked_logits_head_only_path_matches_full_forward(model_cls, config_cls
 
 # ------------------------------------------------------------------------------------------- unsupported
 
+
 def test_unsupported_architectures_are_named():
     gpt2 = GPT2LMHeadModel(GPT2Config(n_embd=16, n_layer=1, n_head=2, vocab_size=50, n_positions=16))
     with pytest.raises(TypeError, match="unsupported model class GPT2LMHeadModel") as info:
@@ -354,25 +436,53 @@ def test_unsupported_architectures_are_named():
 
 # ------------------------------------------------------------------------------------------- command line
 
+
 def test_align_and_merge_roberta_end_to_end(tmp_path):
-    from tests.test_cli import WORDS, save_tokenizer
     from permerge.cli import main
     from permerge.models import load_model
+    from tests.test_cli import WORDS, save_tokenizer
 
     vocab = save_tokenizer(tmp_path / "tok")  # WordPiece is fine for random weights; [PAD] is id 0
-    config = RobertaConfig(vocab_size=vocab, hidden_size=16, num_attention_heads=2, intermediate_size=24,
-                           num_hidden_layers=2, max_position_embeddings=40, pad_token_id=0)
+    config = RobertaConfig(
+        vocab_size=vocab,
+        hidden_size=16,
+        num_attention_heads=2,
+        intermediate_size=24,
+        num_hidden_layers=2,
+        max_position_embeddings=40,
+        pad_token_id=0,
+    )
     for seed in (1, 2):
         torch.manual_seed(seed)
         RobertaForMaskedLM(config).save_pretrained(tmp_path / f"m{seed}")
         save_tokenizer(tmp_path / f"m{seed}")
     rng = np.random.default_rng(0)
-    (tmp_path / "text.txt").write_text("\n".join(" ".join(rng.choice(WORDS, size=rng.integers(2, 12)))
-                                                  for _ in range(30)) + "\n")
+    (tmp_path / "text.txt").write_text(
+        "\n".join(" ".join(rng.choice(WORDS, size=rng.integers(2, 12))) for _ in range(30)) + "\n"
+    )
     (tmp_path / "v.yaml").write_text("components: [ff, attn, res]\nresidual: all\nqk: separate\n")
-    assert main(["align", "--model-a", str(tmp_path / "m1"), "--model-b", str(tmp_path / "m2"), "--text",
-                 str(tmp_path / "text.txt"), "--options", str(tmp_path / "v.yaml"), "--out",
-                 str(tmp_path / "aligned"), "--batch-size", "8", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "align",
+                "--model-a",
+                str(tmp_path / "m1"),
+                "--model-b",
+                str(tmp_path / "m2"),
+                "--text",
+                str(tmp_path / "text.txt"),
+                "--options",
+                str(tmp_path / "v.yaml"),
+                "--out",
+                str(tmp_path / "aligned"),
+                "--batch-size",
+                "8",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     perms = load_permutations(tmp_path / "aligned" / "permutations.safetensors")
     assert set(perms) == {"res", "ff.0", "ff.1", "attn.0", "attn.1", "qk.0", "qk.1"}
     assert not np.array_equal(perms["res"], np.arange(16))
@@ -381,8 +491,22 @@ def test_align_and_merge_roberta_end_to_end(tmp_path):
     ids = torch.randint(1, vocab, (2, 9), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(aligned(input_ids=ids).logits, b(input_ids=ids).logits, atol=1e-4, rtol=0)
-    assert main(["merge", "--model-a", str(tmp_path / "m1"), "--aligned-b", str(tmp_path / "aligned"),
-                 "--lam", "0.5", "--out", str(tmp_path / "merged")]) == 0
+    assert (
+        main(
+            [
+                "merge",
+                "--model-a",
+                str(tmp_path / "m1"),
+                "--aligned-b",
+                str(tmp_path / "aligned"),
+                "--lam",
+                "0.5",
+                "--out",
+                str(tmp_path / "merged"),
+            ]
+        )
+        == 0
+    )
     merged, a = load_model(tmp_path / "merged"), load_model(tmp_path / "m1")
     for (name, p), pa, pb in zip(merged.named_parameters(), a.parameters(), aligned.parameters()):
         torch.testing.assert_close(p, (pa + pb) / 2, msg=name)
@@ -392,10 +516,23 @@ def test_cli_refuses_an_unsupported_model_type(tmp_path, capsys):
     from permerge.cli import main
 
     GPT2Config(n_embd=16, n_layer=1, n_head=2, vocab_size=50, architectures=["GPT2LMHeadModel"]).save_pretrained(
-        tmp_path / "g")
+        tmp_path / "g"
+    )
     (tmp_path / "t.txt").write_text("a b\n")
     (tmp_path / "v.yaml").write_text("components: [ff]\n")
-    assert main(["merge", "--model-a", str(tmp_path / "g"), "--aligned-b", str(tmp_path / "g"),
-                 "--out", str(tmp_path / "o")]) == 1
+    assert (
+        main(
+            [
+                "merge",
+                "--model-a",
+                str(tmp_path / "g"),
+                "--aligned-b",
+                str(tmp_path / "g"),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert "model_type 'gpt2' is not supported" in err and "roberta" in err and "electra" in err

@@ -16,8 +16,14 @@ from permerge.pretrain import pretrain_bert
 
 from .test_evaluate import ADJS, corpus_dir, make_sentences, tokenizer, tokenizer_dir  # noqa: F401  (fixtures)
 
-TINY = dict(num_hidden_layers=2, hidden_size=32, num_attention_heads=2, intermediate_size=64,
-            max_position_embeddings=32, seq_len=32)
+TINY = dict(
+    num_hidden_layers=2,
+    hidden_size=32,
+    num_attention_heads=2,
+    intermediate_size=64,
+    max_position_embeddings=32,
+    seq_len=32,
+)
 
 
 @pytest.fixture(scope="module")
@@ -25,14 +31,20 @@ def mlm_dirs(tokenizer_dir, corpus_dir, tmp_path_factory):
     """Two briefly pre-trained seeds (no pooler in the MLM checkpoints)."""
     root = tmp_path_factory.mktemp("mlm")
     for seed in (1, 2):
-        pretrain_bert(tokenizer_dir=tokenizer_dir, text_file=corpus_dir / "train.txt", seed=seed,
-                      out_dir=root / f"seed{seed}", steps=5, batch_size=8, **TINY)
+        pretrain_bert(
+            tokenizer_dir=tokenizer_dir,
+            text_file=corpus_dir / "train.txt",
+            seed=seed,
+            out_dir=root / f"seed{seed}",
+            steps=5,
+            batch_size=8,
+            **TINY,
+        )
     return root / "seed1", root / "seed2"
 
 
 def _head(model):
-    return {n: p.detach().clone() for n, p in model.named_parameters()
-            if n.startswith(("classifier.", "bert.pooler."))}
+    return {n: p.detach().clone() for n, p in model.named_parameters() if n.startswith(("classifier.", "bert.pooler."))}
 
 
 def test_head_identical_across_seeds(mlm_dirs):
@@ -77,9 +89,20 @@ def test_regression_finetuning_learns_and_saves(mlm_dirs, tmp_path):
 
     torch.set_num_threads(1)
     out = tmp_path / "stsb"
-    m = finetune(model_dir=mlm_dirs[0], train_examples=_regression_task(256, 0), eval_examples=_regression_task(64, 1),
-                 text_keys=["sentence1", "sentence2"], num_labels=1, metric="pearson", out_dir=out, seed=1,
-                 lr=2e-3, epochs=6, batch_size=16, max_length=32)
+    m = finetune(
+        model_dir=mlm_dirs[0],
+        train_examples=_regression_task(256, 0),
+        eval_examples=_regression_task(64, 1),
+        text_keys=["sentence1", "sentence2"],
+        num_labels=1,
+        metric="pearson",
+        out_dir=out,
+        seed=1,
+        lr=2e-3,
+        epochs=6,
+        batch_size=16,
+        max_length=32,
+    )
     assert m["train_loss_final"] < 0.5 * m["train_loss_first"], m
     assert m["eval_loss"] < 1.0 and m["value"] == m["eval_pearson"] > 0.5, m
     saved = json.loads((out / "metrics.json").read_text())
@@ -93,8 +116,18 @@ def test_seed_controls_data_order_only(mlm_dirs, tmp_path):
     rng = random.Random(0)
     data = [{"sentence": s, "label": int(any(a in s for a in ADJS[:3]))} for s in make_sentences(48, seed=7)]
     rng.shuffle(data)
-    kw = dict(model_dir=mlm_dirs[0], train_examples=data, eval_examples=data[:16], text_keys=["sentence"],
-              num_labels=2, metric="matthews", epochs=1, batch_size=8, lr=1e-3, max_length=32)
+    kw = dict(
+        model_dir=mlm_dirs[0],
+        train_examples=data,
+        eval_examples=data[:16],
+        text_keys=["sentence"],
+        num_labels=2,
+        metric="matthews",
+        epochs=1,
+        batch_size=8,
+        lr=1e-3,
+        max_length=32,
+    )
     a = finetune(out_dir=tmp_path / "a", seed=1, **kw)
     b = finetune(out_dir=tmp_path / "b", seed=1, **kw)
     c = finetune(out_dir=tmp_path / "c", seed=2, **kw)
@@ -130,6 +163,7 @@ def test_task_info_covers_glue():
 
 # ------------------------------------------------------------------ the paper's protocol (run_glue defaults)
 
+
 @pytest.fixture(scope="module")
 def pretraining_dir(mlm_dirs, tmp_path_factory):
     """Seed 1 as a BertForPreTraining checkpoint (as the MultiBERTs): its own pooler and NSP head."""
@@ -154,9 +188,21 @@ def _classification_data(n=32):
 
 def _tiny_finetune(model_dir, out_dir, **kw):
     data = _classification_data()
-    args = dict(model_dir=model_dir, train_examples=data, eval_examples=data[:8], text_keys=["sentence"],
-                num_labels=2, metric="accuracy", out_dir=out_dir, seed=1, epochs=1, batch_size=8, lr=1e-3,
-                max_length=32, warmup=0.0)
+    args = dict(
+        model_dir=model_dir,
+        train_examples=data,
+        eval_examples=data[:8],
+        text_keys=["sentence"],
+        num_labels=2,
+        metric="accuracy",
+        out_dir=out_dir,
+        seed=1,
+        epochs=1,
+        batch_size=8,
+        lr=1e-3,
+        max_length=32,
+        warmup=0.0,
+    )
     return finetune(**{**args, **kw})
 
 
@@ -210,9 +256,10 @@ def test_data_seed_fixes_batch_order_across_model_seeds(mlm_dirs, tmp_path):
     assert not all(torch.equal(x, y) for x, y in zip(a, c))
     assert sorted(torch.cat(a[:7]).tolist()) == list(range(50))  # the first 7 batches are one epoch
     # two seeds' fine-tuning runs with one data_seed see the same batches; without it, their own orders
-    runs = {(seed, ds): _tiny_finetune(mlm_dirs[seed - 1], tmp_path / f"s{seed}-{ds}", seed=seed, data_seed=ds,
-                                       epochs=2)
-            for seed, ds in ((1, 42), (2, 42), (1, None), (2, None))}
+    runs = {
+        (seed, ds): _tiny_finetune(mlm_dirs[seed - 1], tmp_path / f"s{seed}-{ds}", seed=seed, data_seed=ds, epochs=2)
+        for seed, ds in ((1, 42), (2, 42), (1, None), (2, None))
+    }
     assert runs[1, 42]["data_order_sha256"] == runs[2, 42]["data_order_sha256"]
     assert runs[1, None]["data_order_sha256"] != runs[2, None]["data_order_sha256"]
     assert runs[1, None]["data_seed"] == 1 and runs[2, None]["data_seed"] == 2

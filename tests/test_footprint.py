@@ -8,19 +8,26 @@ import pytest
 import torch
 import transformers
 
-from permerge import bench, footprint as fp
+from permerge import bench
+from permerge import footprint as fp
 from permerge.apply import save_permutations
 from permerge.matching import compute_permutations
-from permerge.stats import Statistics, collect_statistics
+from permerge.stats import collect_statistics
 
 TINY = fp.Shape(layers=2, hidden=32, heads=2, ff=64, vocab=100, positions=64, type_vocab=2)
 
 
 def bert_config(shape: fp.Shape, **kw) -> transformers.BertConfig:
     return transformers.BertConfig(
-        vocab_size=shape.vocab, hidden_size=shape.hidden, num_hidden_layers=shape.layers,
-        num_attention_heads=shape.heads, intermediate_size=shape.ff, max_position_embeddings=shape.positions,
-        type_vocab_size=shape.type_vocab, **kw)
+        vocab_size=shape.vocab,
+        hidden_size=shape.hidden,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        intermediate_size=shape.ff,
+        max_position_embeddings=shape.positions,
+        type_vocab_size=shape.type_vocab,
+        **kw,
+    )
 
 
 def numel(model) -> int:
@@ -45,7 +52,8 @@ def test_param_count_matches_bert_base_pretraining():
     with torch.device("meta"):
         for arch in ("BertModel", "BertForMaskedLM", "BertForSequenceClassification"):
             assert fp.param_count(fp.BERT_BASE, arch, 3) == numel(
-                getattr(transformers, arch)(bert_config(fp.BERT_BASE, num_labels=3))), arch
+                getattr(transformers, arch)(bert_config(fp.BERT_BASE, num_labels=3))
+            ), arch
 
 
 def test_checkpoint_weights_file_size(tmp_path):
@@ -67,12 +75,19 @@ def tiny_config():
     config["seeds"] = [1, 2, 3]
     config.pop("pairs", None)
     config["tasks"] = ["mlm"]
-    config["models"]["pretrain"].update(num_hidden_layers=2, hidden_size=64, num_attention_heads=2,
-                                        intermediate_size=128, max_position_embeddings=64, vocab_size=200)
-    config["variants"] = {"vanilla": {"components": []},
-                          "ff_attn_half": {"components": ["ff", "attn"], "stats_fraction": 0.5},
-                          "all": {"components": ["ff", "attn", "res", "pooler"], "residual": "all",
-                                  "stats_fraction": 1.0}}
+    config["models"]["pretrain"].update(
+        num_hidden_layers=2,
+        hidden_size=64,
+        num_attention_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=64,
+        vocab_size=200,
+    )
+    config["variants"] = {
+        "vanilla": {"components": []},
+        "ff_attn_half": {"components": ["ff", "attn"], "stats_fraction": 0.5},
+        "all": {"components": ["ff", "attn", "res", "pooler"], "residual": "all", "stats_fraction": 1.0},
+    }
     config["task_variants"] = {"mlm": ["vanilla", "ff_attn_half", "all"], "glue": ["vanilla"]}
     config["many"] = {"variants": []}
     return fp.cfg.validate_config(config)
@@ -86,12 +101,19 @@ def tiny_statistics(tiny_config):
         torch.manual_seed(seed)
         models.append(transformers.BertForMaskedLM(bert_config(shape)).eval())
     g = torch.Generator().manual_seed(0)
-    batches = [{"input_ids": torch.randint(5, shape.vocab, (4, 16), generator=g),
-                "attention_mask": torch.ones(4, 16, dtype=torch.long)} for _ in range(2)]
+    batches = [
+        {
+            "input_ids": torch.randint(5, shape.vocab, (4, 16), generator=g),
+            "attention_mask": torch.ones(4, 16, dtype=torch.long),
+        }
+        for _ in range(2)
+    ]
     names, pairs = fp._names_pairs(tiny_config)
     by_fraction = fp.fraction_features(tiny_config, "mlm")
-    stats = {f: collect_statistics(models, batches, names=names, pairs=pairs, features=feats)
-             for f, feats in by_fraction.items()}
+    stats = {
+        f: collect_statistics(models, batches, names=names, pairs=pairs, features=feats)
+        for f, feats in by_fraction.items()
+    }
     return shape, models[0].config, names, pairs, by_fraction, stats
 
 
@@ -131,8 +153,7 @@ def test_permutation_file_sizes(tiny_config, tiny_statistics, tmp_path):
     perms = compute_permutations(stats[1.0], *pairs[0], variant, model_config)
     predicted_perms = fp.permutation_perms(tiny_config, "mlm", "all")
     assert {k: len(v) for k, v in perms.items()} == predicted_perms
-    meta = {"variant": "all", "options": repr(variant.to_dict()), "function_preserving": "True",
-            "pair": "seed1-seed2"}
+    meta = {"variant": "all", "options": repr(variant.to_dict()), "function_preserving": "True", "pair": "seed1-seed2"}
     save_permutations(perms, tmp_path / "p.safetensors", metadata=meta)
     real = (tmp_path / "p.safetensors").stat().st_size
     predicted = fp.permutation_file_bytes(predicted_perms, metadata_bytes=len(str(meta)))
@@ -142,7 +163,7 @@ def test_permutation_file_sizes(tiny_config, tiny_statistics, tmp_path):
 def test_bert_base_statistics_file_by_hand():
     """5 seeds, 10 pairs, FF + attention features of BERT-base: the data bytes worked out by hand."""
     names = [f"seed{s}" for s in range(1, 6)]
-    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
     feats = [f"ff.{l}" for l in range(12)] + [f"ctx.{l}" for l in range(12)]
     data = 10 * 4 * (12 * 3072**2 + 12 * 768**2) + 2 * 8 * 5 * (12 * 3072 + 12 * 768)
     assert data == 4_816_650_240
@@ -155,7 +176,9 @@ def test_statistics_state_matches_bench():
     dims = bench.feature_dims(12, 768)
     for seeds in (2, 5):
         pairs = seeds * (seeds - 1) // 2
-        ours = fp.accumulator_bytes(seeds, pairs, dims) + sum(fp.statistics_workspace_bytes(seeds, pairs, dims).values())
+        ours = fp.accumulator_bytes(seeds, pairs, dims) + sum(
+            fp.statistics_workspace_bytes(seeds, pairs, dims).values()
+        )
         assert ours == sum(bench.statistics_bytes(seeds, 12, 768).values())
     one_pair = fp.accumulator_bytes(2, 1, dims) + sum(fp.statistics_workspace_bytes(2, 1, dims).values())
     assert one_pair / 2**20 == pytest.approx(1187.3, abs=0.05)  # docs/performance.md, measured +1224 MiB
@@ -238,9 +261,11 @@ def test_cli_merges_config_like_snakemake(capsys, tmp_path):
 
 def test_overhead_covers_a_fresh_interpreter():
     """OVERHEAD_BYTES >= the RSS of python with torch, transformers' BERT classes and scipy imported."""
-    code = ("import torch, transformers, scipy.optimize\n"
-            "from transformers import BertForPreTraining, BertForSequenceClassification\n"
-            "print(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])")
+    code = (
+        "import torch, transformers, scipy.optimize\n"
+        "from transformers import BertForPreTraining, BertForSequenceClassification\n"
+        "print(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     rss = int(out.split()[-1]) * 1024
     assert 0.5 * fp.OVERHEAD_BYTES < rss <= fp.OVERHEAD_BYTES, rss
@@ -249,7 +274,7 @@ def test_overhead_covers_a_fresh_interpreter():
 def test_statistics_pass_memory_on_cpu():
     """The process's peak growth while collect_statistics runs (3 random BERTs, 4 layers, hidden 256, every
     feature but q/k, 16 x 128-token batches; in a fresh interpreter) against statistics_pass_bytes."""
-    code = r'''
+    code = r"""
 import gc, sys, torch, transformers
 from permerge import footprint as fp
 from permerge.stats import collect_statistics, feature_names
@@ -274,7 +299,7 @@ collect_statistics(models, batches, names=["a", "b", "c"], features=feats)
 peak = rss()[1] - before
 parts = fp.statistics_pass_bytes(shape, S, 3, [fp.feature_dim(shape, x) for x in feats], B, T)
 print(peak, sum(parts.values()))
-'''
+"""
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     measured, predicted = (int(x) for x in out.split())
     assert 0.8 * predicted <= measured <= fp.SAFETY * predicted, (measured, predicted)

@@ -19,9 +19,17 @@ from permerge.stats import collect_statistics, feature_names
 
 torch.set_num_threads(1)
 
-CONFIG = dict(vocab_size=101, hidden_size=32, num_attention_heads=2, intermediate_size=64, num_hidden_layers=2,
-              max_position_embeddings=24, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-              initializer_range=0.3)
+CONFIG = dict(
+    vocab_size=101,
+    hidden_size=32,
+    num_attention_heads=2,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    max_position_embeddings=24,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+    initializer_range=0.3,
+)
 
 
 def batches():
@@ -57,9 +65,11 @@ def hand_features(model, batch) -> dict[str, torch.Tensor]:
     H, d = cfg.num_attention_heads, cfg.hidden_size
     dh = d // H
     emb = bert.embeddings
-    x = (emb.word_embeddings.weight.detach().double()[ids]
-         + emb.position_embeddings.weight.detach().double()[torch.arange(T)][None]
-         + emb.token_type_embeddings.weight.detach().double()[tt])
+    x = (
+        emb.word_embeddings.weight.detach().double()[ids]
+        + emb.position_embeddings.weight.detach().double()[torch.arange(T)][None]
+        + emb.token_type_embeddings.weight.detach().double()[tt]
+    )
     x = layer_norm(x, emb.LayerNorm)
     feats = {"res.0": x}
     for l, layer in enumerate(bert.encoder.layer):
@@ -116,9 +126,11 @@ def test_every_hook_records_the_documented_feature(models):
         assert stats.count[f] == len(xa) == (8 if f == "pooler" else n_tokens), f
         for name, x in (("a", xa), ("b", xb)):
             np.testing.assert_allclose(stats.mean(f, name).numpy(), x.mean(0), atol=2e-6, err_msg=f"{f} {name}")
-            np.testing.assert_allclose(stats.var(f, name).numpy(), x.var(0), rtol=1e-4, atol=1e-8,
-                                       err_msg=f"{f} {name}")
+            np.testing.assert_allclose(
+                stats.var(f, name).numpy(), x.var(0), rtol=1e-4, atol=1e-8, err_msg=f"{f} {name}"
+            )
         # the cross block pairs token t of A with token t of B: padding removed the same way, same order
         d = xa.shape[1]
-        np.testing.assert_allclose(stats.cross(f, "a", "b").numpy(), np.cov(xa.T, xb.T, bias=True)[:d, d:],
-                                   atol=2e-6, err_msg=f)
+        np.testing.assert_allclose(
+            stats.cross(f, "a", "b").numpy(), np.cov(xa.T, xb.T, bias=True)[:d, d:], atol=2e-6, err_msg=f
+        )

@@ -37,8 +37,14 @@ def books(tmp_path_factory):
 
 
 def books_spec(path, **kw):
-    return {"source": "hub", "id": str(path), "revision": "refs/convert/parquet", "split": "train",
-            "column": "text", **kw}
+    return {
+        "source": "hub",
+        "id": str(path),
+        "revision": "refs/convert/parquet",
+        "split": "train",
+        "column": "text",
+        **kw,
+    }
 
 
 def read_rows(path) -> list[int]:
@@ -114,10 +120,18 @@ def test_sample_errors_and_offline_message(books, tmp_path):
         H.write_text_role(books_spec(books, sample=BOOK_ROWS + 1), tmp_path / "x.txt")
     with pytest.raises(ValueError, match="no column 'sentence'"):
         H.write_text_role(books_spec(books, column="sentence", sample=5), tmp_path / "x.txt")
-    spec = {"source": "hub", "id": "SamuelYang/bookcorpus", "revision": "refs/convert/parquet", "split": "train",
-            "sample": 10}
-    with pytest.raises(H.HubUnavailable, match=r"SamuelYang/bookcorpus at revision refs/convert/parquet: offline "
-                                               r"mode is on.*Error.*source: local, path: .*folder of \.txt books"):
+    spec = {
+        "source": "hub",
+        "id": "SamuelYang/bookcorpus",
+        "revision": "refs/convert/parquet",
+        "split": "train",
+        "sample": 10,
+    }
+    with pytest.raises(
+        H.HubUnavailable,
+        match=r"SamuelYang/bookcorpus at revision refs/convert/parquet: offline "
+        r"mode is on.*Error.*source: local, path: .*folder of \.txt books",
+    ):
         H.write_text_role(spec, tmp_path / "x.txt")
     with pytest.raises(H.HubUnavailable, match=r"nyu-mll/glue \(config rte\) at revision v1"):
         H.export_glue_task("rte", {"train": tmp_path / "t.jsonl"}, revision="v1")
@@ -131,8 +145,10 @@ def test_local_text_sample(tmp_path):
     books.mkdir()
     (books / "a.txt").write_text(" ".join(f"Sentence number {i}." for i in range(50)) + "\n")
     out = tmp_path / "s.txt"
-    assert H.write_text_role({"source": "local", "path": str(books), "sample": 10, "sample_seed": 2,
-                              "max_lines": 8}, out) == 8
+    assert (
+        H.write_text_role({"source": "local", "path": str(books), "sample": 10, "sample_seed": 2, "max_lines": 8}, out)
+        == 8
+    )
     got = out.read_text().splitlines()
     assert got == [f"Sentence number {i}." for i in H.sample_indices(50, 10, 2)[:8]]
 
@@ -186,8 +202,11 @@ def test_glue_export_matches_parquet(tmp_path):
         counts[task] = H.export_glue_task(task, outs, hub_id=str(repo), revision="main")
         for split, path in outs.items():
             got = [json.loads(line) for line in path.read_text().splitlines()]
-            want = [r for r in _parquet_rows(repo / task / f"{split}-00000-of-00001.parquet")
-                    if info.num_labels == 1 or r["label"] >= 0]
+            want = [
+                r
+                for r in _parquet_rows(repo / task / f"{split}-00000-of-00001.parquet")
+                if info.num_labels == 1 or r["label"] >= 0
+            ]
             assert counts[task][split] == len(got) == len(want) > 0
             assert [{k: r[k] for k in (*info.text_keys, "label", "idx")} for r in want] == got
             for r in got:
@@ -210,8 +229,12 @@ def test_glue_fixture_layout(tmp_path):
         assert cols.names == [*info.text_keys, "label", "idx"]
         assert str(cols.field("label").type) == ("float" if info.num_labels == 1 else "int64")
         assert str(cols.field("idx").type) == "int32"
-        assert {r["label"] for r in _parquet_rows(repo / task / f"{'test_matched' if task == 'mnli' else 'test'}"
-                                                                    "-00000-of-00001.parquet")} == {-1}
+        assert {
+            r["label"]
+            for r in _parquet_rows(
+                repo / task / f"{'test_matched' if task == 'mnli' else 'test'}-00000-of-00001.parquet"
+            )
+        } == {-1}
 
 
 def test_multiberts_fixture_loads_like_the_hub(tmp_path):
@@ -223,8 +246,13 @@ def test_multiberts_fixture_loads_like_the_hub(tmp_path):
     dirs = F.make_multiberts(tmp_path, [1, 2])
     for seed, d in dirs.items():
         assert d.name == f"multiberts-seed_{seed}"
-        assert sorted(p.name for p in d.iterdir()) == ["config.json", "pytorch_model.bin", "special_tokens_map.json",
-                                                       "tokenizer_config.json", "vocab.txt"]
+        assert sorted(p.name for p in d.iterdir()) == [
+            "config.json",
+            "pytorch_model.bin",
+            "special_tokens_map.json",
+            "tokenizer_config.json",
+            "vocab.txt",
+        ]
         assert json.loads((d / "config.json").read_text())["architectures"] == ["BertForPreTraining"]
     tok = AutoTokenizer.from_pretrained(str(dirs[1]))
     assert tok.is_fast
@@ -234,7 +262,15 @@ def test_multiberts_fixture_loads_like_the_hub(tmp_path):
         texts += [v for r in _parquet_rows(path) for v in r.values() if isinstance(v, str)]
     for t in texts:
         assert tok.unk_token_id not in tok(t)["input_ids"], t
-    assert tok.convert_ids_to_tokens(tok("The dog, 12")["input_ids"]) == ["[CLS]", "the", "dog", ",", "1", "##2", "[SEP]"]
+    assert tok.convert_ids_to_tokens(tok("The dog, 12")["input_ids"]) == [
+        "[CLS]",
+        "the",
+        "dog",
+        ",",
+        "1",
+        "##2",
+        "[SEP]",
+    ]
 
     m1, info = BertForPreTraining.from_pretrained(str(dirs[1]), weights_only=True, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
@@ -272,5 +308,7 @@ def test_revision_passed_only_when_set(books, tmp_path, monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", spy)
     H.write_text_role(books_spec(books, max_lines=3), tmp_path / "a.txt")
     H.write_text_role({**books_spec(books, max_lines=3), "revision": None}, tmp_path / "b.txt")
-    assert calls == [((str(books), None), {"split": "train", "revision": "refs/convert/parquet"}),
-                     ((str(books), None), {"split": "train"})]
+    assert calls == [
+        ((str(books), None), {"split": "train", "revision": "refs/convert/parquet"}),
+        ((str(books), None), {"split": "train"}),
+    ]

@@ -48,18 +48,25 @@ def test_interrupted_job_leaves_no_complete_output(smoke_run, tmp_path, how):
 
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     with open(tmp_path / "snakemake.log", "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "snakemake", "-j", "1", "-f", TARGET, *CONFIG],
-                                cwd=wd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "snakemake", "-j", "1", "-f", TARGET, *CONFIG],
+            cwd=wd,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             # Wait until the job is inside atomic_path: its hidden temporary checkpoint dir exists.
             deadline = time.monotonic() + 600
             while not _temp_siblings(out_dir):
-                assert proc.poll() is None, f"snakemake ended before the job started writing:\n" \
-                                            f"{(tmp_path / 'snakemake.log').read_text()[-3000:]}"
+                assert proc.poll() is None, (
+                    f"snakemake ended before the job started writing:\n"
+                    f"{(tmp_path / 'snakemake.log').read_text()[-3000:]}"
+                )
                 assert time.monotonic() < deadline, "the job never started"
                 time.sleep(0.02)
-            os.killpg(proc.pid, {"sigkill": signal.SIGKILL, "sigint": signal.SIGINT,
-                                 "sigterm": signal.SIGTERM}[how])
+            os.killpg(proc.pid, {"sigkill": signal.SIGKILL, "sigint": signal.SIGINT, "sigterm": signal.SIGTERM}[how])
             proc.wait(timeout=120)
         finally:
             if proc.poll() is None:

@@ -10,8 +10,16 @@ from permerge.many import average, into_model, iterative, to_reference
 from permerge.spec import random_permutations, spec_for_model
 from permerge.weight_matching import weight_matching
 
-CFG = dict(vocab_size=60, hidden_size=24, num_hidden_layers=2, num_attention_heads=3, intermediate_size=40,
-           max_position_embeddings=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+CFG = dict(
+    vocab_size=60,
+    hidden_size=24,
+    num_hidden_layers=2,
+    num_attention_heads=3,
+    intermediate_size=40,
+    max_position_embeddings=32,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +42,10 @@ def match(target, params_b, spec):
 
 
 def test_average_is_the_mean():
-    p = [{"w": torch.tensor([1.0, 2.0]), "i": torch.tensor([1])}, {"w": torch.tensor([3.0, 6.0]), "i": torch.tensor([2])}]
+    p = [
+        {"w": torch.tensor([1.0, 2.0]), "i": torch.tensor([1])},
+        {"w": torch.tensor([3.0, 6.0]), "i": torch.tensor([2])},
+    ]
     out = average(p)
     assert torch.equal(out["w"], torch.tensor([2.0, 4.0])) and torch.equal(out["i"], torch.tensor([1]))
 
@@ -46,7 +57,9 @@ def test_to_reference_recovers_the_planted_model(planted):
     for name, t in params[0].items():
         assert torch.allclose(res.params[name], t, atol=1e-6), name
     ids = torch.randint(5, 60, (2, 12))
-    torch.testing.assert_close(logits(into_model(models[0], res.params), ids), logits(models[0], ids), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        logits(into_model(models[0], res.params), ids), logits(models[0], ids), atol=1e-5, rtol=0
+    )
     # plain averaging of the permuted copies is not the model
     vanilla = average(params)
     assert not torch.allclose(logits(into_model(models[0], vanilla), ids), logits(models[0], ids), atol=1e-2)
@@ -68,7 +81,9 @@ def test_iterative_merges_into_one_basis(planted):
     assert res.converged and 1 <= res.rounds <= 20
     ids = torch.randint(5, 60, (2, 12))
     # all four are the same function in different bases: the merge of the aligned copies is that function
-    torch.testing.assert_close(logits(into_model(models[0], res.params), ids), logits(models[0], ids), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        logits(into_model(models[0], res.params), ids), logits(models[0], ids), atol=1e-5, rtol=0
+    )
     again = iterative(spec, params, lambda t, b: match(t, b, spec), seed=0)
     assert all(torch.equal(res.params[k], again.params[k]) for k in res.params)  # deterministic
 

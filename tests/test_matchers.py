@@ -40,9 +40,13 @@ def test_option_values_come_from_the_registry():
 def test_a_new_attention_matcher_is_one_registry_entry(monkeypatch):
     """Register a matcher (heads in reverse order): config validation, function preservation and the
     activation matcher take it without another edit."""
-    reverse = matchers.AttentionMatcher("reverse", True, "head j <-> head H-1-j",
-                                        lambda h: [(j, h - 1 - j) for j in range(h)],
-                                        lambda scores: np.arange(len(scores))[::-1].copy())
+    reverse = matchers.AttentionMatcher(
+        "reverse",
+        True,
+        "head j <-> head H-1-j",
+        lambda h: [(j, h - 1 - j) for j in range(h)],
+        lambda scores: np.arange(len(scores))[::-1].copy(),
+    )
     monkeypatch.setitem(matchers.ATTENTION, "reverse", reverse)
     monkeypatch.setattr(variants, "ATTENTION_MODES", tuple(matchers.ATTENTION))
     monkeypatch.setitem(variants._CHOICES, "attention", variants.ATTENTION_MODES)

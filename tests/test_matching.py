@@ -6,8 +6,14 @@ import torch
 from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
 
 from permerge.apply import apply_permutations, interpolate
-from permerge.matching import (compute_permutations, match_attention, match_ff, match_residual,
-                               required_features, residual_correlation)
+from permerge.matching import (
+    compute_permutations,
+    match_attention,
+    match_ff,
+    match_residual,
+    required_features,
+    residual_correlation,
+)
 from permerge.spec import head_assignment, random_permutations, spec_for_model
 from permerge.stats import Statistics, collect_statistics
 from permerge.variants import Variant
@@ -68,10 +74,7 @@ def test_monotonic_keeps_heads_where_head_perm_swaps_them():
     (0,1) [[.9,0],[0,.9]]: identity (1.8);  (1,0) [[0,.8],[.7,0]]: swap (1.5).
     head_perm: heads swapped (1.8 + 1.5 = 3.3 > .5 + .7), p = [2, 3, 1, 0];
     monotonic: head j <-> head j with the diagonal blocks' inner orders, p = [1, 0, 3, 2]."""
-    corr = np.array([[0.1, 0.3, 0.9, 0.0],
-                     [0.2, 0.0, 0.0, 0.9],
-                     [0.0, 0.8, 0.0, 0.1],
-                     [0.7, 0.0, 0.6, 0.2]])
+    corr = np.array([[0.1, 0.3, 0.9, 0.0], [0.2, 0.0, 0.0, 0.9], [0.0, 0.8, 0.0, 0.1], [0.7, 0.0, 0.6, 0.2]])
     assert match_attention(corr, 2, "head_perm")[0].tolist() == [2, 3, 1, 0]
     p_mono, p_mono_qk = match_attention(corr, 2, "monotonic")
     assert p_mono.tolist() == [1, 0, 3, 2] and p_mono_qk.tolist() == [1, 0, 3, 2]
@@ -82,10 +85,7 @@ def test_ignore_heads_is_one_flat_assignment_that_may_mix_heads():
     those columns, p = [2, 0, 3, 1] (unique: leaving any row's maximum loses). It sends A's head 0 to units
     of both B heads. head_perm instead scores blocks (0,0) .8, (0,1) 1.1, (1,0) .6, (1,1) 1.0, keeps the
     heads (1.8 > 1.7) and takes their inner orders: p = [1, 0, 3, 2]."""
-    corr = np.array([[0.1, 0.0, 0.9, 0.0],
-                     [0.8, 0.1, 0.0, 0.2],
-                     [0.0, 0.2, 0.1, 0.7],
-                     [0.0, 0.6, 0.3, 0.0]])
+    corr = np.array([[0.1, 0.0, 0.9, 0.0], [0.8, 0.1, 0.0, 0.2], [0.0, 0.2, 0.1, 0.7], [0.0, 0.6, 0.3, 0.0]])
     p_flat, p_flat_qk = match_attention(corr, 2, "ignore_heads")
     assert p_flat.tolist() == [2, 0, 3, 1] and p_flat_qk.tolist() == [2, 0, 3, 1]
     assert match_ff(corr).tolist() == [2, 0, 3, 1]
@@ -94,11 +94,11 @@ def test_ignore_heads_is_one_flat_assignment_that_may_mix_heads():
 
 def test_head_perm_uses_summed_block_score_not_single_units():
     """Algorithm 1: head k is chosen by the *sum* of its matched correlations, not by its best unit."""
-    H, dh = 2, 2
+    H = 2
     corr = np.zeros((4, 4))
-    corr[0, 0] = corr[1, 1] = 0.5        # head 0 <-> head 0: score 1.0
-    corr[0, 2], corr[1, 3] = 0.9, 0.0   # head 0 <-> head 1: score 0.9 despite the single 0.9
-    corr[2, 2] = corr[3, 3] = 0.5       # head 1 <-> head 1: score 1.0
+    corr[0, 0] = corr[1, 1] = 0.5  # head 0 <-> head 0: score 1.0
+    corr[0, 2], corr[1, 3] = 0.9, 0.0  # head 0 <-> head 1: score 0.9 despite the single 0.9
+    corr[2, 2] = corr[3, 3] = 0.5  # head 1 <-> head 1: score 1.0
     p, _ = match_attention(corr, H, "head_perm")
     assert head_assignment(p, H).tolist() == [0, 1]
     assert match_attention(corr, H, "ignore_heads")[0].tolist() == [0, 1, 2, 3]
@@ -136,8 +136,7 @@ def test_match_residual_all_follows_the_mean_not_one_node():
     `first` keeps the identity."""
     same, swap = np.array([[0.9, 0.0], [0.0, 0.9]]), np.array([[0.0, 0.5], [0.5, 0.0]])
     stats = fake_stats({"res.0": same, "res.1": swap, "res.2": swap})
-    np.testing.assert_allclose(residual_correlation(stats, "a", "b", "all", 1).numpy(),
-                               [[0.3, 1 / 3], [1 / 3, 0.3]])
+    np.testing.assert_allclose(residual_correlation(stats, "a", "b", "all", 1).numpy(), [[0.3, 1 / 3], [1 / 3, 0.3]])
     assert match_residual(stats, "a", "b", "all", 1).tolist() == [1, 0]
     assert match_residual(stats, "a", "b", "first", 1).tolist() == [0, 1]
     assert match_residual(stats, "a", "b", "last", 1).tolist() == [1, 0]
@@ -148,8 +147,14 @@ def test_compute_permutations_returns_only_requested_perms():
     L, d, inter = 2, 6, 7
     corrs = {f"res.{i}": rng.uniform(-1, 1, (d, d)) for i in range(2 * L + 1)}
     for l in range(L):
-        corrs.update({f"ff.{l}": rng.uniform(-1, 1, (inter, inter)), f"ctx.{l}": rng.uniform(-1, 1, (d, d)),
-                      f"q.{l}": rng.uniform(-1, 1, (d, d)), f"k.{l}": rng.uniform(-1, 1, (d, d))})
+        corrs.update(
+            {
+                f"ff.{l}": rng.uniform(-1, 1, (inter, inter)),
+                f"ctx.{l}": rng.uniform(-1, 1, (d, d)),
+                f"q.{l}": rng.uniform(-1, 1, (d, d)),
+                f"k.{l}": rng.uniform(-1, 1, (d, d)),
+            }
+        )
     stats = fake_stats(corrs)
     config = BertConfig(num_hidden_layers=L, hidden_size=d, num_attention_heads=2, intermediate_size=inter)
     get = lambda **kw: compute_permutations(stats, "a", "b", Variant(**kw), config)
@@ -166,15 +171,27 @@ def test_compute_permutations_returns_only_requested_perms():
     qk_sum = corrs["q.1"] + corrs["k.1"]
     assert np.array_equal(sep["qk.1"], match_attention(corrs["ctx.1"], 2, "head_perm", qk_sum)[1])
     assert set(required_features(Variant(components={"res"}, residual="first"), L)) == {"res.0"}
-    assert set(required_features(Variant(components={"attn", "ff"}, qk="separate"), 1)) == \
-        {"ff.0", "ctx.0", "q.0", "k.0"}
+    assert set(required_features(Variant(components={"attn", "ff"}, qk="separate"), 1)) == {
+        "ff.0",
+        "ctx.0",
+        "q.0",
+        "k.0",
+    }
 
 
 # ------------------------------------------------------------------------------------------- planted recovery
 
-CONFIG = dict(vocab_size=89, hidden_size=24, num_attention_heads=3, intermediate_size=40, num_hidden_layers=2,
-              max_position_embeddings=20, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-              initializer_range=0.2)
+CONFIG = dict(
+    vocab_size=89,
+    hidden_size=24,
+    num_attention_heads=3,
+    intermediate_size=40,
+    num_hidden_layers=2,
+    max_position_embeddings=20,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+    initializer_range=0.2,
+)
 
 
 def random_batches(config, num=6, batch=8, length=16, seed=0):
@@ -200,8 +217,9 @@ def test_planted_recovery_and_flat_interpolation(head, qk):
 
     batches = random_batches(config)
     stats = collect_statistics([model_a, model_b], batches, names=["A", "B"])
-    variant = Variant(components=frozenset({"ff", "attn", "res", "pooler"}), residual="all",
-                      attention="head_perm", qk=qk)
+    variant = Variant(
+        components=frozenset({"ff", "attn", "res", "pooler"}), residual="all", attention="head_perm", qk=qk
+    )
     perms = compute_permutations(stats, "A", "B", variant, config)
     assert set(perms) == set(planted)
     for name, q in planted.items():

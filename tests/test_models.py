@@ -28,8 +28,9 @@ def test_missing_split_names_task(tmp_path):
 
 
 def test_checkpoint_head_must_match_label_count(tmp_path):
-    cfg = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                     intermediate_size=20, num_labels=3)
+    cfg = BertConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=20, num_labels=3
+    )
     BertForSequenceClassification(cfg).save_pretrained(tmp_path / "m")
     assert load_model(tmp_path / "m", num_labels=3).config.num_labels == 3
     with pytest.raises(ValueError, match=r"m: the checkpoint's head has 3 labels, the task needs 1"):
@@ -45,10 +46,32 @@ def test_refuses_pickled_checkpoints(tmp_path):
 
 # ------------------------------------------------------------------ hub-like seed checkpoints (the MultiBERTs)
 
-HUB_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "on", "mat", "##s", "dog", ".",
-             "un", "##happy", ","] + [f"w{i}" for i in range(24)]
-TINY_BERT = dict(vocab_size=len(HUB_VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                 intermediate_size=64, max_position_embeddings=32)
+HUB_VOCAB = [
+    "[PAD]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "[MASK]",
+    "the",
+    "cat",
+    "sat",
+    "on",
+    "mat",
+    "##s",
+    "dog",
+    ".",
+    "un",
+    "##happy",
+    ",",
+] + [f"w{i}" for i in range(24)]
+TINY_BERT = dict(
+    vocab_size=len(HUB_VOCAB),
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+    max_position_embeddings=32,
+)
 
 
 def hub_like_dir(path, model, state_dict=None):
@@ -62,11 +85,24 @@ def hub_like_dir(path, model, state_dict=None):
     torch.save(model.state_dict() if state_dict is None else state_dict, path / "pytorch_model.bin")
     (path / "vocab.txt").write_text("\n".join(HUB_VOCAB) + "\n")
     (path / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True, "model_max_length": 512}))
-    (path / "special_tokens_map.json").write_text(json.dumps(
-        {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
-         "mask_token": "[MASK]"}))
-    assert sorted(p.name for p in path.iterdir()) == ["config.json", "pytorch_model.bin", "special_tokens_map.json",
-                                                      "tokenizer_config.json", "vocab.txt"]
+    (path / "special_tokens_map.json").write_text(
+        json.dumps(
+            {
+                "unk_token": "[UNK]",
+                "sep_token": "[SEP]",
+                "pad_token": "[PAD]",
+                "cls_token": "[CLS]",
+                "mask_token": "[MASK]",
+            }
+        )
+    )
+    assert sorted(p.name for p in path.iterdir()) == [
+        "config.json",
+        "pytorch_model.bin",
+        "special_tokens_map.json",
+        "tokenizer_config.json",
+        "vocab.txt",
+    ]
     return path
 
 
@@ -88,9 +124,15 @@ def test_fetch_checkpoint_keeps_pretraining_weights_as_safetensors(tmp_path):
     assert not any(n.endswith((".bin", ".pt", ".pth", ".pkl")) for n in names)
     saved = load_file(str(out / "model.safetensors"))
     ref = source.state_dict()
-    for name in ("bert.pooler.dense.weight", "bert.pooler.dense.bias", "cls.seq_relationship.weight",
-                 "cls.seq_relationship.bias", "cls.predictions.transform.dense.weight", "cls.predictions.bias",
-                 "bert.encoder.layer.1.output.dense.weight"):
+    for name in (
+        "bert.pooler.dense.weight",
+        "bert.pooler.dense.bias",
+        "cls.seq_relationship.weight",
+        "cls.seq_relationship.bias",
+        "cls.predictions.transform.dense.weight",
+        "cls.predictions.bias",
+        "bert.encoder.layer.1.output.dense.weight",
+    ):
         assert torch.equal(saved[name], ref[name]), name
     # the safetensors copy loads (safetensors only) as the same BertForPreTraining, same outputs
     model = load_model(out)
@@ -104,8 +146,24 @@ def test_fetch_checkpoint_keeps_pretraining_weights_as_safetensors(tmp_path):
     tok = AutoTokenizer.from_pretrained(str(out))
     assert tok.is_fast
     enc = tok("The cats sat on the MAT.", "Unhappy dog, w7")
-    want = ["[CLS]", "the", "cat", "##s", "sat", "on", "the", "mat", ".", "[SEP]", "un", "##happy", "dog", ",",
-            "w7", "[SEP]"]
+    want = [
+        "[CLS]",
+        "the",
+        "cat",
+        "##s",
+        "sat",
+        "on",
+        "the",
+        "mat",
+        ".",
+        "[SEP]",
+        "un",
+        "##happy",
+        "dog",
+        ",",
+        "w7",
+        "[SEP]",
+    ]
     assert enc["input_ids"] == [HUB_VOCAB.index(t) for t in want]
     assert enc["token_type_ids"] == [0] * 10 + [1] * 6
     assert tok.mask_token_id == 4 and tok.pad_token_id == 0 and tok.unk_token_id == 1
@@ -125,15 +183,17 @@ def test_fetch_checkpoint_masked_lm_has_no_pooler(tmp_path):
 
 
 def test_fetch_checkpoint_refuses_other_architectures_and_missing_weights(tmp_path):
-    import torch
     from transformers import BertConfig, BertForPreTraining
 
     from permerge.models import fetch_checkpoint
 
     cfg = BertConfig(**TINY_BERT, num_labels=2)
     src = hub_like_dir(tmp_path / "cls", BertForSequenceClassification(cfg))
-    with pytest.raises(ValueError, match=r"model '.*cls': .*architectures \['BertForSequenceClassification'\]; "
-                                         r"supported: .*BertForPreTraining, BertForMaskedLM"):
+    with pytest.raises(
+        ValueError,
+        match=r"model '.*cls': .*architectures \['BertForSequenceClassification'\]; "
+        r"supported: .*BertForPreTraining, BertForMaskedLM",
+    ):
         fetch_checkpoint(src, tmp_path / "o1")
     model = BertForPreTraining(cfg)
     partial = {k: v for k, v in model.state_dict().items() if not k.startswith("bert.pooler.")}
@@ -164,8 +224,9 @@ def test_mlm_loss_of_pretraining_model_equals_masked_lm_with_same_weights():
     assert a["n_tokens"] == b["n_tokens"] == int((labels != IGNORE_INDEX).sum()) > 0
     assert a["loss"] == pytest.approx(b["loss"], abs=1e-6) and a["accuracy"] == b["accuracy"]
     with torch.no_grad():  # and both equal the full pre-training forward's MLM cross-entropy
-        full = F.cross_entropy(pre(input_ids=ids).prediction_logits.flatten(0, 1), labels.flatten(),
-                               ignore_index=IGNORE_INDEX).item()
+        full = F.cross_entropy(
+            pre(input_ids=ids).prediction_logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX
+        ).item()
     assert a["loss"] == pytest.approx(full, abs=1e-5)
 
 
@@ -179,8 +240,15 @@ def test_fetch_checkpoint_takes_a_roberta_mlm(tmp_path):
 
     (tmp_path / "vocab.txt").write_text("\n".join(HUB_VOCAB) + "\n")
     tok = BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt"))
-    cfg = RobertaConfig(vocab_size=len(HUB_VOCAB), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=40, pad_token_id=0)
+    cfg = RobertaConfig(
+        vocab_size=len(HUB_VOCAB),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=40,
+        pad_token_id=0,
+    )
     torch.manual_seed(0)
     src = tmp_path / "roberta"
     model = RobertaForMaskedLM(cfg)
@@ -194,5 +262,8 @@ def test_fetch_checkpoint_takes_a_roberta_mlm(tmp_path):
     bare = tmp_path / "bare"
     RobertaModel(cfg).save_pretrained(bare)
     tok.save_pretrained(bare)
-    with pytest.raises(ValueError, match=r"model_type 'roberta', architectures \['RobertaModel'\]; supported: .*roberta: RobertaForMaskedLM"):
+    with pytest.raises(
+        ValueError,
+        match=r"model_type 'roberta', architectures \['RobertaModel'\]; supported: .*roberta: RobertaForMaskedLM",
+    ):
         fetch_checkpoint(bare, tmp_path / "out2")

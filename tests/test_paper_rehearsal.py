@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -51,9 +50,10 @@ def rehearsal(tmp_path_factory):
         "seeds": list(SEEDS),
         "tasks": ["mlm", *GLUE_TASKS],
         "lambdas": [0.0, 0.5, 1.0],
-        "task_variants": {"mlm": ["vanilla", "ff_attn", "ff_attn_ignore_heads", "ff_attn_frac0.01",
-                                  "ff_attn_frac0.5"],
-                          "glue": ["vanilla", "all", "paper_glue"]},
+        "task_variants": {
+            "mlm": ["vanilla", "ff_attn", "ff_attn_ignore_heads", "ff_attn_frac0.01", "ff_attn_frac0.5"],
+            "glue": ["vanilla", "all", "paper_glue"],
+        },
     }
     (wd / "configs/rehearsal.yaml").write_text(yaml.safe_dump(overlay))
     args = ("--configfile", "configs/paper.yaml", "configs/rehearsal.yaml")
@@ -64,8 +64,18 @@ def rehearsal(tmp_path_factory):
 def test_effective_configuration_is_the_papers(rehearsal):
     eff = yaml.safe_load((rehearsal["wd"] / R / "config.effective.yaml").read_text())
     ft, paper_ft = eff["finetune"], rehearsal["paper"]["finetune"]
-    for key in ("lr", "epochs", "batch_size", "max_length", "warmup", "head_seed", "data_seed", "fp16",
-                "max_train_examples", "tasks"):
+    for key in (
+        "lr",
+        "epochs",
+        "batch_size",
+        "max_length",
+        "warmup",
+        "head_seed",
+        "data_seed",
+        "fp16",
+        "max_train_examples",
+        "tasks",
+    ):
         assert ft[key] == paper_ft[key], key
     assert eff["evaluation"]["max_examples"] is None and eff["data"]["mlm_eval"]["max_blocks"] is None
     assert eff["statistics"] == {**rehearsal["paper"]["statistics"], "max_lines": None}
@@ -77,8 +87,9 @@ def test_seed_checkpoints_keep_pooler_and_nsp_head(rehearsal):
         d = rehearsal["wd"] / R / "models/mlm" / f"seed{seed}"
         assert json.loads((d / "config.json").read_text())["architectures"] == ["BertForPreTraining"]
         assert (d / "model.safetensors").is_file() and not list(d.glob("*.bin"))
-        src = torch.load(rehearsal["hub"]["models"] / f"multiberts-seed_{seed}" / "pytorch_model.bin",
-                         weights_only=True)
+        src = torch.load(
+            rehearsal["hub"]["models"] / f"multiberts-seed_{seed}" / "pytorch_model.bin", weights_only=True
+        )
         with safe_open(str(d / "model.safetensors"), framework="pt") as f:
             for key in ("bert.pooler.dense.weight", "cls.seq_relationship.weight"):
                 assert torch.equal(f.get_tensor(key), src[key]), (seed, key)
@@ -89,8 +100,9 @@ def test_finetuning_starts_from_each_seeds_own_pooler_with_the_papers_recipe(reh
     for task in GLUE_TASKS:
         shas = set()
         for seed in SEEDS:
-            src = torch.load(rehearsal["hub"]["models"] / f"multiberts-seed_{seed}" / "pytorch_model.bin",
-                             weights_only=True)
+            src = torch.load(
+                rehearsal["hub"]["models"] / f"multiberts-seed_{seed}" / "pytorch_model.bin", weights_only=True
+            )
             m = json.loads((wd / R / "models" / task / f"seed{seed}" / "metrics.json").read_text())
             assert m["pooler_init"] == "pretrained" and m["pooler_init_sha256"] == pooler_sha256(src), (task, seed)
             shas.add(m["pooler_init_sha256"])

@@ -15,8 +15,14 @@ from permerge.pretrain import pretrain_bert, unigram_loss_from_ids
 
 from .test_evaluate import corpus_dir, tokenizer, tokenizer_dir  # noqa: F401  (fixtures)
 
-TINY = dict(num_hidden_layers=2, hidden_size=32, num_attention_heads=2, intermediate_size=64,
-            max_position_embeddings=32, seq_len=32)
+TINY = dict(
+    num_hidden_layers=2,
+    hidden_size=32,
+    num_attention_heads=2,
+    intermediate_size=64,
+    max_position_embeddings=32,
+    seq_len=32,
+)
 
 
 def test_wordpiece_tokenizer_loads_with_bert_conventions(tokenizer_dir):
@@ -77,9 +83,20 @@ def test_short_pretraining_learns_saves_and_beats_unigram(slot_corpus, tmp_path)
     d = slot_corpus
     out = tmp_path / "seed1"
     torch.set_num_threads(1)
-    m = pretrain_bert(tokenizer_dir=d / "tok", text_file=d / "train.txt", seed=1, out_dir=out,
-                      heldout_file=d / "heldout.txt", heldout_every=50, steps=100, batch_size=16, lr=3e-3,
-                      warmup=0.1, log_every=25, **dict(TINY, max_position_embeddings=30, seq_len=30))
+    m = pretrain_bert(
+        tokenizer_dir=d / "tok",
+        text_file=d / "train.txt",
+        seed=1,
+        out_dir=out,
+        heldout_file=d / "heldout.txt",
+        heldout_every=50,
+        steps=100,
+        batch_size=16,
+        lr=3e-3,
+        warmup=0.1,
+        log_every=25,
+        **dict(TINY, max_position_embeddings=30, seq_len=30),
+    )
     assert m["final_train_loss"] < m["initial_train_loss"] - 1.0, m
     assert m["unigram_loss"] == pytest.approx(math.log(32), abs=0.1)
     assert m["heldout_loss"] < m["unigram_loss"] - 0.5, m
@@ -91,8 +108,7 @@ def test_short_pretraining_learns_saves_and_beats_unigram(slot_corpus, tmp_path)
     assert model.config.type_vocab_size == 2 and model.config.hidden_dropout_prob == 0.0
     assert model.cls.predictions.decoder.weight is model.bert.embeddings.word_embeddings.weight
     tok = AutoTokenizer.from_pretrained(str(out))
-    ev = build_mlm_evalset(tok, (d / "heldout.txt").read_text().splitlines(), block_size=30, seed=0,
-                           max_blocks=256)
+    ev = build_mlm_evalset(tok, (d / "heldout.txt").read_text().splitlines(), block_size=30, seed=0, max_blocks=256)
     assert mlm_loss(model, ev)["loss"] == pytest.approx(m["heldout_loss"], abs=1e-5)
 
 

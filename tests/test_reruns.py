@@ -76,11 +76,21 @@ def test_variant_option_reruns_only_that_variant(smoke_run, smoke_config, tmp_pa
 
     # One permutation/merge/sweep job per (task, variant), each covering all pairs: mlm, sst2, stsb.
     jobs = planned_jobs(wd, *args)
-    assert dict(jobs) == {"compute_permutations": 3, "merge_checkpoints": 3, "sweep_lambdas": 3,
-                          "tabulate_barriers": 1, "plot_barriers": 1}, jobs
+    assert dict(jobs) == {
+        "compute_permutations": 3,
+        "merge_checkpoints": 3,
+        "sweep_lambdas": 3,
+        "merge_many": 3,
+        "tabulate_barriers": 1,
+        "tabulate_many": 1,
+        "plot_barriers": 1,
+    }, jobs
     planned = planned_wildcards(wd, *args)
-    assert all("variant=all" in w for r in ("compute_permutations", "merge_checkpoints", "sweep_lambdas")
-               for w in planned[r]), planned
+    assert all(
+        "variant=all" in w
+        for r in ("compute_permutations", "merge_checkpoints", "sweep_lambdas", "merge_many")
+        for w in planned[r]
+    ), planned
 
     before = hashes(wd)
     snakemake(wd, "-j", "2", *args)
@@ -88,12 +98,25 @@ def test_variant_option_reruns_only_that_variant(smoke_run, smoke_config, tmp_pa
     assert planned_jobs(wd, *args) == Counter(), "not up to date after the rerun"
 
     allowed = [
-        "results/permutations/*/all/*", "results/merged/*/all/*", "results/losses/*/all/*",
-        "results/tables/barriers.tsv", "results/tables/summary.tsv", "results/figures/*",
-        "results/logs/compute_permutations/*/all.log", "results/logs/merge_checkpoints/*/all.log",
-        "results/logs/sweep_lambdas/*/all.log", "results/benchmarks/sweep_lambdas/*/all.tsv",
-        "results/benchmarks/compute_permutations/*/all.tsv", "results/benchmarks/merge_checkpoints/*/all.tsv",
-        "results/logs/tabulate_barriers.log", "results/logs/plot_barriers.log",
+        "results/permutations/*/all/*",
+        "results/merged/*/all/*",
+        "results/losses/*/all/*",
+        "results/many/*/all/*",
+        "results/tables/many.tsv",
+        "results/logs/merge_many/*/all.log",
+        "results/benchmarks/merge_many/*/all.tsv",
+        "results/logs/tabulate_many.log",
+        "results/tables/barriers.tsv",
+        "results/tables/summary.tsv",
+        "results/figures/*",
+        "results/logs/compute_permutations/*/all.log",
+        "results/logs/merge_checkpoints/*/all.log",
+        "results/logs/sweep_lambdas/*/all.log",
+        "results/benchmarks/sweep_lambdas/*/all.tsv",
+        "results/benchmarks/compute_permutations/*/all.tsv",
+        "results/benchmarks/merge_checkpoints/*/all.tsv",
+        "results/logs/tabulate_barriers.log",
+        "results/logs/plot_barriers.log",
         "results/config.effective.yaml",  # the provenance of the last run: now with the overlay
     ]
     changed_files = sorted(k for k in after if before.get(k) != after[k])
@@ -101,12 +124,19 @@ def test_variant_option_reruns_only_that_variant(smoke_run, smoke_config, tmp_pa
     assert not unexpected, f"outputs outside variant 'all' and its tables/figures changed: {unexpected}"
     assert set(before) <= set(after), f"outputs vanished: {sorted(set(before) - set(after))}"
     effective = yaml.safe_load((wd / "results/config.effective.yaml").read_text())
-    assert effective["variants"]["all"]["residual"] == "first" and "residual_first.yaml" in (
-        wd / "results/config.effective.yaml").read_text()
+    assert (
+        effective["variants"]["all"]["residual"] == "first"
+        and "residual_first.yaml" in (wd / "results/config.effective.yaml").read_text()
+    )
     # residual "first" gives other permutations than "all" for the residual stream of these models
     assert any(f.startswith("results/permutations/") for f in changed_files), changed_files
-    for unchanged in ("results/models/", "results/stats/", "results/permutations/mlm/ff_attn/",
-                      "results/losses/sst2/vanilla/", "results/tables/finetune.tsv"):
+    for unchanged in (
+        "results/models/",
+        "results/stats/",
+        "results/permutations/mlm/ff_attn/",
+        "results/losses/sst2/vanilla/",
+        "results/tables/finetune.tsv",
+    ):
         assert not any(f.startswith(unchanged) for f in changed_files), unchanged
 
 
@@ -115,7 +145,7 @@ def test_new_lambda_reruns_only_sweeps(smoke_run, smoke_config, tmp_path):
     lambdas = sorted([*smoke_config["lambdas"], 0.6])
     ov = overlay(wd, "more_lambdas", lambdas=lambdas)
     jobs = planned_jobs(wd, *TARGETS, "--configfile", SMOKE, str(ov.relative_to(wd)))
-    n_sweeps = 3 + 2 * 2  # (task, variant)s: mlm variants + glue tasks x glue variants
+    n_sweeps = 4 + 2 * 2  # (task, variant)s: mlm variants + glue tasks x glue variants
     assert dict(jobs) == {"sweep_lambdas": n_sweeps, "tabulate_barriers": 1, "plot_barriers": 1}, jobs
 
 
@@ -134,9 +164,17 @@ def test_new_seed_keeps_existing_seed_models(smoke_run, smoke_config, tmp_path):
         assert rule not in jobs, f"{rule} rescheduled by a new seed"
     # The statistics pass covers all seeds (one pass over the data), so every task's statistics and hence
     # every permutation, merge and sweep job reruns (each covers all pairs, the 3 old ones included).
-    task_variants = 3 + 2 * 2
+    task_variants = 4 + 2 * 2
     assert counts == {
-        "collect_statistics": 3, "compute_permutations": task_variants, "finetune": 2,
-        "merge_checkpoints": task_variants, "plot_barriers": 1, "pretrain_seed": 1,
-        "sweep_lambdas": task_variants, "tabulate_barriers": 1, "tabulate_finetuning": 1,
+        "collect_statistics": 3,
+        "compute_permutations": task_variants,
+        "finetune": 2,
+        "merge_checkpoints": task_variants,
+        "plot_barriers": 1,
+        "pretrain_seed": 1,
+        "sweep_lambdas": task_variants,
+        "tabulate_barriers": 1,
+        "tabulate_finetuning": 1,
+        "merge_many": 3 + 2 * 2,
+        "tabulate_many": 1,
     }, counts

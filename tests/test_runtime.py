@@ -62,8 +62,20 @@ def test_cli_writes_table_with_grid_row(run_dir, capsys):
     # A newer unfinished log (e.g. an interrupted rerun) is skipped for the finished one.
     (run_dir / "log/2026-11-27T000000.snakemake.log").write_text(LOG.split("[Thu")[0])
     out = run_dir / "tables/runtime.tsv"
-    assert main(["runtime", "--benchmarks", str(run_dir / "benchmarks"),
-                 "--log-dir", str(run_dir / "log"), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "runtime",
+                "--benchmarks",
+                str(run_dir / "benchmarks"),
+                "--log-dir",
+                str(run_dir / "log"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = read_tsv(out)
     assert [r["rule"] for r in rows] == ["finetune", "pretrain_seed", GRID_ROW]
     assert float(rows[-1]["wall_s"]) == 520.0 and rows[-1]["jobs"] == "3" and float(rows[-1]["cpu_s"]) == 20.0

@@ -72,15 +72,17 @@ def slurm_cluster():
         if IN_CI:
             pytest.fail(f"SLURM test must run in CI, but: {reason}")
         pytest.skip(reason)
-    start = subprocess.run(["bash", str(SLURM_DIR / "start_cluster.sh"), str(STATE)],
-                           capture_output=True, text=True, timeout=600)
+    start = subprocess.run(
+        ["bash", str(SLURM_DIR / "start_cluster.sh"), str(STATE)], capture_output=True, text=True, timeout=600
+    )
     try:
         if start.returncode != 0:
             pytest.fail(f"the test cluster did not start:\n{start.stdout}\n{start.stderr}\n{_diagnostics()}")
         yield STATE
     finally:
-        stop = subprocess.run(["bash", str(SLURM_DIR / "stop_cluster.sh"), str(STATE)],
-                              capture_output=True, text=True, timeout=120)
+        stop = subprocess.run(
+            ["bash", str(SLURM_DIR / "stop_cluster.sh"), str(STATE)], capture_output=True, text=True, timeout=120
+        )
         assert stop.returncode == 0, f"stop_cluster.sh failed:\n{stop.stdout}\n{stop.stderr}"
         assert not Path("/etc/slurm/slurm.conf").exists(), "slurm.conf left behind (slows every snakemake call)"
 
@@ -122,12 +124,23 @@ def test_slurm_run_matches_local(slurm_cluster, smoke_run, tmp_path):
     jobs = planned_jobs(wd, *_targets(), *CONFIG)
     assert dict(jobs) == {"compute_permutations": len(VARIANTS), "sweep_lambdas": len(VARIANTS)}, jobs
 
-    cpus = subprocess.run(["sinfo", "-h", "-N", "-o", "%c"], capture_output=True, text=True,
-                          env=_slurm_env(), timeout=10).stdout.split()[0]
+    cpus = subprocess.run(
+        ["sinfo", "-h", "-N", "-o", "%c"], capture_output=True, text=True, env=_slurm_env(), timeout=10
+    ).stdout.split()[0]
     started = time.monotonic()
     try:
-        out = snakemake(wd, *_targets(), *CONFIG, "--profile", PROFILE, "--workflow-profile", str(OVERLAY),
-                        "--cores", cpus, timeout=900)
+        out = snakemake(
+            wd,
+            *_targets(),
+            *CONFIG,
+            "--profile",
+            PROFILE,
+            "--workflow-profile",
+            str(OVERLAY),
+            "--cores",
+            cpus,
+            timeout=900,
+        )
     except AssertionError as err:
         raise AssertionError(f"{err}\n{_diagnostics()}") from None
     except subprocess.TimeoutExpired:
@@ -140,8 +153,9 @@ def test_slurm_run_matches_local(slurm_cluster, smoke_run, tmp_path):
     submitted = re.findall(r"has been submitted with SLURM jobid (\d+) \(log: (\S+?)\)", text)
     assert len(submitted) == 2, text[-4000:]
     for jobid, log in submitted:
-        info = subprocess.run(["scontrol", "show", "job", jobid], capture_output=True, text=True,
-                              env=_slurm_env(), timeout=10).stdout
+        info = subprocess.run(
+            ["scontrol", "show", "job", jobid], capture_output=True, text=True, env=_slurm_env(), timeout=10
+        ).stdout
         assert "JobState=COMPLETED" in info, info
         assert f"WorkDir={wd}" in info, info
         # The group job's snakemake ran each of its jobs as a job step (srun ... snakemake) in the allocation.

@@ -19,7 +19,7 @@ from permerge.models import load_model
 from tests.workflow_utils import snakemake
 
 TASKS = ["mlm", "sst2", "stsb"]
-VARIANTS = {"mlm": ["vanilla", "ff_attn", "all"], "sst2": ["vanilla", "all"], "stsb": ["vanilla", "all"]}
+VARIANTS = {"mlm": ["vanilla", "ff_attn", "all", "wm_all"], "sst2": ["vanilla", "all"], "stsb": ["vanilla", "all"]}
 PAIRS = ["seed1-seed2", "seed1-seed3", "seed2-seed3"]
 LAMBDAS = [0.0, 0.25, 0.5, 0.75, 1.0]
 
@@ -89,13 +89,19 @@ def test_permutation_files_hold_what_the_variant_asks_for(smoke_run, smoke_confi
     weights = load_file(model_dir(smoke_run, task, "seed1") / "model.safetensors")
     has_pooler = any(k.endswith("pooler.dense.weight") for k in weights)
     assert has_pooler == (task != "mlm")  # pre-trained smoke MLMs have none; fine-tuning adds one
-    sizes = {"ff": config["intermediate_size"], "attn": config["hidden_size"], "qk": config["hidden_size"],
-             "res": config["hidden_size"], "pooler": config["hidden_size"]}
+    sizes = {
+        "ff": config["intermediate_size"],
+        "attn": config["hidden_size"],
+        "qk": config["hidden_size"],
+        "res": config["hidden_size"],
+        "pooler": config["hidden_size"],
+    }
     for v in VARIANTS[task]:
         want = expected_permutations(smoke_config["variants"][v], config, has_pooler)
         if v != "vanilla":
             assert {"ff.0", "attn.0", "qk.0"} <= want  # the expectation itself is not empty
-            assert ("res" in want) == (v == "all") and ("pooler" in want) == (v == "all" and task != "mlm")
+            comps = smoke_config["variants"][v]["components"]
+            assert ("res" in want) == ("res" in comps) and ("pooler" in want) == ("pooler" in comps and task != "mlm")
         for pair in PAIRS:
             perms = load_permutations(smoke_run / "results" / "permutations" / task / v / f"{pair}.safetensors")
             assert set(perms) == want, (task, v, pair)
@@ -121,11 +127,11 @@ def test_merged_midpoint_is_the_aligned_interpolation_and_differs_from_vanilla(s
             assert on_disk, (task, v, pair)
             for name, t in on_disk.items():
                 if t.is_floating_point():
-                    torch.testing.assert_close(t, torch.lerp(ta[name], tb[name], 0.5), rtol=0, atol=1e-6,
-                                               msg=f"{task} {v} {pair} {name}")
+                    torch.testing.assert_close(
+                        t, torch.lerp(ta[name], tb[name], 0.5), rtol=0, atol=1e-6, msg=f"{task} {v} {pair} {name}"
+                    )
             merged[v] = on_disk
-        mid = {v: read_losses(r / "losses" / task / v / f"{pair}.tsv")[1][LAMBDAS.index(0.5)]
-               for v in VARIANTS[task]}
+        mid = {v: read_losses(r / "losses" / task / v / f"{pair}.tsv")[1][LAMBDAS.index(0.5)] for v in VARIANTS[task]}
         for v in VARIANTS[task]:
             if v == "vanilla":
                 continue
@@ -154,12 +160,17 @@ def by_hand(lams, losses, loss_b_unpermuted):
     """Barriers written out (docs/method.md): max_λ L − ½(L_A + L_B) and max_λ [L − ((1−λ)L_A + λL_B)], with
     L_B = L(π(B)) (the paper's) and with the unpermuted B's loss (`*_true`)."""
     la, lb, lt = losses[0], losses[-1], loss_b_unpermuted
-    return {"barrier": max(losses) - (la + lb) / 2,
-            "barrier_linear": max(l - ((1 - t) * la + t * lb) for t, l in zip(lams, losses)),
-            "barrier_true": max(losses) - (la + lt) / 2,
-            "barrier_linear_true": max(l - ((1 - t) * la + t * lt) for t, l in zip(lams, losses)),
-            "loss_a": la, "loss_b": lb, "loss_mid": losses[lams.index(0.5)], "loss_b_unpermuted": lt,
-            "rel_diff_b": abs(lb - lt) / lt}
+    return {
+        "barrier": max(losses) - (la + lb) / 2,
+        "barrier_linear": max(l - ((1 - t) * la + t * lb) for t, l in zip(lams, losses)),
+        "barrier_true": max(losses) - (la + lt) / 2,
+        "barrier_linear_true": max(l - ((1 - t) * la + t * lt) for t, l in zip(lams, losses)),
+        "loss_a": la,
+        "loss_b": lb,
+        "loss_mid": losses[lams.index(0.5)],
+        "loss_b_unpermuted": lt,
+        "rel_diff_b": abs(lb - lt) / lt,
+    }
 
 
 def mean_se(xs):
@@ -170,14 +181,23 @@ def mean_se(xs):
 def test_barrier_tables_equal_recomputation(smoke_run):
     r = smoke_run / "results"
     rows = read_tsv(r / "tables" / "barriers.tsv")
-    assert sorted((x["task"], x["variant"], x["pair"]) for x in rows) == \
-        sorted((t, v, p) for t in TASKS for v in VARIANTS[t] for p in PAIRS)
+    assert sorted((x["task"], x["variant"], x["pair"]) for x in rows) == sorted(
+        (t, v, p) for t in TASKS for v in VARIANTS[t] for p in PAIRS
+    )
     exact = {}
     for row in rows:
         curve = read_curve_by_hand(r / "losses" / row["task"] / row["variant"] / f"{row['pair']}.tsv")
         b = exact[row["task"], row["variant"], row["pair"]] = by_hand(*curve)
-        for key in ("barrier", "barrier_linear", "loss_a", "loss_b", "loss_mid", "barrier_true",
-                    "barrier_linear_true", "loss_b_unpermuted"):
+        for key in (
+            "barrier",
+            "barrier_linear",
+            "loss_a",
+            "loss_b",
+            "loss_mid",
+            "barrier_true",
+            "barrier_linear_true",
+            "loss_b_unpermuted",
+        ):
             assert float(row[key]) == pytest.approx(b[key], rel=1e-5, abs=1e-6), (row, key)
         assert float(row["rel_diff_b"]) == pytest.approx(b["rel_diff_b"], rel=1e-3, abs=1e-9), row
         assert row["function_preserving"] == "True"
@@ -186,8 +206,12 @@ def test_barrier_tables_equal_recomputation(smoke_run):
     for s in summary:
         assert int(s["n"]) == len(PAIRS)
         group = [exact[s["task"], s["variant"], p] for p in PAIRS]
-        for key, col in (("barrier", ""), ("barrier_linear", "barrier_linear_"), ("barrier_true", "barrier_true_"),
-                         ("barrier_linear_true", "barrier_linear_true_")):
+        for key, col in (
+            ("barrier", ""),
+            ("barrier_linear", "barrier_linear_"),
+            ("barrier_true", "barrier_true_"),
+            ("barrier_linear_true", "barrier_linear_true_"),
+        ):
             m, se = mean_se([g[key] for g in group])
             assert float(s[col + "mean"]) == pytest.approx(m, rel=1e-5, abs=1e-6), (s, key)
             assert float(s[col + "se"]) == pytest.approx(se, rel=1e-5, abs=1e-6), (s, key)
@@ -209,3 +233,35 @@ def test_merged_checkpoint_is_the_interpolation(smoke_run):
 def test_second_invocation_has_nothing_to_do(smoke_run):
     out = snakemake(smoke_run, "-n", "results/figures/all.pdf", "--configfile", "configs/smoke.yaml")
     assert "Nothing to be done" in out.stdout + out.stderr
+
+
+def test_all_seed_merges(smoke_run):
+    """tables/many.tsv: each seed, the plain average and each variant's merges; the `all` merge to seed 1
+    recomputed from the seeds and the pair permutation files scores the table's loss."""
+    from permerge.apply import load_permutations, model_tensors
+    from permerge.many import average, into_model, to_reference
+    from permerge.spec import spec_for_model
+
+    r = smoke_run / "results"
+    rows = read_tsv(r / "tables" / "many.tsv")
+    got = {(x["task"], x["variant"], x["merge"]) for x in rows}
+    for task in TASKS:
+        for v in ("vanilla", "all") + (("wm_all",) if task == "mlm" else ()):
+            assert {(task, v, f"seed{s}") for s in (1, 2, 3)} | {(task, v, "average")} <= got, (task, v)
+            if v != "vanilla":
+                assert (task, v, "to_reference") in got and (r / "many" / task / v / "to_reference").is_dir()
+    assert ("mlm", "wm_all", "iterative") in got and ("mlm", "all", "iterative") not in got
+    models = [AutoModelForMaskedLM.from_pretrained(r / "models" / "mlm" / f"seed{s}").eval() for s in (1, 2, 3)]
+    params = [model_tensors(m) for m in models]
+    spec = spec_for_model(models[0])
+    perms = [{}] + [
+        load_permutations(r / "permutations" / "mlm" / "all" / f"seed1-seed{b}.safetensors") for b in (2, 3)
+    ]
+    evalset = load_evalset(r / "data" / "evalsets" / "mlm.safetensors")
+    table = {(x["variant"], x["merge"]): float(x["loss"]) for x in rows if x["task"] == "mlm"}
+    merged = into_model(models[0], to_reference(spec, params, perms=perms).params)
+    assert mlm_loss(merged, evalset, batch_size=32)["loss"] == pytest.approx(table[("all", "to_reference")], rel=1e-5)
+    plain = into_model(models[0], average(params))
+    assert mlm_loss(plain, evalset, batch_size=32)["loss"] == pytest.approx(table[("vanilla", "average")], rel=1e-5)
+    on_disk = AutoModelForMaskedLM.from_pretrained(r / "many" / "mlm" / "all" / "to_reference").eval()
+    assert mlm_loss(on_disk, evalset, batch_size=32)["loss"] == pytest.approx(table[("all", "to_reference")], rel=1e-5)

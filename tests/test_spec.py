@@ -9,8 +9,14 @@ import torch
 from transformers import BertConfig, BertForMaskedLM, BertForPreTraining, BertForSequenceClassification, BertModel
 
 from permerge.apply import apply_permutations
-from permerge.spec import (bert_spec, check_spec, head_assignment, is_function_preserving,
-                           random_permutations, spec_for_model)
+from permerge.spec import (
+    bert_spec,
+    check_spec,
+    head_assignment,
+    is_function_preserving,
+    random_permutations,
+    spec_for_model,
+)
 from permerge.variants import COMPONENTS, VARIANT_KEYS, Variant, VariantError
 
 torch.set_num_threads(1)
@@ -20,16 +26,28 @@ SHAPES = [
     dict(hidden_size=36, num_attention_heads=3, intermediate_size=50, vocab_size=97, num_hidden_layers=1),
     dict(hidden_size=32, num_attention_heads=4, intermediate_size=40, vocab_size=61, num_hidden_layers=2),
     dict(hidden_size=30, num_attention_heads=5, intermediate_size=37, vocab_size=53, num_hidden_layers=3),
-    dict(hidden_size=24, num_attention_heads=2, intermediate_size=64, vocab_size=97, num_hidden_layers=2,
-         type_vocab_size=3),
+    dict(
+        hidden_size=24,
+        num_attention_heads=2,
+        intermediate_size=64,
+        vocab_size=97,
+        num_hidden_layers=2,
+        type_vocab_size=3,
+    ),
 ]
 HEADS = [("mlm", None), ("cls", 3), ("cls", 1), ("pretraining", None)]
 MODEL_CLASSES = {"mlm": BertForMaskedLM, "cls": BertForSequenceClassification, "pretraining": BertForPreTraining}
 
 
 def make_config(shape, num_labels=2):
-    return BertConfig(**shape, max_position_embeddings=19, hidden_dropout_prob=0.0,
-                      attention_probs_dropout_prob=0.0, initializer_range=0.2, num_labels=num_labels)
+    return BertConfig(
+        **shape,
+        max_position_embeddings=19,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        initializer_range=0.2,
+        num_labels=num_labels,
+    )
 
 
 def make_model(config, head, seed=0):
@@ -78,7 +96,7 @@ def variant_perms(spec, variant, rng):
             nb = spec.blocks[name]
             dh = len(p) // nb
             heads = head_assignment(p, nb)
-            p = np.concatenate([h * dh + p[h * dh:(h + 1) * dh] - heads[h] * dh for h in range(nb)])
+            p = np.concatenate([h * dh + p[h * dh : (h + 1) * dh] - heads[h] * dh for h in range(nb)])
             assert head_assignment(p, nb).tolist() == list(range(nb))
         out[name] = p
     return out
@@ -94,6 +112,7 @@ def all_variants():
 
 
 # ------------------------------------------------------------------------------------------- variants
+
 
 def test_variant_from_mapping_and_defaults():
     v = Variant.from_mapping({"components": ["ff", "attn"], "attention": "monotonic"}, name="x")
@@ -120,21 +139,27 @@ def test_variant_method():
         Variant(method="data")
 
 
-@pytest.mark.parametrize("mapping, needle", [
-    ({"residul": "all"}, "unknown option 'residul' (allowed: attention, components, method, qk, residual, stats_fraction)"),
-    ({"components": "ff"}, "'components' must be a list"),
-    ({"components": ["ff", "mlp"]}, "'components' has unknown value 'mlp'"),
-    ({"components": [1]}, "'components' must contain strings"),
-    ({"attention": "heads"}, "'attention' has unknown value 'heads'"),
-    ({"qk": 3}, "'qk' must be a string"),
-    ({"method": "weights"}, "'method' has unknown value 'weights' (allowed: activation, weight, hybrid)"),
-    ({"method": None}, "'method' must be a string"),
-    ({"residual": "middle"}, "'residual' has unknown value 'middle'"),
-    ({"stats_fraction": 0}, "'stats_fraction' must satisfy 0 < f <= 1"),
-    ({"stats_fraction": 1.5}, "'stats_fraction' must satisfy 0 < f <= 1"),
-    ({"stats_fraction": "half"}, "'stats_fraction' must be a number"),
-    ({"stats_fraction": True}, "'stats_fraction' must be a number"),
-])
+@pytest.mark.parametrize(
+    "mapping, needle",
+    [
+        (
+            {"residul": "all"},
+            "unknown option 'residul' (allowed: attention, components, method, qk, residual, stats_fraction)",
+        ),
+        ({"components": "ff"}, "'components' must be a list"),
+        ({"components": ["ff", "mlp"]}, "'components' has unknown value 'mlp'"),
+        ({"components": [1]}, "'components' must contain strings"),
+        ({"attention": "heads"}, "'attention' has unknown value 'heads'"),
+        ({"qk": 3}, "'qk' must be a string"),
+        ({"method": "weights"}, "'method' has unknown value 'weights' (allowed: activation, weight, hybrid)"),
+        ({"method": None}, "'method' must be a string"),
+        ({"residual": "middle"}, "'residual' has unknown value 'middle'"),
+        ({"stats_fraction": 0}, "'stats_fraction' must satisfy 0 < f <= 1"),
+        ({"stats_fraction": 1.5}, "'stats_fraction' must satisfy 0 < f <= 1"),
+        ({"stats_fraction": "half"}, "'stats_fraction' must be a number"),
+        ({"stats_fraction": True}, "'stats_fraction' must be a number"),
+    ],
+)
 def test_variant_errors_name_variant_and_key(mapping, needle):
     with pytest.raises(VariantError) as info:
         Variant.from_mapping(mapping, name="foo")
@@ -144,6 +169,7 @@ def test_variant_errors_name_variant_and_key(mapping, needle):
 
 
 # ------------------------------------------------------------------------------------------- spec
+
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("cls", [BertForPreTraining, BertForMaskedLM, BertForSequenceClassification, BertModel])
@@ -181,21 +207,26 @@ def test_mlm_spec_permutes_transform_output_and_aliases_tied_decoder():
     assert spec.perms_for("cls.predictions.decoder.weight") == {1: "res"}
     assert spec.perms_for("cls.predictions.bias") == {}
     untied = BertConfig(**SHAPES[0], tie_word_embeddings=False)
-    assert ("cls.predictions.decoder.weight", 1) in bert_spec(untied, mlm_head=True, pooler=False,
-                                                              classifier=False).axes["res"]
+    assert ("cls.predictions.decoder.weight", 1) in bert_spec(
+        untied, mlm_head=True, pooler=False, classifier=False
+    ).axes["res"]
 
 
 def test_pretraining_spec_pooler_feeds_nsp_head():
     config = make_config(SHAPES[1])
     spec = spec_for_model(BertForPreTraining(config))
-    assert set(spec.axes["pooler"]) == {("bert.pooler.dense.weight", 0), ("bert.pooler.dense.bias", 0),
-                                        ("cls.seq_relationship.weight", 1)}
+    assert set(spec.axes["pooler"]) == {
+        ("bert.pooler.dense.weight", 0),
+        ("bert.pooler.dense.bias", 0),
+        ("cls.seq_relationship.weight", 1),
+    }
     assert ("bert.pooler.dense.weight", 1) in spec.axes["res"]
     assert spec.perms_for("cls.seq_relationship.bias") == {}  # two NSP classes: nothing to permute
     assert spec.perms_for("cls.predictions.decoder.weight") == {1: "res"}  # tied decoder, as for MaskedLM
     mlm_only = spec_for_model(BertForMaskedLM(config))
     assert {k: v for k, v in spec.axes.items() if k != "pooler"} == {
-        k: v if k != "res" else v + (("bert.pooler.dense.weight", 1),) for k, v in mlm_only.axes.items()}
+        k: v if k != "res" else v + (("bert.pooler.dense.weight", 1),) for k, v in mlm_only.axes.items()
+    }
     with pytest.raises(ValueError, match="next-sentence-prediction head needs the pooler"):
         bert_spec(config, mlm_head=True, pooler=False, classifier=False, nsp_head=True)
 
@@ -237,13 +268,18 @@ def test_check_spec_reports_wrong_sizes():
 
 def test_unsupported_configs_are_rejected():
     with pytest.raises(ValueError, match="position_embedding_type"):
-        bert_spec(BertConfig(**SHAPES[0], position_embedding_type="relative_key"), mlm_head=True,
-                  pooler=False, classifier=False)
+        bert_spec(
+            BertConfig(**SHAPES[0], position_embedding_type="relative_key"),
+            mlm_head=True,
+            pooler=False,
+            classifier=False,
+        )
     with pytest.raises(TypeError, match="unsupported model class"):
         spec_for_model(torch.nn.Linear(2, 2))
 
 
 # ------------------------------------------------------------------------------------------- function preservation
+
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("head, num_labels", HEADS)
@@ -310,7 +346,10 @@ def test_reference_tied_decoder_bug_breaks_mlm():
     spec = spec_for_model(model)
     reference_like = PermutationSpec(
         {**spec.axes, "res": tuple(x for x in spec.axes["res"] if not (x[0].startswith("cls.") and x[1] == 0))},
-        spec.sizes, spec.blocks, spec.aliases)
+        spec.sizes,
+        spec.blocks,
+        spec.aliases,
+    )
     perms = {"res": np.random.default_rng(0).permutation(config.hidden_size)}
     inputs = make_inputs(config)
     params = dict(model.named_parameters())

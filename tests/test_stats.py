@@ -3,19 +3,35 @@
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification, BertTokenizerFast
 
-from safetensors import safe_open
-
-from permerge.stats import (Statistics, _Accumulator, collect_statistics, feature_names, first_fraction,
-                            fraction_count, segmented_batches, text_batches, write_safetensors)
+from permerge.stats import (
+    Statistics,
+    _Accumulator,
+    collect_statistics,
+    feature_names,
+    first_fraction,
+    fraction_count,
+    segmented_batches,
+    text_batches,
+    write_safetensors,
+)
 
 torch.set_num_threads(1)
 
-CONFIG = dict(vocab_size=97, hidden_size=36, num_attention_heads=3, intermediate_size=50, num_hidden_layers=2,
-              max_position_embeddings=24, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-              initializer_range=0.2)
+CONFIG = dict(
+    vocab_size=97,
+    hidden_size=36,
+    num_attention_heads=3,
+    intermediate_size=50,
+    num_hidden_layers=2,
+    max_position_embeddings=24,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+    initializer_range=0.2,
+)
 
 
 def make_models(cls=BertForSequenceClassification, n=3):
@@ -90,8 +106,7 @@ def test_streamed_correlation_equals_numpy_corrcoef():
     a, c = ref[0][0][2], ref[2][0][2]
     np.testing.assert_allclose(stats.mean("res.4", "a").numpy(), a.mean(0), atol=1e-6)
     np.testing.assert_allclose(stats.var("res.4", "c").numpy(), c.var(0), rtol=1e-6, atol=1e-9)
-    np.testing.assert_allclose(stats.cross("res.4", "a", "c").numpy(),
-                               np.cov(a.T, c.T, bias=True)[:d, d:], atol=1e-6)
+    np.testing.assert_allclose(stats.cross("res.4", "a", "c").numpy(), np.cov(a.T, c.T, bias=True)[:d, d:], atol=1e-6)
     np.testing.assert_allclose(stats.mean("ctx.0", "b").numpy(), ref[1][1].mean(0), atol=1e-6)
 
 
@@ -102,8 +117,9 @@ def test_every_feature_has_the_documented_size_and_a_diagonal_of_one():
     L = CONFIG["num_hidden_layers"]
     assert stats.features == feature_names(ms[0])
     assert "pooler" not in stats.features  # BertForMaskedLM has no pooler
-    assert sorted(stats.features) == sorted([f"res.{i}" for i in range(2 * L + 1)]
-                                            + [f"{k}.{l}" for k in ("ff", "ctx", "q", "k") for l in range(L)])
+    assert sorted(stats.features) == sorted(
+        [f"res.{i}" for i in range(2 * L + 1)] + [f"{k}.{l}" for k in ("ff", "ctx", "q", "k") for l in range(L)]
+    )
     for f in stats.features:
         corr = stats.correlation(f, "x", "y")
         dim = CONFIG["intermediate_size"] if f.startswith("ff.") else CONFIG["hidden_size"]
@@ -126,8 +142,9 @@ def test_one_forward_per_model_per_batch_and_no_head():
 
 def test_pairs_and_features_subset():
     ms = make_models()
-    stats = collect_statistics(ms, make_batches(num=2), names=["a", "b", "c"], pairs=[("a", "c")],
-                               features=["res.0", "ff.1"])
+    stats = collect_statistics(
+        ms, make_batches(num=2), names=["a", "b", "c"], pairs=[("a", "c")], features=["res.0", "ff.1"]
+    )
     assert stats.features == ["res.0", "ff.1"]
     assert stats.correlation("ff.1", "c", "a").shape == (50, 50)
     with pytest.raises(KeyError, match="pair"):
@@ -160,8 +177,12 @@ def test_chan_merge_is_stable_for_large_offsets():
 def test_zero_variance_gives_zero_correlation():
     cross = torch.tensor([[0.0, 0.0], [0.0, 2.0]], dtype=torch.float64)
     m2 = torch.tensor([[0.0, 4.0], [1.0, 1.0]], dtype=torch.float64)
-    stats = Statistics(["a", "b"], [("a", "b")], {"f": 4},
-                       {"mean/f": torch.zeros(2, 2, dtype=torch.float64), "m2/f": m2, "cross/f/a/b": cross})
+    stats = Statistics(
+        ["a", "b"],
+        [("a", "b")],
+        {"f": 4},
+        {"mean/f": torch.zeros(2, 2, dtype=torch.float64), "m2/f": m2, "cross/f/a/b": cross},
+    )
     corr = stats.correlation("f", "a", "b")
     assert torch.isfinite(corr).all()
     np.testing.assert_allclose(corr.numpy(), [[0.0, 0.0], [0.0, 1.0]])
@@ -189,11 +210,20 @@ def test_save_and_load_roundtrip(tmp_path):
     stats.save(small, metadata={"config": "tiny"}, features=["ff.0", "res.3"])
     with safe_open(str(small), framework="pt") as fh:
         dtypes = {k: fh.get_slice(k).get_dtype() for k in fh.keys()}
-    assert dtypes == {"mean/ff.0": "F64", "m2/ff.0": "F64", "cross/ff.0/s1/s2": "F32",
-                      "mean/res.3": "F64", "m2/res.3": "F64", "cross/res.3/s1/s2": "F32"}
+    assert dtypes == {
+        "mean/ff.0": "F64",
+        "m2/ff.0": "F64",
+        "cross/ff.0/s1/s2": "F32",
+        "mean/res.3": "F64",
+        "m2/res.3": "F64",
+        "cross/res.3/s1/s2": "F32",
+    }
     assert small.stat().st_size < 0.6 * path.stat().st_size
     f32 = Statistics.load(small)
-    assert f32.features == ["ff.0", "res.3"] and f32.count == {"ff.0": stats.count["ff.0"], "res.3": stats.count["res.3"]}
+    assert f32.features == ["ff.0", "res.3"] and f32.count == {
+        "ff.0": stats.count["ff.0"],
+        "res.3": stats.count["res.3"],
+    }
     corr = f32.correlation("ff.0", "s1", "s2")
     assert corr.dtype == torch.float64 and f32.cross("ff.0", "s1", "s2").dtype == torch.float64
     diff = (corr - stats.correlation("ff.0", "s1", "s2")).abs().max()
@@ -209,6 +239,7 @@ def test_save_and_load_roundtrip(tmp_path):
 
 # ------------------------------------------------------------------------------------------- batching
 
+
 def tiny_tokenizer():
     words = "the a cat dog sat on mat ran fast slow red blue big small house tree bird sings".split()
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words
@@ -216,9 +247,16 @@ def tiny_tokenizer():
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    return BertTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                             sep_token="[SEP]", mask_token="[MASK]")
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    return BertTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
 
 
 def test_text_batches_single_pairs_and_strings():
@@ -258,6 +296,7 @@ def test_first_fraction():
 
 
 # ------------------------------------------------------------------------------------ one pass, many prefixes
+
 
 def sentences(n, seed=0):
     import random
@@ -338,10 +377,18 @@ def test_write_safetensors_streams_tensors_in_order(tmp_path):
     def maker(key, t):
         return lambda: made.append(key) or t
 
-    tensors = {"x": torch.arange(6, dtype=torch.float64).reshape(2, 3), "s": torch.tensor(2.5),
-               "y": torch.randn(3, 5, dtype=torch.float64), "z": torch.arange(3, dtype=torch.int64)}
-    entries = [("x", torch.float64, (2, 3), maker("x", tensors["x"])), ("s", torch.float64, (), maker("s", tensors["s"])),
-               ("y", torch.float32, (3, 5), maker("y", tensors["y"])), ("z", torch.int64, (3,), maker("z", tensors["z"]))]
+    tensors = {
+        "x": torch.arange(6, dtype=torch.float64).reshape(2, 3),
+        "s": torch.tensor(2.5),
+        "y": torch.randn(3, 5, dtype=torch.float64),
+        "z": torch.arange(3, dtype=torch.int64),
+    }
+    entries = [
+        ("x", torch.float64, (2, 3), maker("x", tensors["x"])),
+        ("s", torch.float64, (), maker("s", tensors["s"])),
+        ("y", torch.float32, (3, 5), maker("y", tensors["y"])),
+        ("z", torch.int64, (3,), maker("z", tensors["z"])),
+    ]
     path = tmp_path / "t.safetensors"
     write_safetensors(path, entries, {"k": "v"})
     assert made == ["x", "s", "y", "z"]

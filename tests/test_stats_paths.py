@@ -5,7 +5,6 @@ tests. The cuda tests skip where no GPU is present; they compare the GPU paths (
 fine-tuning step) with CPU.
 """
 
-
 import numpy as np
 import pytest
 import torch
@@ -13,7 +12,7 @@ from transformers import BertConfig, BertForMaskedLM
 
 import permerge.stats as stats_mod
 from permerge.evaluate import bert_mask, mlm_loss
-from permerge.stats import _Accumulator, collect_statistics, force_path
+from permerge.stats import collect_statistics, force_path
 from tests import test_stats
 
 torch.set_num_threads(1)
@@ -58,10 +57,16 @@ def test_both_paths_give_the_same_statistics():
         with force_path(path):
             out[path] = collect_statistics(ms, batches, names=["a", "b"])
     for f in out["numpy"].features:
-        np.testing.assert_allclose(out["torch"].correlation(f, "a", "b").numpy(),
-                                   out["numpy"].correlation(f, "a", "b").numpy(), rtol=0, atol=1e-6, err_msg=f)
-        np.testing.assert_allclose(out["torch"].var(f, "b").numpy(), out["numpy"].var(f, "b").numpy(),
-                                   rtol=1e-6, atol=1e-9, err_msg=f)
+        np.testing.assert_allclose(
+            out["torch"].correlation(f, "a", "b").numpy(),
+            out["numpy"].correlation(f, "a", "b").numpy(),
+            rtol=0,
+            atol=1e-6,
+            err_msg=f,
+        )
+        np.testing.assert_allclose(
+            out["torch"].var(f, "b").numpy(), out["numpy"].var(f, "b").numpy(), rtol=1e-6, atol=1e-9, err_msg=f
+        )
 
 
 def test_force_path_restores_and_rejects_unknown_paths():
@@ -80,8 +85,9 @@ def test_force_path_restores_and_rejects_unknown_paths():
 
 # ------------------------------------------------------------------------------------------- cuda vs CPU
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
-                                reason="needs CUDA (torch.cuda.is_available() is False): compares cuda with CPU")
+needs_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA (torch.cuda.is_available() is False): compares cuda with CPU"
+)
 
 
 def compare_statistics(device: str):
@@ -93,12 +99,13 @@ def compare_statistics(device: str):
     got = collect_statistics(moved, batches, names=["a", "b"], device=device)
     assert got.count == ref.count
     for f in ref.features:
-        np.testing.assert_allclose(got.correlation(f, "a", "b").cpu().numpy(),
-                                   ref.correlation(f, "a", "b").numpy(), atol=1e-5, err_msg=f)
-        np.testing.assert_allclose(got.mean(f, "b").cpu().numpy(), ref.mean(f, "b").numpy(), atol=1e-5,
-                                   err_msg=f)
-        np.testing.assert_allclose(got.var(f, "a").cpu().numpy(), ref.var(f, "a").numpy(), rtol=1e-4,
-                                   atol=1e-7, err_msg=f)
+        np.testing.assert_allclose(
+            got.correlation(f, "a", "b").cpu().numpy(), ref.correlation(f, "a", "b").numpy(), atol=1e-5, err_msg=f
+        )
+        np.testing.assert_allclose(got.mean(f, "b").cpu().numpy(), ref.mean(f, "b").numpy(), atol=1e-5, err_msg=f)
+        np.testing.assert_allclose(
+            got.var(f, "a").cpu().numpy(), ref.var(f, "a").numpy(), rtol=1e-4, atol=1e-7, err_msg=f
+        )
 
 
 def compare_mlm_loss(device: str):
@@ -107,8 +114,7 @@ def compare_mlm_loss(device: str):
     model = BertForMaskedLM(config).eval()
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(5, config.vocab_size, (12, 20), generator=g)
-    masked, labels = bert_mask(ids, special=[0, 1, 2, 3, 4], mask_token_id=4, vocab_size=config.vocab_size,
-                               generator=g)
+    masked, labels = bert_mask(ids, special=[0, 1, 2, 3, 4], mask_token_id=4, vocab_size=config.vocab_size, generator=g)
     evalset = {"input_ids": masked, "labels": labels}
     ref = mlm_loss(model, evalset, batch_size=5)
     got = mlm_loss(model.to(device), evalset, batch_size=5)
@@ -129,11 +135,21 @@ def compare_finetune_step(device: str, tmp_path):
     tok.save_pretrained(base)
     words = "the a cat dog sat on mat ran fast slow red blue big small house tree bird sings".split()
     rng = np.random.default_rng(0)
-    examples = [{"sentence": " ".join(rng.choice(words, rng.integers(2, 8))), "label": int(i % 2)}
-                for i in range(16)]
+    examples = [{"sentence": " ".join(rng.choice(words, rng.integers(2, 8))), "label": int(i % 2)} for i in range(16)]
     lr = 1e-3
-    kw = dict(model_dir=base, train_examples=examples, eval_examples=examples, text_keys=["sentence"],
-              num_labels=2, metric="accuracy", seed=1, lr=lr, epochs=1, batch_size=16, warmup=0.0)
+    kw = dict(
+        model_dir=base,
+        train_examples=examples,
+        eval_examples=examples,
+        text_keys=["sentence"],
+        num_labels=2,
+        metric="accuracy",
+        seed=1,
+        lr=lr,
+        epochs=1,
+        batch_size=16,
+        warmup=0.0,
+    )
     ref = finetune(**kw, out_dir=tmp_path / "cpu", device="cpu")
     got = finetune(**kw, out_dir=tmp_path / "dev", device=device)
     assert ref["steps"] == got["steps"] == 1

@@ -23,8 +23,14 @@ from permerge.variants import Variant
 from .test_evaluate import corpus_dir, tokenizer, tokenizer_dir  # noqa: F401  (fixtures)
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "workflow" / "scripts"
-SHAPE = dict(num_hidden_layers=2, hidden_size=48, num_attention_heads=4, intermediate_size=96,
-             max_position_embeddings=32, seq_len=32)
+SHAPE = dict(
+    num_hidden_layers=2,
+    hidden_size=48,
+    num_attention_heads=4,
+    intermediate_size=96,
+    max_position_embeddings=32,
+    seq_len=32,
+)
 L = SHAPE["num_hidden_layers"]
 
 # every variant kind compute_permutations has
@@ -52,8 +58,18 @@ def trained(corpus_dir, tokenizer_dir, tmp_path_factory):  # noqa: F811
     dirs = []
     for seed in (1, 2, 3):
         out = root / f"seed{seed}"
-        pretrain_bert(tokenizer_dir=tokenizer_dir, text_file=corpus_dir / "train.txt", seed=seed, out_dir=out,
-                      steps=40, batch_size=16, lr=3e-3, warmup=0.1, log_every=100, **SHAPE)
+        pretrain_bert(
+            tokenizer_dir=tokenizer_dir,
+            text_file=corpus_dir / "train.txt",
+            seed=seed,
+            out_dir=out,
+            steps=40,
+            batch_size=16,
+            lr=3e-3,
+            warmup=0.1,
+            log_every=100,
+            **SHAPE,
+        )
         dirs.append(out)
     return dirs
 
@@ -70,7 +86,9 @@ def classifiers(dirs):
 
 
 def stats_texts(corpus_dir):  # noqa: F811
-    return (corpus_dir / "heldout.txt").read_text().splitlines() + (corpus_dir / "train.txt").read_text().splitlines()[:300]
+    return (corpus_dir / "heldout.txt").read_text().splitlines() + (corpus_dir / "train.txt").read_text().splitlines()[
+        :300
+    ]
 
 
 def test_float32_storage_gives_identical_permutations(trained, corpus_dir, tokenizer, tmp_path):  # noqa: F811
@@ -109,8 +127,12 @@ def test_matching_many_pairs_keeps_no_cross_block(trained, corpus_dir, tokenizer
     models = [BertForMaskedLM.from_pretrained(str(d)).eval() for d in trained]
     variant = Variant.from_mapping(VARIANTS["all"])
     features = required_features(variant, L)
-    stats = collect_statistics(models, text_batches(tokenizer, stats_texts(corpus_dir)[:100], max_length=32),
-                               names=["s1", "s2", "s3"], features=features)
+    stats = collect_statistics(
+        models,
+        text_batches(tokenizer, stats_texts(corpus_dir)[:100], max_length=32),
+        names=["s1", "s2", "s3"],
+        features=features,
+    )
     path = tmp_path / "stats.safetensors"
     stats.save(path)
     loaded = Statistics.load(path)
@@ -127,14 +149,23 @@ def test_matching_many_pairs_keeps_no_cross_block(trained, corpus_dir, tokenizer
 
 def test_union_features_orders_and_dedups():
     v = lambda **kw: Variant.from_mapping(kw)  # noqa: E731
-    got = union_features([v(components=["attn"], qk="separate"), v(components=["res"], residual="last"),
-                          v(components=["ff", "res"], residual="first"), v(), v(components=["pooler"])], 2)
+    got = union_features(
+        [
+            v(components=["attn"], qk="separate"),
+            v(components=["res"], residual="last"),
+            v(components=["ff", "res"], residual="first"),
+            v(),
+            v(components=["pooler"]),
+        ],
+        2,
+    )
     assert got == ["res.0", "res.4", "ff.0", "ff.1", "ctx.0", "ctx.1", "q.0", "q.1", "k.0", "k.1"]
     assert union_features([v(components=["pooler"])], 2, pooler=True) == ["pooler"]
     assert union_features([v(), v()], 12) == []
 
 
 # ------------------------------------------------------------------------------------------- scripts
+
 
 def run_script(name, **sm):
     sm.setdefault("log", [])
@@ -144,10 +175,18 @@ def run_script(name, **sm):
 
 def collect_job(models, text, fractions, folder):
     """The job of the rule: one output, the task's statistics folder (a file per fraction inside)."""
-    return dict(input=SimpleNamespace(models=[str(m) for m in models], text=str(text)), output=[str(folder)],
-                params=SimpleNamespace(fractions=fractions, seeds=[1, 2, 3], pairs=[(1, 2), (1, 3), (2, 3)],
-                                       device="cpu", statistics={"batch_size": 16, "max_length": 32, "max_lines": 120}),
-                wildcards=SimpleNamespace(task="mlm"))
+    return dict(
+        input=SimpleNamespace(models=[str(m) for m in models], text=str(text)),
+        output=[str(folder)],
+        params=SimpleNamespace(
+            fractions=fractions,
+            seeds=[1, 2, 3],
+            pairs=[(1, 2), (1, 3), (2, 3)],
+            device="cpu",
+            statistics={"batch_size": 16, "max_length": 32, "max_lines": 120},
+        ),
+        wildcards=SimpleNamespace(task="mlm"),
+    )
 
 
 def test_collect_script_writes_every_fraction_from_one_pass(trained, corpus_dir, tokenizer, tmp_path):  # noqa: F811
@@ -156,9 +195,11 @@ def test_collect_script_writes_every_fraction_from_one_pass(trained, corpus_dir,
     text = tmp_path / "books.txt"
     lines = stats_texts(corpus_dir)
     text.write_text("\n".join(lines) + "\n")
-    fractions = [[0.1, [VARIANTS["ff"], VARIANTS["pooler"]]],
-                 [0.5, [{"components": []}]],
-                 [1.0, [{**VARIANTS["qk_separate"], "stats_fraction": None}, VARIANTS["res_first"]]]]
+    fractions = [
+        [0.1, [VARIANTS["ff"], VARIANTS["pooler"]]],
+        [0.5, [{"components": []}]],
+        [1.0, [{**VARIANTS["qk_separate"], "stats_fraction": None}, VARIANTS["res_first"]]],
+    ]
     folder = tmp_path / "stats"
     outs = [folder / f"fraction{f:g}.safetensors" for f, _ in fractions]
     run_script("collect_statistics.py", **collect_job(trained, text, fractions, folder))
@@ -171,12 +212,20 @@ def test_collect_script_writes_every_fraction_from_one_pass(trained, corpus_dir,
     assert [int(s.metadata["examples"]) for s in files] == [12, 60, 120]  # max_lines caps the 500 lines
     # fraction 0.1 equals a separate pass over the first 12 lines
     models = [BertForMaskedLM.from_pretrained(str(d)).eval() for d in trained]
-    ref = collect_statistics(models, text_batches(tokenizer, lines[:12], batch_size=16, max_length=32),
-                             names=["seed1", "seed2", "seed3"], features=["ff.1"])
+    ref = collect_statistics(
+        models,
+        text_batches(tokenizer, lines[:12], batch_size=16, max_length=32),
+        names=["seed1", "seed2", "seed3"],
+        features=["ff.1"],
+    )
     assert files[0].count["ff.1"] == ref.count["ff.1"] == int(files[0].metadata["tokens"])
     np.testing.assert_allclose(files[0].mean("ff.1", "seed2").numpy(), ref.mean("ff.1", "seed2").numpy(), rtol=1e-9)
-    np.testing.assert_allclose(files[0].cross("ff.1", "seed3", "seed1").numpy(),
-                               ref.cross("ff.1", "seed3", "seed1").numpy(), rtol=1e-6, atol=1e-7)  # float32 file
+    np.testing.assert_allclose(
+        files[0].cross("ff.1", "seed3", "seed1").numpy(),
+        ref.cross("ff.1", "seed3", "seed1").numpy(),
+        rtol=1e-6,
+        atol=1e-7,
+    )  # float32 file
     assert int(files[1].metadata["tokens"]) < files[2].num_tokens
     with pytest.raises(ValueError, match="ascending"):
         run_script("collect_statistics.py", **collect_job(trained, text, fractions[::-1], tmp_path / "bad"))
@@ -184,18 +233,26 @@ def test_collect_script_writes_every_fraction_from_one_pass(trained, corpus_dir,
     # the permutations script reads the fraction file of its variant
     perm_outs = [tmp_path / "perms" / f"{p}.safetensors" for p in ("seed1-seed2", "seed1-seed3")]
     perm_outs[0].parent.mkdir()
-    run_script("compute_permutations.py", input=SimpleNamespace(stats=str(folder), model_config=str(trained[0])),
-               output=[str(o) for o in perm_outs], params=SimpleNamespace(options=VARIANTS["qk_separate"], pairs=[(1, 2), (1, 3)],
-                                                                          stats_name=outs[2].name),
-               wildcards=SimpleNamespace(task="mlm", variant="qk_separate"))
-    want = compute_permutations(files[2], "seed1", "seed3", Variant.from_mapping(VARIANTS["qk_separate"]), models[0].config)
+    run_script(
+        "compute_permutations.py",
+        input=SimpleNamespace(stats=str(folder), model_config=str(trained[0])),
+        output=[str(o) for o in perm_outs],
+        params=SimpleNamespace(options=VARIANTS["qk_separate"], pairs=[(1, 2), (1, 3)], stats_name=outs[2].name),
+        wildcards=SimpleNamespace(task="mlm", variant="qk_separate"),
+    )
+    want = compute_permutations(
+        files[2], "seed1", "seed3", Variant.from_mapping(VARIANTS["qk_separate"]), models[0].config
+    )
     got = load_permutations(perm_outs[1])
     assert sorted(got) == sorted(want) and all(np.array_equal(got[k], want[k]) for k in want)
     with pytest.raises(ValueError, match="lacks the features variant 'ff'"):
-        run_script("compute_permutations.py", input=SimpleNamespace(stats=str(folder), model_config=str(trained[0])),
-                   output=[str(o) for o in perm_outs], params=SimpleNamespace(options=VARIANTS["ff"], pairs=[(1, 2), (1, 3)],
-                                                                              stats_name=outs[2].name),
-                   wildcards=SimpleNamespace(task="mlm", variant="ff"))
+        run_script(
+            "compute_permutations.py",
+            input=SimpleNamespace(stats=str(folder), model_config=str(trained[0])),
+            output=[str(o) for o in perm_outs],
+            params=SimpleNamespace(options=VARIANTS["ff"], pairs=[(1, 2), (1, 3)], stats_name=outs[2].name),
+            wildcards=SimpleNamespace(task="mlm", variant="ff"),
+        )
 
 
 def test_vanilla_only_writes_an_empty_file_without_the_models(trained, tmp_path):
@@ -212,7 +269,11 @@ def test_vanilla_only_writes_an_empty_file_without_the_models(trained, tmp_path)
     assert stats.features == [] and stats.pairs == [("seed1", "seed2"), ("seed1", "seed3"), ("seed2", "seed3")]
     perm = tmp_path / "seed1-seed2.safetensors"
     # vanilla's job gets no statistics at all (the rule gives it none)
-    run_script("compute_permutations.py", input=SimpleNamespace(model_config=str(bare[0])),
-               output=[str(perm)], params=SimpleNamespace(options={}, pairs=[(1, 2)]),
-               wildcards=SimpleNamespace(task="mlm", variant="vanilla"))
+    run_script(
+        "compute_permutations.py",
+        input=SimpleNamespace(model_config=str(bare[0])),
+        output=[str(perm)],
+        params=SimpleNamespace(options={}, pairs=[(1, 2)]),
+        wildcards=SimpleNamespace(task="mlm", variant="vanilla"),
+    )
     assert load_permutations(perm) == {}  # identity everywhere

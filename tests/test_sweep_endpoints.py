@@ -9,10 +9,16 @@ import torch
 from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
 
 from permerge.apply import apply_permutations
-from permerge.barriers import BARRIER_COLUMNS, SUMMARY_COLUMNS, barrier_rows, read_losses, read_tsv, summarize, \
-    write_tsv
-from permerge.evaluate import (IGNORE_INDEX, check_lambda_grid, glue_loss, lambda_sweep, mlm_loss,
-                               write_loss_table)
+from permerge.barriers import (
+    BARRIER_COLUMNS,
+    SUMMARY_COLUMNS,
+    barrier_rows,
+    read_losses,
+    read_tsv,
+    summarize,
+    write_tsv,
+)
+from permerge.evaluate import IGNORE_INDEX, check_lambda_grid, glue_loss, lambda_sweep, mlm_loss, write_loss_table
 from permerge.spec import head_assignment, is_function_preserving, random_permutations, spec_for_model
 
 torch.set_num_threads(1)
@@ -20,8 +26,15 @@ torch.set_num_threads(1)
 VOCAB, HIDDEN, HEADS = 100, 32, 2
 # A large init scale so that the random models are far from uniform and a head-mixing permutation changes
 # the loss by far more than float rounding.
-CONFIG = dict(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=2, num_attention_heads=HEADS,
-              intermediate_size=64, max_position_embeddings=32, initializer_range=0.2)
+CONFIG = dict(
+    vocab_size=VOCAB,
+    hidden_size=HIDDEN,
+    num_hidden_layers=2,
+    num_attention_heads=HEADS,
+    intermediate_size=64,
+    max_position_embeddings=32,
+    initializer_range=0.2,
+)
 LAMBDAS = [0.0, 0.5, 1.0]
 MLM_COLUMNS = ["lambda", "loss", "n_tokens", "pseudo_perplexity", "accuracy"]
 
@@ -59,8 +72,9 @@ def head_mixing_perms(model, rng):
 
 
 def sweep(a, b, perms, evalset):
-    return lambda_sweep(a, apply_permutations(b, perms), LAMBDAS,
-                        lambda m: mlm_loss(m, evalset, batch_size=4), model_b=b)
+    return lambda_sweep(
+        a, apply_permutations(b, perms), LAMBDAS, lambda m: mlm_loss(m, evalset, batch_size=4), model_b=b
+    )
 
 
 @pytest.fixture(scope="module")
@@ -105,11 +119,11 @@ def test_loss_files_and_barrier_table_carry_both(tmp_path, sweeps):
         paths.append(path)
         # Old columns first, in their old order, then the unpermuted B's; old readers see the same curve.
         header = path.read_text().splitlines()[0].split("\t")
-        assert header == MLM_COLUMNS + ["loss_b_unpermuted", "pseudo_perplexity_b_unpermuted",
-                                        "accuracy_b_unpermuted"]
+        assert header == MLM_COLUMNS + ["loss_b_unpermuted", "pseudo_perplexity_b_unpermuted", "accuracy_b_unpermuted"]
         assert read_losses(path) == (LAMBDAS, [r["loss"] for r in rows])
-        assert [{k: float(v) for k, v in r.items()} for r in read_tsv(path)] == \
-            [{k: float(v) for k, v in r.items()} for r in rows]  # every value back exactly
+        assert [{k: float(v) for k, v in r.items()} for r in read_tsv(path)] == [
+            {k: float(v) for k, v in r.items()} for r in rows
+        ]  # every value back exactly
 
     table = barrier_rows(paths, {"preserving": True, "mixing": False})
     by = {r["variant"]: r for r in table}
@@ -120,7 +134,8 @@ def test_loss_files_and_barrier_table_carry_both(tmp_path, sweeps):
         assert t["barrier"] == pytest.approx(max(losses) - (la + lpi) / 2, abs=1e-12)
         assert t["barrier_true"] == pytest.approx(max(losses) - (la + lb) / 2, abs=1e-12)
         assert t["barrier_linear_true"] == pytest.approx(
-            max(l - ((1 - x) * la + x * lb) for x, l in zip(LAMBDAS, losses)), abs=1e-12)
+            max(l - ((1 - x) * la + x * lb) for x, l in zip(LAMBDAS, losses)), abs=1e-12
+        )
         assert t["loss_b_unpermuted"] == lb and t["rel_diff_b"] == pytest.approx(abs(lpi - lb) / lb)
     assert by["preserving"]["barrier_true"] == pytest.approx(by["preserving"]["barrier"], abs=1e-5)
     assert by["preserving"]["rel_diff_b"] < 1e-6
@@ -152,8 +167,13 @@ def test_glue_metric_of_unpermuted_b():
     b = BertForSequenceClassification(BertConfig(**CONFIG, num_labels=2)).eval()
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(5, VOCAB, (12, 10), generator=g)
-    data = {"input_ids": ids, "token_type_ids": torch.zeros_like(ids), "attention_mask": torch.ones_like(ids),
-            "lengths": torch.full((12,), 10), "labels": torch.randint(2, (12,), generator=g)}
+    data = {
+        "input_ids": ids,
+        "token_type_ids": torch.zeros_like(ids),
+        "attention_mask": torch.ones_like(ids),
+        "lengths": torch.full((12,), 10),
+        "labels": torch.randint(2, (12,), generator=g),
+    }
 
     def evaluate(m):
         return glue_loss(m, data, num_labels=2, metric="matthews", batch_size=5)
@@ -164,23 +184,28 @@ def test_glue_metric_of_unpermuted_b():
     assert b.training
     ref = evaluate(b.eval())
     for r in rows:
-        assert {k: r[k] for k in ("loss_b_unpermuted", "accuracy_b_unpermuted", "matthews_b_unpermuted")} == \
-            {"loss_b_unpermuted": ref["loss"], "accuracy_b_unpermuted": ref["accuracy"],
-             "matthews_b_unpermuted": ref["matthews"]}
+        assert {k: r[k] for k in ("loss_b_unpermuted", "accuracy_b_unpermuted", "matthews_b_unpermuted")} == {
+            "loss_b_unpermuted": ref["loss"],
+            "accuracy_b_unpermuted": ref["accuracy"],
+            "matthews_b_unpermuted": ref["matthews"],
+        }
     assert rows[0]["lambda"] == 1.0 and rows[0]["loss"] == pytest.approx(ref["loss"], rel=1e-6)
     assert rows[0]["matthews"] == ref["matthews"]
 
 
-@pytest.mark.parametrize("grid, match", [
-    ([], "at least two"),
-    ([0.0], "at least two"),
-    ([1.0], "at least two"),
-    ([0.0, 0.5], r"endpoints 0 and 1; missing \[1.0\]"),
-    ([0.25, 0.5, 1.0], r"missing \[0.0\]"),
-    ([0.2, 0.8], r"missing \[0.0, 1.0\]"),
-    ([0.0, float("nan"), 1.0], "non-finite"),
-    ([0.0, 0.5, 0.5, 1.0], "repeated"),
-])
+@pytest.mark.parametrize(
+    "grid, match",
+    [
+        ([], "at least two"),
+        ([0.0], "at least two"),
+        ([1.0], "at least two"),
+        ([0.0, 0.5], r"endpoints 0 and 1; missing \[1.0\]"),
+        ([0.25, 0.5, 1.0], r"missing \[0.0\]"),
+        ([0.2, 0.8], r"missing \[0.0, 1.0\]"),
+        ([0.0, float("nan"), 1.0], "non-finite"),
+        ([0.0, 0.5, 0.5, 1.0], "repeated"),
+    ],
+)
 def test_lambda_sweep_rejects_bad_grids(pair, grid, match):
     a, b = pair
 
@@ -198,8 +223,10 @@ def test_good_grids_pass_in_their_order():
 
 
 def test_unpermuted_columns_are_written_last(tmp_path):
-    rows = [{"lambda": 0.0, "loss_b_unpermuted": 2.0, "loss": 1.0, "matthews_b_unpermuted": 0.5},
-            {"lambda": 1.0, "loss": 2.5, "matthews": 0.25, "loss_b_unpermuted": 2.0, "matthews_b_unpermuted": 0.5}]
+    rows = [
+        {"lambda": 0.0, "loss_b_unpermuted": 2.0, "loss": 1.0, "matthews_b_unpermuted": 0.5},
+        {"lambda": 1.0, "loss": 2.5, "matthews": 0.25, "loss_b_unpermuted": 2.0, "matthews_b_unpermuted": 0.5},
+    ]
     write_loss_table(rows, tmp_path / "t.tsv")
     lines = (tmp_path / "t.tsv").read_text().splitlines()
     assert lines[0].split("\t") == ["lambda", "loss", "matthews", "loss_b_unpermuted", "matthews_b_unpermuted"]

@@ -13,14 +13,17 @@ from permerge.train import make_schedule, param_groups, train
 
 def _model():
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.LayerNorm(8), torch.nn.Tanh(),
-                               torch.nn.Linear(8, 2)).double()
+    return torch.nn.Sequential(
+        torch.nn.Linear(5, 8), torch.nn.LayerNorm(8), torch.nn.Tanh(), torch.nn.Linear(8, 2)
+    ).double()
 
 
 def _batches(n=4):
     g = torch.Generator().manual_seed(1)
-    return [(torch.randn(6, 5, generator=g, dtype=torch.float64), torch.randn(6, 2, generator=g, dtype=torch.float64))
-            for _ in range(n)]
+    return [
+        (torch.randn(6, 5, generator=g, dtype=torch.float64), torch.randn(6, 2, generator=g, dtype=torch.float64))
+        for _ in range(n)
+    ]
 
 
 def _loss(model, batch):
@@ -48,21 +51,39 @@ def _reference(model, batches, *, lr, factors, wd, betas, eps, clip):
     return model
 
 
-@pytest.mark.parametrize("style, factors", [
-    # fine-tuning: transformers' schedule, warm-up from lr 0 (W = 2 of T = 4 steps), then decay to 0 at T
-    ("finetune", [0.0, 0.5, 1.0, 0.5]),
-    # pre-training: the same decay, warm-up one step earlier (step k uses (k+1)/W)
-    ("pretrain", [0.5, 1.0, 1.0, 0.5]),
-])
+@pytest.mark.parametrize(
+    "style, factors",
+    [
+        # fine-tuning: transformers' schedule, warm-up from lr 0 (W = 2 of T = 4 steps), then decay to 0 at T
+        ("finetune", [0.0, 0.5, 1.0, 0.5]),
+        # pre-training: the same decay, warm-up one step earlier (step k uses (k+1)/W)
+        ("pretrain", [0.5, 1.0, 1.0, 0.5]),
+    ],
+)
 def test_loop_matches_hand_rolled_adamw_schedule_and_clipping(style, factors):
-    kw = dict(lr=0.05, wd=0.1, clip=0.5, betas=(0.9, 0.98) if style == "pretrain" else (0.9, 0.999),
-              eps=1e-6 if style == "pretrain" else 1e-8)
+    kw = dict(
+        lr=0.05,
+        wd=0.1,
+        clip=0.5,
+        betas=(0.9, 0.98) if style == "pretrain" else (0.9, 0.999),
+        eps=1e-6 if style == "pretrain" else 1e-8,
+    )
     batches = _batches()
     model = _model()
     ref = _reference(copy.deepcopy(model), batches, factors=factors, **kw)
-    run = train(model, iter(batches), lambda b: _loss(model, b), total_steps=4, lr=kw["lr"], warmup=0.5,
-                weight_decay=kw["wd"], grad_clip=kw["clip"], betas=kw["betas"], eps=kw["eps"],
-                warmup_from_zero=style == "finetune")
+    run = train(
+        model,
+        iter(batches),
+        lambda b: _loss(model, b),
+        total_steps=4,
+        lr=kw["lr"],
+        warmup=0.5,
+        weight_decay=kw["wd"],
+        grad_clip=kw["clip"],
+        betas=kw["betas"],
+        eps=kw["eps"],
+        warmup_from_zero=style == "finetune",
+    )
     assert run.lrs == pytest.approx([kw["lr"] * f for f in factors], abs=1e-15)
     assert len(run.losses) == 4 and run.skipped == 0
     for (name, p), q in zip(model.named_parameters(), ref.parameters()):

@@ -25,8 +25,14 @@ torch.set_num_threads(1)
 SHAPES = [
     dict(hidden_size=16, num_attention_heads=1, intermediate_size=32, vocab_size=50, num_hidden_layers=1),
     dict(hidden_size=32, num_attention_heads=4, intermediate_size=64, vocab_size=97, num_hidden_layers=2),
-    dict(hidden_size=48, num_attention_heads=3, intermediate_size=96, vocab_size=71, num_hidden_layers=3,
-         type_vocab_size=3),
+    dict(
+        hidden_size=48,
+        num_attention_heads=3,
+        intermediate_size=96,
+        vocab_size=71,
+        num_hidden_layers=3,
+        type_vocab_size=3,
+    ),
 ]
 HEADS = ["mlm", "cls", "pretraining"]
 ALL = frozenset({"ff", "attn", "res", "pooler"})
@@ -35,8 +41,14 @@ PRESERVING = [("head_perm", "shared"), ("head_perm", "separate"), ("monotonic", 
 
 
 def make_config(shape, num_labels=3):
-    return BertConfig(**shape, max_position_embeddings=19, hidden_dropout_prob=0.0,
-                      attention_probs_dropout_prob=0.0, initializer_range=0.2, num_labels=num_labels)
+    return BertConfig(
+        **shape,
+        max_position_embeddings=19,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        initializer_range=0.2,
+        num_labels=num_labels,
+    )
 
 
 def pair_of_models(shape, head):
@@ -55,6 +67,7 @@ def moved(perms) -> int:
 
 
 # ------------------------------------------------------------------------------------------- function
+
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("head", HEADS)
@@ -116,6 +129,7 @@ def test_assign_heads_scores_both_similarities_jointly():
 
 # ------------------------------------------------------------------------------------------- planted
 
+
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("head", HEADS)
 def test_planted_permutations_are_recovered_exactly(shape, head):
@@ -126,15 +140,16 @@ def test_planted_permutations_are_recovered_exactly(shape, head):
     ref = logits(model_a, inputs)
     rng = np.random.default_rng(zlib.crc32(repr((shape, head)).encode()))
     # (planted, matcher): Q/K sharing V/O's order or with their own common order; monotonic heads
-    cases = [(("head_perm", "shared"), ("head_perm", "shared")),
-             (("head_perm", "separate"), ("head_perm", "separate")),
-             (("head_perm", "shared"), ("head_perm", "separate")),
-             (("monotonic", "separate"), ("monotonic", "separate"))]
+    cases = [
+        (("head_perm", "shared"), ("head_perm", "shared")),
+        (("head_perm", "separate"), ("head_perm", "separate")),
+        (("head_perm", "shared"), ("head_perm", "separate")),
+        (("monotonic", "separate"), ("monotonic", "separate")),
+    ]
     for (p_att, p_qk), (attention, qk) in cases:
         planted = variant_perms(spec, Variant(components=ALL, attention=p_att, qk=p_qk), rng)
         model_b = apply_permutations(model_a, planted)  # B unit i = A unit planted[i]
-        result = match_weights(spec, model_a, model_b, Variant(components=ALL, attention=attention, qk=qk),
-                               seed=5)
+        result = match_weights(spec, model_a, model_b, Variant(components=ALL, attention=attention, qk=qk), seed=5)
         assert result.converged and result.sweeps <= 100
         assert set(result.perms) == set(planted)
         for name, q in planted.items():
@@ -149,10 +164,12 @@ def test_planted_permutations_are_recovered_exactly(shape, head):
         assert (logits(mid, inputs) - ref).abs().max().item() <= 1e-5
         # the descent climbed from <A, B> to the maximum <A, A> (up to the untouched parameters' constant)
         assert result.objective[-1] - result.objective[0] == pytest.approx(
-            total_inner_product(model_a, model_a) - total_inner_product(model_a, model_b), rel=1e-9)
+            total_inner_product(model_a, model_a) - total_inner_product(model_a, model_b), rel=1e-9
+        )
 
 
 # ------------------------------------------------------------------------------------------- descent
+
 
 @pytest.mark.parametrize("head", HEADS)
 def test_deterministic_converges_and_never_decreases(head):
@@ -208,15 +225,18 @@ def test_init_is_the_starting_point():
     assert cold.sweeps > 1 and cold.objective[0] < hot.objective[0]
 
 
-@pytest.mark.parametrize("components, head, expected", [
-    ({"ff"}, "mlm", {"ff.0", "ff.1"}),
-    ({"attn"}, "mlm", {"attn.0", "attn.1", "qk.0", "qk.1"}),
-    ({"res"}, "cls", {"res"}),
-    ({"pooler"}, "cls", {"pooler"}),
-    ({"pooler"}, "mlm", set()),  # BertForMaskedLM has no pooler
-    ({"ff", "res"}, "pretraining", {"ff.0", "ff.1", "res"}),
-    (set(), "cls", set()),
-])
+@pytest.mark.parametrize(
+    "components, head, expected",
+    [
+        ({"ff"}, "mlm", {"ff.0", "ff.1"}),
+        ({"attn"}, "mlm", {"attn.0", "attn.1", "qk.0", "qk.1"}),
+        ({"res"}, "cls", {"res"}),
+        ({"pooler"}, "cls", {"pooler"}),
+        ({"pooler"}, "mlm", set()),  # BertForMaskedLM has no pooler
+        ({"ff", "res"}, "pretraining", {"ff.0", "ff.1", "res"}),
+        (set(), "cls", set()),
+    ],
+)
 def test_only_the_requested_components_are_matched(components, head, expected):
     model_a, model_b, _ = pair_of_models(SHAPES[1], head)
     spec = spec_for_model(model_a)
@@ -252,6 +272,7 @@ def test_bad_arguments_are_named():
 
 # ------------------------------------------------------------------------------------------- script
 
+
 def test_script_weight_and_hybrid_without_and_with_statistics(tmp_path):
     from permerge.stats import collect_statistics
 
@@ -274,10 +295,13 @@ def test_script_weight_and_hybrid_without_and_with_statistics(tmp_path):
 
     def job(opts, variant, out_dir, **inputs):
         outs = [tmp_path / out_dir / f"seed{a}-seed{b}.safetensors" for a, b in pairs]
-        run_script("compute_permutations.py",
-                   input=SimpleNamespace(model_config=str(dirs[1]), **inputs), output=[str(o) for o in outs],
-                   params=SimpleNamespace(options=opts, pairs=pairs, seeds=[1, 2, 3], stats_name="fraction1.safetensors"),
-                   wildcards=SimpleNamespace(task="mlm", variant=variant))
+        run_script(
+            "compute_permutations.py",
+            input=SimpleNamespace(model_config=str(dirs[1]), **inputs),
+            output=[str(o) for o in outs],
+            params=SimpleNamespace(options=opts, pairs=pairs, seeds=[1, 2, 3], stats_name="fraction1.safetensors"),
+            wildcards=SimpleNamespace(task="mlm", variant=variant),
+        )
         return outs
 
     # the rule gives weight matching the seed models (in the order of params.seeds) and no statistics
@@ -299,8 +323,9 @@ def test_script_weight_and_hybrid_without_and_with_statistics(tmp_path):
     # hybrid: statistics AND models; started from the activation permutations
     stats_dir = tmp_path / "stats"
     stats_dir.mkdir()
-    stats = collect_statistics([models[s] for s in (1, 2, 3)], random_batches(config),
-                               names=["seed1", "seed2", "seed3"])
+    stats = collect_statistics(
+        [models[s] for s in (1, 2, 3)], random_batches(config), names=["seed1", "seed2", "seed3"]
+    )
     stats.save(stats_dir / "fraction1.safetensors")
     hybrid = {**options, "method": "hybrid"}
     outs = job(hybrid, "hy", "hy", models=[str(dirs[s]) for s in (1, 2, 3)], stats=str(stats_dir))

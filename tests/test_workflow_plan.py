@@ -59,8 +59,9 @@ def test_paper_and_embedded_results_roots_differ(wf):
     paths = [p for line in outputs for p in line.split(", ")]
     assert paths and all(p.startswith("results/paper/") for p in paths), [p for p in paths if "paper" not in p][:5]
     demo = snakemake(wf, "-n", "results/figures/all.pdf")
-    demo_paths = [p for line in re.findall(r"^\s+output: (.*)$", demo.stdout + demo.stderr, re.M)
-                  for p in line.split(", ")]
+    demo_paths = [
+        p for line in re.findall(r"^\s+output: (.*)$", demo.stdout + demo.stderr, re.M) for p in line.split(", ")
+    ]
     assert demo_paths and not any(p.startswith("results/paper/") for p in demo_paths)
 
 
@@ -100,8 +101,9 @@ def _planned_inputs(wf, *targets) -> dict[tuple[str, str], str]:
 
 
 def test_mnli_is_evaluated_on_validation_mismatched(wf):
-    jobs = _planned_inputs(wf, "results/losses/mnli/vanilla/seed1-seed2.tsv",
-                           "results/losses/sst2/vanilla/seed1-seed2.tsv")
+    jobs = _planned_inputs(
+        wf, "results/losses/mnli/vanilla/seed1-seed2.tsv", "results/losses/sst2/vanilla/seed1-seed2.tsv"
+    )
     mnli = [jobs[("sweep_lambdas", "task=mnli, variant=vanilla")], jobs[("finetune", "glue_task=mnli, seed=1")]]
     for inputs in mnli:
         assert "results/data/glue/mnli/validation_mismatched.jsonl" in inputs.split(", "), inputs

@@ -11,8 +11,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
 import numpy as np
 import torch
@@ -23,13 +23,26 @@ from .io import atomic_path
 from .spec import PermutationSpec, spec_for_model
 
 # Files a tokenizer directory may hold; copied verbatim next to a saved model.
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json",
-                   "added_tokens.json")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "special_tokens_map.json",
+    "added_tokens.json",
+)
 
 # Config fields that must agree for two BERTs to be aligned/merged.
-COMPATIBILITY_FIELDS = ("architectures", "num_hidden_layers", "hidden_size", "num_attention_heads",
-                        "intermediate_size", "vocab_size", "max_position_embeddings", "type_vocab_size",
-                        "num_labels")
+COMPATIBILITY_FIELDS = (
+    "architectures",
+    "num_hidden_layers",
+    "hidden_size",
+    "num_attention_heads",
+    "intermediate_size",
+    "vocab_size",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "num_labels",
+)
 
 
 def validate_permutations(spec: PermutationSpec, perms: Mapping[str, np.ndarray]) -> None:
@@ -43,8 +56,9 @@ def validate_permutations(spec: PermutationSpec, perms: Mapping[str, np.ndarray]
             raise ValueError(f"permutation {name!r} is not a permutation of {n} elements")
 
 
-def permute_params(params: Mapping[str, torch.Tensor], spec: PermutationSpec,
-                   perms: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
+def permute_params(
+    params: Mapping[str, torch.Tensor], spec: PermutationSpec, perms: Mapping[str, np.ndarray]
+) -> dict[str, torch.Tensor]:
     """Return a new dict with every parameter gathered along the axes the given perms act on.
 
     Perms missing from ``perms`` are the identity. Aliases of tied weights (e.g. the MLM decoder weight in
@@ -89,8 +103,9 @@ def _float_and_other_tensors(model: torch.nn.Module):
 
 
 @torch.no_grad()
-def interpolate_(target: torch.nn.Module, params_a: Mapping[str, torch.Tensor],
-                 params_b: Mapping[str, torch.Tensor], lam: float) -> torch.nn.Module:
+def interpolate_(
+    target: torch.nn.Module, params_a: Mapping[str, torch.Tensor], params_b: Mapping[str, torch.Tensor], lam: float
+) -> torch.nn.Module:
     """Write theta(lam) = (1 - lam) * A + lam * B into target's own tensors (no reallocation).
 
     torch.lerp is exact at both ends, so lam=0 gives A and lam=1 gives B bit for bit.
@@ -135,8 +150,9 @@ def check_compatible(config_a, config_b) -> None:
         raise ValueError("models are not compatible (A vs B): " + "; ".join(diffs))
 
 
-def save_permutations(perms: Mapping[str, np.ndarray], path: str | os.PathLike,
-                      metadata: Mapping[str, str] | None = None) -> None:
+def save_permutations(
+    perms: Mapping[str, np.ndarray], path: str | os.PathLike, metadata: Mapping[str, str] | None = None
+) -> None:
     """Write perms as int64 tensors to a safetensors file (atomically, io.atomic_path)."""
     tensors = {k: torch.as_tensor(np.asarray(v, dtype=np.int64)).contiguous() for k, v in perms.items()}
     meta = {str(k): str(v) for k, v in (metadata or {}).items()}
@@ -154,8 +170,13 @@ def read_permutation_metadata(path: str | os.PathLike) -> dict[str, str]:
         return dict(f.metadata() or {})
 
 
-def save_pretrained_atomic(model, out_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike | None = None,
-                           *, write_extra: Callable[[Path], None] | None = None) -> Path:
+def save_pretrained_atomic(
+    model,
+    out_dir: str | os.PathLike,
+    tokenizer_dir: str | os.PathLike | None = None,
+    *,
+    write_extra: Callable[[Path], None] | None = None,
+) -> Path:
     """Save model (safetensors) + tokenizer files into out_dir, all or nothing.
 
     Everything is written into a temporary sibling directory which then replaces out_dir by rename, so

@@ -14,12 +14,32 @@ from statistics import mean
 
 # The columns after `function_preserving` were added later; readers select columns by name.
 BARRIER_COLUMNS = [
-    "task", "variant", "pair", "barrier", "barrier_linear", "loss_a", "loss_b", "loss_mid",
-    "function_preserving", "barrier_true", "barrier_linear_true", "loss_b_unpermuted", "rel_diff_b",
+    "task",
+    "variant",
+    "pair",
+    "barrier",
+    "barrier_linear",
+    "loss_a",
+    "loss_b",
+    "loss_mid",
+    "function_preserving",
+    "barrier_true",
+    "barrier_linear_true",
+    "loss_b_unpermuted",
+    "rel_diff_b",
 ]
 SUMMARY_COLUMNS = [
-    "task", "variant", "mean", "se", "n", "barrier_linear_mean", "barrier_linear_se",
-    "barrier_true_mean", "barrier_true_se", "barrier_linear_true_mean", "barrier_linear_true_se",
+    "task",
+    "variant",
+    "mean",
+    "se",
+    "n",
+    "barrier_linear_mean",
+    "barrier_linear_se",
+    "barrier_true_mean",
+    "barrier_true_se",
+    "barrier_linear_true_mean",
+    "barrier_linear_true_se",
     "max_rel_diff_b",
 ]
 # Loss-file column with the unpermuted B's loss (the same on every row; see evaluate.lambda_sweep).
@@ -40,8 +60,10 @@ def read_curve(path: str | Path) -> tuple[list[float], list[float], float | None
     if UNPERMUTED_LOSS in rows[0]:
         values = {r[UNPERMUTED_LOSS] for r in rows}
         if len(values) != 1 or "" in values or None in values:
-            raise ValueError(f"{path}: column {UNPERMUTED_LOSS!r} must hold one value repeated on every row, "
-                             f"got {sorted(map(str, values))}")
+            raise ValueError(
+                f"{path}: column {UNPERMUTED_LOSS!r} must hold one value repeated on every row, "
+                f"got {sorted(map(str, values))}"
+            )
         loss_b = float(values.pop())
     return [p[0] for p in pts], [p[1] for p in pts], loss_b
 
@@ -144,8 +166,12 @@ def write_tsv(rows: list[dict], path: str | Path, columns: list[str], *, float_f
         w = csv.DictWriter(fh, fieldnames=columns, delimiter="\t", lineterminator="\n", extrasaction="ignore")
         w.writeheader()
         for r in rows:
-            w.writerow({k: (format(v, float_format) if float_format else repr(float(v))) if isinstance(v, float) else v
-                        for k, v in r.items()})
+            w.writerow(
+                {
+                    k: (format(v, float_format) if float_format else repr(float(v))) if isinstance(v, float) else v
+                    for k, v in r.items()
+                }
+            )
 
 
 def read_tsv(path: str | Path) -> list[dict]:

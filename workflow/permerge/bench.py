@@ -72,10 +72,16 @@ def _timed(fn, device):
 def bert_config(layers: int, hidden: int, vocab: int, seq_len: int):
     from transformers import BertConfig
 
-    return BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
-                      num_attention_heads=max(1, hidden // 64), intermediate_size=4 * hidden,
-                      max_position_embeddings=max(512, seq_len), hidden_dropout_prob=0.0,
-                      attention_probs_dropout_prob=0.0)
+    return BertConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=max(1, hidden // 64),
+        intermediate_size=4 * hidden,
+        max_position_embeddings=max(512, seq_len),
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
 
 
 def make_models(n: int, config, device, *, mlm: bool = False, seed: int = 0) -> list:
@@ -95,9 +101,13 @@ def make_batches(num: int, batch_size: int, seq_len: int, vocab: int, device, se
     import torch
 
     g = torch.Generator().manual_seed(seed)
-    return [{"input_ids": torch.randint(len(SPECIAL_IDS), vocab, (batch_size, seq_len), generator=g).to(device),
-             "attention_mask": torch.ones(batch_size, seq_len, dtype=torch.long, device=device)}
-            for _ in range(num)]
+    return [
+        {
+            "input_ids": torch.randint(len(SPECIAL_IDS), vocab, (batch_size, seq_len), generator=g).to(device),
+            "attention_mask": torch.ones(batch_size, seq_len, dtype=torch.long, device=device),
+        }
+        for _ in range(num)
+    ]
 
 
 def forward_pass(models, batches, device="cpu") -> list[float]:
@@ -120,8 +130,9 @@ def stats_pass(models, batches, device="cpu", features=None):
     """collect_statistics over `features` (default: all) with the bench's model names."""
     from .stats import collect_statistics
 
-    return collect_statistics(models, batches, names=[f"s{i}" for i in range(len(models))], device=device,
-                              features=features)
+    return collect_statistics(
+        models, batches, names=[f"s{i}" for i in range(len(models))], device=device, features=features
+    )
 
 
 def feature_dims(layers: int, hidden: int) -> list[int]:
@@ -163,8 +174,14 @@ class _Products:
         import torch
 
         self.dims = feature_dims(layers, hidden)
-        self.bufs = {d: (torch.randn(tokens, d, device=device), torch.randn(tokens, d, device=device),
-                         torch.empty(d, d, device=device)) for d in set(self.dims)}
+        self.bufs = {
+            d: (
+                torch.randn(tokens, d, device=device),
+                torch.randn(tokens, d, device=device),
+                torch.empty(d, d, device=device),
+            )
+            for d in set(self.dims)
+        }
         self.device = device
         self()  # warm-up
 
@@ -203,8 +220,9 @@ def _reset_hwm() -> bool:
 
 
 # ------------------------------------------------------------------------------------------ measurements
-def measure_stats(s: SimpleNamespace, layers: int, hidden: int, batches_n: int, seeds: int, repeats: int,
-                  *, floors: bool = True) -> dict:
+def measure_stats(
+    s: SimpleNamespace, layers: int, hidden: int, batches_n: int, seeds: int, repeats: int, *, floors: bool = True
+) -> dict:
     """Statistics pass vs bare forward for `seeds` models, paired batch by batch.
 
     After each statistics batch (inside collect_statistics' progress callback, excluded from the
@@ -252,8 +270,9 @@ def measure_stats(s: SimpleNamespace, layers: int, hidden: int, batches_n: int, 
 
         _sync(s.device)
         clock[0] = time.perf_counter()
-        result = collect_statistics(models, batches, names=[f"s{i}" for i in range(seeds)], device=s.device,
-                                    progress=progress)
+        result = collect_statistics(
+            models, batches, names=[f"s{i}" for i in range(seeds)], device=s.device, progress=progress
+        )
         _sync(s.device)
         tail = time.perf_counter() - clock[0]  # final flush and result assembly
         del result
@@ -261,12 +280,19 @@ def measure_stats(s: SimpleNamespace, layers: int, hidden: int, batches_n: int, 
         whole_stats.append(sum(r["stats_s"] for r in mine) + tail)
         whole_fwd.append(sum(r["forward_s"] for r in mine))
     steady = [r for r in rows if r["batch"] > 0]
-    out = {"models": seeds, "layers": layers, "hidden": hidden, "batches": batches_n,
-           "tokens": batches_n * tokens, "forward_s": pystats.median(whole_fwd),
-           "stats_s": pystats.median(whole_stats),
-           "stats_vs_forward": pystats.median(r["stats_s"] / r["forward_s"] for r in steady),
-           "stats_vs_forward_whole_pass": pystats.median(a / b for a, b in zip(whole_stats, whole_fwd)),
-           "flop_floor": flop_floor(seeds, layers, hidden, s.seq_len), "per_batch": rows}
+    out = {
+        "models": seeds,
+        "layers": layers,
+        "hidden": hidden,
+        "batches": batches_n,
+        "tokens": batches_n * tokens,
+        "forward_s": pystats.median(whole_fwd),
+        "stats_s": pystats.median(whole_stats),
+        "stats_vs_forward": pystats.median(r["stats_s"] / r["forward_s"] for r in steady),
+        "stats_vs_forward_whole_pass": pystats.median(a / b for a, b in zip(whole_stats, whole_fwd)),
+        "flop_floor": flop_floor(seeds, layers, hidden, s.seq_len),
+        "per_batch": rows,
+    }
     if floors:
         out["products_s_per_batch"] = pystats.median(r["products_s"] for r in rows) * pairs
         out["gemm_floor"] = pystats.median(1.0 + pairs * r["products_s"] / r["forward_s"] for r in steady)
@@ -308,10 +334,18 @@ def measure_memory(s: SimpleNamespace) -> dict:
         raise RuntimeError(f"accumulator bytes {held} differ from the formula {formula['accumulators']}")
     total = held + formula["workspace"] + formula["queue"]
     del stats, models
-    return {"layers": s.mem_layers, "hidden": s.mem_hidden, "accumulator_bytes": held,
-            "workspace_bytes": formula["workspace"], "queue_bytes": formula["queue"], "total_bytes": total,
-            "total_mib": total / MIB, "total_mb": total / 1e6, "process_peak_delta_mib":
-            None if peak is None else peak / MIB, "process_peak_how": how_peak}
+    return {
+        "layers": s.mem_layers,
+        "hidden": s.mem_hidden,
+        "accumulator_bytes": held,
+        "workspace_bytes": formula["workspace"],
+        "queue_bytes": formula["queue"],
+        "total_bytes": total,
+        "total_mib": total / MIB,
+        "total_mb": total / 1e6,
+        "process_peak_delta_mib": None if peak is None else peak / MIB,
+        "process_peak_how": how_peak,
+    }
 
 
 def random_statistics(layers: int, hidden: int, seed: int = 0):
@@ -346,8 +380,9 @@ def measure_matching(layers: int, hidden: int) -> dict:
     return {"layers": layers, "hidden": hidden, "seconds": seconds, "permutations": len(perms)}
 
 
-def measure_weight_matching(layers: int, hidden: int, vocab: int, *, noise: float = 0.1, seed: int = 0,
-                            log=print) -> dict:
+def measure_weight_matching(
+    layers: int, hidden: int, vocab: int, *, noise: float = 0.1, seed: int = 0, log=print
+) -> dict:
     """Weight matching of a planted pair (B = pi(A) + noise) and of two independent inits (see the docstring)."""
     import numpy as np
     import torch
@@ -366,20 +401,35 @@ def measure_weight_matching(layers: int, hidden: int, vocab: int, *, noise: floa
         for p in noisy.parameters():  # the tied decoder once
             if p.numel() > 1:
                 p.add_(noise * p.std() * torch.randn(p.shape, generator=g))
-    out = {"layers": layers, "hidden": hidden, "ff": 4 * hidden, "heads": cfg.num_attention_heads, "vocab": vocab,
-           "noise": noise, "components": "ff + attn (head_perm, qk separate) + res"}
+    out = {
+        "layers": layers,
+        "hidden": hidden,
+        "ff": 4 * hidden,
+        "heads": cfg.num_attention_heads,
+        "vocab": vocab,
+        "noise": noise,
+        "components": "ff + attn (head_perm, qk separate) + res",
+    }
     for case, model_b in (("planted", noisy), ("independent", independent)):
         log(f"weight matching, {case} pair: {layers} layers x {hidden}")
         start = time.perf_counter()
         r = weight_matching(spec, model_a, model_b, components={"ff", "attn", "res"}, qk="separate", seed=seed)
         seconds = time.perf_counter() - start
-        row = {"seconds": seconds, "sweeps": r.sweeps, "converged": r.converged, "seconds_per_sweep": seconds / r.sweeps,
-               "objective_start": r.objective[0], "objective_end": r.objective[-1], "perms": len(r.perms)}
+        row = {
+            "seconds": seconds,
+            "sweeps": r.sweeps,
+            "converged": r.converged,
+            "seconds_per_sweep": seconds / r.sweeps,
+            "objective_start": r.objective[0],
+            "objective_end": r.objective[-1],
+            "perms": len(r.perms),
+        }
         if case == "planted":
             want = {k: np.argsort(v) for k, v in planted.items()}
             row["perms_recovered"] = sum(int(np.array_equal(r.perms[k], want[k])) for k in want)
-            row["units_recovered_fraction"] = (sum(int((r.perms[k] == want[k]).sum()) for k in want)
-                                               / sum(len(v) for v in want.values()))
+            row["units_recovered_fraction"] = sum(int((r.perms[k] == want[k]).sum()) for k in want) / sum(
+                len(v) for v in want.values()
+            )
         out[case] = row
     del model_a, independent, noisy
     log(f"activation matching (random correlations): {layers} layers x {hidden}")
@@ -388,17 +438,26 @@ def measure_weight_matching(layers: int, hidden: int, vocab: int, *, noise: floa
 
 
 def format_weight_matching(r: dict) -> str:
-    lines = [f"weight matching at {r['layers']} layers x {r['hidden']} (FF {r['ff']}, {r['heads']} heads, vocab "
-             f"{r['vocab']}), BertForMaskedLM, {r['components']}",
-             f"{'pair':<13}{'s/pair':>8}{'sweeps':>8}{'s/sweep':>9}{'converged':>11}   recovered"]
+    lines = [
+        f"weight matching at {r['layers']} layers x {r['hidden']} (FF {r['ff']}, {r['heads']} heads, vocab "
+        f"{r['vocab']}), BertForMaskedLM, {r['components']}",
+        f"{'pair':<13}{'s/pair':>8}{'sweeps':>8}{'s/sweep':>9}{'converged':>11}   recovered",
+    ]
     for case in ("planted", "independent"):
         x = r[case]
-        rec = (f"{x['perms_recovered']}/{x['perms']} perms, {100 * x['units_recovered_fraction']:.2f}% units "
-               f"(noise {r['noise']:g} x std)" if case == "planted" else "")
-        lines.append(f"{case:<13}{x['seconds']:>8.1f}{x['sweeps']:>8}{x['seconds_per_sweep']:>9.1f}"
-                     f"{str(x['converged']):>11}   {rec}")
-    lines.append(f"activation matcher (match_seconds_base, same components, random correlations): "
-                 f"{r['match_seconds_base']:.1f}s")
+        rec = (
+            f"{x['perms_recovered']}/{x['perms']} perms, {100 * x['units_recovered_fraction']:.2f}% units "
+            f"(noise {r['noise']:g} x std)"
+            if case == "planted"
+            else ""
+        )
+        lines.append(
+            f"{case:<13}{x['seconds']:>8.1f}{x['sweeps']:>8}{x['seconds_per_sweep']:>9.1f}"
+            f"{str(x['converged']):>11}   {rec}"
+        )
+    lines.append(
+        f"activation matcher (match_seconds_base, same components, random correlations): {r['match_seconds_base']:.1f}s"
+    )
     return "\n".join(lines)
 
 
@@ -411,8 +470,7 @@ def synthetic_evalset(blocks: int, seq_len: int, vocab: int, seed: int = 0) -> d
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(len(SPECIAL_IDS), vocab, (blocks, seq_len), generator=g)
     ids[:, 0], ids[:, -1] = 2, 3  # [CLS] ... [SEP]
-    masked, labels = bert_mask(ids, special=list(SPECIAL_IDS), mask_token_id=4, vocab_size=vocab,
-                               generator=g)
+    masked, labels = bert_mask(ids, special=list(SPECIAL_IDS), mask_token_id=4, vocab_size=vocab, generator=g)
     return {"input_ids": masked, "labels": labels}
 
 
@@ -441,9 +499,17 @@ def measure_sweep(s: SimpleNamespace, layers: int, hidden: int, blocks: int) -> 
     del a, b
     if torch.device(s.device).type == "cuda":
         torch.cuda.empty_cache()
-    return {"layers": layers, "hidden": hidden, "blocks": blocks, "tokens": blocks * s.seq_len,
-            "lambdas": len(grid), "bare_eval_s": bare, "sweep_s": t_sweep, "per_lambda_s": per_lambda,
-            "sweep_vs_forward": per_lambda / bare}
+    return {
+        "layers": layers,
+        "hidden": hidden,
+        "blocks": blocks,
+        "tokens": blocks * s.seq_len,
+        "lambdas": len(grid),
+        "bare_eval_s": bare,
+        "sweep_s": t_sweep,
+        "per_lambda_s": per_lambda,
+        "sweep_vs_forward": per_lambda / bare,
+    }
 
 
 # ------------------------------------------------------------------------------------------ permutations memory
@@ -467,8 +533,9 @@ def statistics_file_bytes(num_models: int, layers: int, hidden: int, features: l
     return sum(cross_bytes * pairs * d * d + 8 * 2 * num_models * d for d in dims)
 
 
-def write_synthetic_statistics(path, num_models: int, layers: int, hidden: int, *, rank: int = 64,
-                               seed: int = 0) -> int:
+def write_synthetic_statistics(
+    path, num_models: int, layers: int, hidden: int, *, rank: int = 64, seed: int = 0
+) -> int:
     """A valid statistics file (float32 cross blocks) for the paper's features, written block by block.
 
     Model m's feature vector is W_m z for a shared latent z (isotropic, rank `rank`): cov(a, b) = W_a W_b^T,
@@ -507,16 +574,27 @@ def write_synthetic_statistics(path, num_models: int, layers: int, hidden: int, 
     entries = []
     for f in features:
         d = dims[f]
-        entries.append((f"mean/{f}", torch.float64, (num_models, d),
-                        lambda d=d: torch.zeros(num_models, d, dtype=torch.float64)))
+        entries.append(
+            (f"mean/{f}", torch.float64, (num_models, d), lambda d=d: torch.zeros(num_models, d, dtype=torch.float64))
+        )
         entries.append((f"m2/{f}", torch.float64, (num_models, d), lambda f=f: m2(f)))
     for f in features:
         for a, b in pairs:
             i, j = names.index(a), names.index(b)
-            entries.append((f"cross/{f}/{a}/{b}", torch.float32, (dims[f], dims[f]),
-                            lambda f=f, i=i, j=j: weights(f)[i] @ weights(f)[j].T))
-    meta = {"names": json.dumps(names), "pairs": json.dumps(pairs), "counts": json.dumps({f: 1 for f in features}),
-            "note": "synthetic (permerge bench --permutations-memory)"}
+            entries.append(
+                (
+                    f"cross/{f}/{a}/{b}",
+                    torch.float32,
+                    (dims[f], dims[f]),
+                    lambda f=f, i=i, j=j: weights(f)[i] @ weights(f)[j].T,
+                )
+            )
+    meta = {
+        "names": json.dumps(names),
+        "pairs": json.dumps(pairs),
+        "counts": json.dumps({f: 1 for f in features}),
+        "note": "synthetic (permerge bench --permutations-memory)",
+    }
     write_safetensors(path, entries, meta)
     return Path(path).stat().st_size
 
@@ -524,11 +602,11 @@ def write_synthetic_statistics(path, num_models: int, layers: int, hidden: int, 
 def permutations_child(path: str, num_pairs: int, layers: int, heads: int) -> None:
     """Run in a fresh process: compute_permutations (the paper variant) for the first num_pairs pairs of a
     statistics file, then print one JSON line: seconds per pair, bytes held after each pair, VmHWM."""
+    import torch  # noqa: F401  (imported before the baseline, as the script has it)
+
     from .matching import compute_permutations
     from .stats import Statistics
     from .variants import Variant
-
-    import torch  # noqa: F401  (imported before the baseline, as the script has it)
 
     base = _rss_kib()
     stats = Statistics.load(path)
@@ -541,13 +619,21 @@ def permutations_child(path: str, num_pairs: int, layers: int, heads: int) -> No
         seconds.append(time.perf_counter() - start)
         held.append(stats.nbytes())
         hwm.append((_rss_kib() or (0, 0))[1])
-    print(json.dumps({"pairs": len(seconds), "seconds_per_pair": seconds, "held_bytes_after_pair": held,
-                      "vmhwm_kib_after_pair": hwm, "vmhwm_kib_after_imports": None if base is None else base[1],
-                      "torch_threads": torch.get_num_threads()}))
+    print(
+        json.dumps(
+            {
+                "pairs": len(seconds),
+                "seconds_per_pair": seconds,
+                "held_bytes_after_pair": held,
+                "vmhwm_kib_after_pair": hwm,
+                "vmhwm_kib_after_imports": None if base is None else base[1],
+                "torch_threads": torch.get_num_threads(),
+            }
+        )
+    )
 
 
-def measure_permutations_memory(layers: int, hidden: int, seeds: int, tmpdir: str | None = None,
-                                log=print) -> dict:
+def measure_permutations_memory(layers: int, hidden: int, seeds: int, tmpdir: str | None = None, log=print) -> dict:
     """Write synthetic float32 statistics files (2 models / 1 pair and `seeds` models / all pairs) with the
     paper's features, then run compute_permutations in a fresh subprocess over 1 pair and over all pairs:
     peak RSS (VmHWM) and seconds per pair. Files are deleted afterwards."""
@@ -561,61 +647,92 @@ def measure_permutations_memory(layers: int, hidden: int, seeds: int, tmpdir: st
     where = tmpdir or tempfile.gettempdir()
     free = shutil.disk_usage(where).free
     if free < 1.2 * (sizes[2] + sizes[seeds]):
-        raise OSError(f"{where}: {free / 1e9:.1f} GB free, the synthetic statistics need "
-                      f"{(sizes[2] + sizes[seeds]) / 1e9:.1f} GB (pass --tmpdir)")
+        raise OSError(
+            f"{where}: {free / 1e9:.1f} GB free, the synthetic statistics need "
+            f"{(sizes[2] + sizes[seeds]) / 1e9:.1f} GB (pass --tmpdir)"
+        )
     pkg_parent = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [pkg_parent, os.environ.get("PYTHONPATH")]))}
     runs = []
     with tempfile.TemporaryDirectory(prefix="permerge-bench-", dir=where) as d:
         for models, num_pairs in ((2, 1), (seeds, seeds * (seeds - 1) // 2)):
             path = os.path.join(d, f"stats{models}.safetensors")
-            log(f"writing synthetic statistics: {models} models, {layers} layers x {hidden} ({sizes[models] / 1e9:.2f} GB)")
+            log(
+                f"writing synthetic statistics: {models} models, {layers} layers x {hidden} ({sizes[models] / 1e9:.2f} GB)"
+            )
             start = time.perf_counter()
             size = write_synthetic_statistics(path, models, layers, hidden)
             write_s = time.perf_counter() - start
             log(f"compute_permutations over {num_pairs} pair(s) in a fresh process")
-            code = (f"from permerge.bench import permutations_child; "
-                    f"permutations_child({path!r}, {num_pairs}, {layers}, {heads})")
+            code = (
+                f"from permerge.bench import permutations_child; "
+                f"permutations_child({path!r}, {num_pairs}, {layers}, {heads})"
+            )
             start = time.perf_counter()
             proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
             if proc.returncode:
                 raise RuntimeError(f"permutations child failed:\n{proc.stderr[-3000:]}")
             child = json.loads(proc.stdout.strip().splitlines()[-1])
             os.unlink(path)
-            runs.append({**child, "models": models, "pairs": num_pairs, "file_bytes": size, "write_s": write_s,
-                         "process_s": time.perf_counter() - start,
-                         "mean_seconds_per_pair": pystats.mean(child["seconds_per_pair"]),
-                         "peak_rss_mib": child["vmhwm_kib_after_pair"][-1] / 1024,
-                         "rss_after_imports_mib": (child["vmhwm_kib_after_imports"] or 0) / 1024})
+            runs.append(
+                {
+                    **child,
+                    "models": models,
+                    "pairs": num_pairs,
+                    "file_bytes": size,
+                    "write_s": write_s,
+                    "process_s": time.perf_counter() - start,
+                    "mean_seconds_per_pair": pystats.mean(child["seconds_per_pair"]),
+                    "peak_rss_mib": child["vmhwm_kib_after_pair"][-1] / 1024,
+                    "rss_after_imports_mib": (child["vmhwm_kib_after_imports"] or 0) / 1024,
+                }
+            )
     ff_bytes = 4 * hidden * 4 * hidden
     return {
-        "layers": layers, "hidden": hidden, "heads": heads, "seeds": seeds, "features": len(feats),
-        "variant": PAPER_VARIANT, "runs": runs,
+        "layers": layers,
+        "hidden": hidden,
+        "heads": heads,
+        "seeds": seeds,
+        "features": len(feats),
+        "variant": PAPER_VARIANT,
+        "runs": runs,
         "largest_cross_block_float64_mib": 8 * ff_bytes / MIB,
         "peak_growth_mib": runs[1]["peak_rss_mib"] - runs[0]["peak_rss_mib"],
         # a paper-scale file: before (every feature incl. q/k, float64) vs now (the variants' features, float32)
         "file_bytes_paper": {
             f"{n}_models": {
-                "before_float64_all_features": statistics_file_bytes(n, layers, hidden, paper_features(layers, qk=True), 8),
-                "before_with_pooler": statistics_file_bytes(n, layers, hidden, paper_features(layers, qk=True, pooler=True), 8),
+                "before_float64_all_features": statistics_file_bytes(
+                    n, layers, hidden, paper_features(layers, qk=True), 8
+                ),
+                "before_with_pooler": statistics_file_bytes(
+                    n, layers, hidden, paper_features(layers, qk=True, pooler=True), 8
+                ),
                 "now_float32_paper_features": statistics_file_bytes(n, layers, hidden, feats, 4),
                 "now_with_pooler": statistics_file_bytes(n, layers, hidden, paper_features(layers, pooler=True), 4),
-            } for n in (2, seeds)},
+            }
+            for n in (2, seeds)
+        },
     }
 
 
 def format_permutations_memory(r: dict) -> str:
-    lines = [f"compute_permutations memory at {r['layers']} layers x {r['hidden']} ({r['heads']} heads), variant "
-             f"ff + attn head_perm + res all, float32 statistics; one fresh process per row",
-             f"{'models':>7}{'pairs':>6}{'file GB':>9}{'s/pair':>8}{'peak RSS MiB':>14}{'after imports':>15}"]
+    lines = [
+        f"compute_permutations memory at {r['layers']} layers x {r['hidden']} ({r['heads']} heads), variant "
+        f"ff + attn head_perm + res all, float32 statistics; one fresh process per row",
+        f"{'models':>7}{'pairs':>6}{'file GB':>9}{'s/pair':>8}{'peak RSS MiB':>14}{'after imports':>15}",
+    ]
     for run in r["runs"]:
-        lines.append(f"{run['models']:>7}{run['pairs']:>6}{run['file_bytes'] / 1e9:>9.2f}{run['mean_seconds_per_pair']:>8.1f}"
-                     f"{run['peak_rss_mib']:>14.0f}{run['rss_after_imports_mib']:>15.0f}")
+        lines.append(
+            f"{run['models']:>7}{run['pairs']:>6}{run['file_bytes'] / 1e9:>9.2f}{run['mean_seconds_per_pair']:>8.1f}"
+            f"{run['peak_rss_mib']:>14.0f}{run['rss_after_imports_mib']:>15.0f}"
+        )
     lines.append(f"peak growth from 1 to {r['runs'][1]['pairs']} pairs: {r['peak_growth_mib']:+.0f} MiB")
     for key, b in r["file_bytes_paper"].items():
-        lines.append(f"file bytes, {key}: before (float64, all features incl. q/k) {b['before_float64_all_features'] / 1e9:.2f} GB "
-                     f"(+pooler {b['before_with_pooler'] / 1e9:.2f}); now (float32, ff+ctx+res) "
-                     f"{b['now_float32_paper_features'] / 1e9:.2f} GB (+pooler {b['now_with_pooler'] / 1e9:.2f})")
+        lines.append(
+            f"file bytes, {key}: before (float64, all features incl. q/k) {b['before_float64_all_features'] / 1e9:.2f} GB "
+            f"(+pooler {b['before_with_pooler'] / 1e9:.2f}); now (float32, ff+ctx+res) "
+            f"{b['now_float32_paper_features'] / 1e9:.2f} GB (+pooler {b['now_with_pooler'] / 1e9:.2f})"
+        )
     return "\n".join(lines)
 
 
@@ -638,7 +755,8 @@ def settings_from_args(args: argparse.Namespace) -> SimpleNamespace:
 
     L = BASE["layers"]
     s = SimpleNamespace(
-        quick=quick, device=device,
+        quick=quick,
+        device=device,
         layers=pick(args.layers, L, 2 if small_cpu else L),
         hidden=pick(args.hidden, BASE["hidden"], BASE["hidden"]),
         vocab=pick(args.vocab, BASE["vocab"], BASE["vocab"]),
@@ -662,8 +780,20 @@ def settings_from_args(args: argparse.Namespace) -> SimpleNamespace:
         s.widths = [int(w) for w in args.widths.split(",") if w.strip()]
     else:
         s.widths = [128, s.hidden] if quick else [128, 256, s.hidden]
-    for name in ("layers", "hidden", "vocab", "seq_len", "batch_size", "repeats", "eval_blocks", "mem_layers",
-                 "mem_hidden", "match_layers", "seeds_layers", "scale_layers"):
+    for name in (
+        "layers",
+        "hidden",
+        "vocab",
+        "seq_len",
+        "batch_size",
+        "repeats",
+        "eval_blocks",
+        "mem_layers",
+        "mem_hidden",
+        "match_layers",
+        "seeds_layers",
+        "scale_layers",
+    ):
         if getattr(s, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be positive")
     if s.batches < 2:
@@ -695,8 +825,7 @@ def device_name(device: str) -> str:
     return f"{name} ({os.cpu_count()} CPUs visible, torch threads {torch.get_num_threads()})"
 
 
-STATS_KEYS = ("layers", "batches", "tokens", "forward_s", "stats_s", "stats_vs_forward",
-              "stats_vs_forward_whole_pass")
+STATS_KEYS = ("layers", "batches", "tokens", "forward_s", "stats_s", "stats_vs_forward", "stats_vs_forward_whole_pass")
 SWEEP_KEYS = ("layers", "blocks", "tokens", "bare_eval_s", "per_lambda_s", "sweep_vs_forward")
 
 
@@ -726,21 +855,34 @@ def run_bench(s: SimpleNamespace, log=print) -> dict:
     scaling = []
     for w in s.widths:
         log(f"scaling: {s.scale_layers} layers, hidden {w}")
-        row = {"hidden": w, "ff": 4 * w, "heads": max(1, w // 64), "layers": s.scale_layers,
-               "stats_state_mib_pair": sum(statistics_bytes(2, s.scale_layers, w).values()) / MIB,
-               "flop_floor_pair": flop_floor(2, s.scale_layers, w, s.seq_len)}
+        row = {
+            "hidden": w,
+            "ff": 4 * w,
+            "heads": max(1, w // 64),
+            "layers": s.scale_layers,
+            "stats_state_mib_pair": sum(statistics_bytes(2, s.scale_layers, w).values()) / MIB,
+            "flop_floor_pair": flop_floor(2, s.scale_layers, w, s.seq_len),
+        }
         same = w == s.hidden and s.scale_layers == s.layers
         row["stats_pair"] = [
-            {k: pair[k] for k in STATS_KEYS} if same and nb == s.batches
-            else {k: v for k, v in measure_stats(s, s.scale_layers, w, nb, 2, 1, floors=False).items()
-                  if k in STATS_KEYS}
-            for nb in (s.batches, 2 * s.batches)]
-        row["match_seconds"] = (match["seconds"] if w == s.hidden and s.match_layers == s.scale_layers
-                                else measure_matching(s.scale_layers, w)["seconds"])
+            {k: pair[k] for k in STATS_KEYS}
+            if same and nb == s.batches
+            else {
+                k: v for k, v in measure_stats(s, s.scale_layers, w, nb, 2, 1, floors=False).items() if k in STATS_KEYS
+            }
+            for nb in (s.batches, 2 * s.batches)
+        ]
+        row["match_seconds"] = (
+            match["seconds"]
+            if w == s.hidden and s.match_layers == s.scale_layers
+            else measure_matching(s.scale_layers, w)["seconds"]
+        )
         row["sweep"] = [
-            {k: sweep[k] for k in SWEEP_KEYS} if same and blocks == s.eval_blocks
+            {k: sweep[k] for k in SWEEP_KEYS}
+            if same and blocks == s.eval_blocks
             else {k: v for k, v in measure_sweep(s, s.scale_layers, w, blocks).items() if k in SWEEP_KEYS}
-            for blocks in (s.eval_blocks, 2 * s.eval_blocks)]
+            for blocks in (s.eval_blocks, 2 * s.eval_blocks)
+        ]
         scaling.append(row)
 
     match_base = match["seconds"]
@@ -753,25 +895,48 @@ def run_bench(s: SimpleNamespace, log=print) -> dict:
         "sweep_vs_forward": sweep["sweep_vs_forward"],
         "targets": {"stats_vs_forward": 1.3, "stats_peak_mb_pair_base": 1200, "sweep_vs_forward": 1.1},
         "details": {
-            "stats_pair": pair, "stats_5seeds": many, "memory": mem, "matching": match, "sweep": sweep,
-            "units": {"*_mb*, *_mib": "MiB (2**20 bytes); memory.total_mb is the same in 10**6 bytes",
-                      "*_s": "seconds of wall-clock time"},
+            "stats_pair": pair,
+            "stats_5seeds": many,
+            "memory": mem,
+            "matching": match,
+            "sweep": sweep,
+            "units": {
+                "*_mb*, *_mib": "MiB (2**20 bytes); memory.total_mb is the same in 10**6 bytes",
+                "*_s": "seconds of wall-clock time",
+            },
         },
         "scaling": scaling,
         "settings": {
-            "quick": s.quick, "device": s.device, "layers": s.layers, "hidden": s.hidden,
-            "heads": max(1, s.hidden // 64), "ff": 4 * s.hidden, "vocab": s.vocab, "seq_len": s.seq_len,
-            "batch_size": s.batch_size, "batches": s.batches, "seeds": s.seeds, "seeds_layers": s.seeds_layers,
-            "repeats": s.repeats, "lambdas": s.lambdas, "eval_blocks": s.eval_blocks,
-            "mem_layers": s.mem_layers, "mem_hidden": s.mem_hidden, "match_layers": s.match_layers,
-            "scale_layers": s.scale_layers, "widths": s.widths, "torch_threads": s.threads,
-            "torch": torch.__version__, "transformers": transformers.__version__,
+            "quick": s.quick,
+            "device": s.device,
+            "layers": s.layers,
+            "hidden": s.hidden,
+            "heads": max(1, s.hidden // 64),
+            "ff": 4 * s.hidden,
+            "vocab": s.vocab,
+            "seq_len": s.seq_len,
+            "batch_size": s.batch_size,
+            "batches": s.batches,
+            "seeds": s.seeds,
+            "seeds_layers": s.seeds_layers,
+            "repeats": s.repeats,
+            "lambdas": s.lambdas,
+            "eval_blocks": s.eval_blocks,
+            "mem_layers": s.mem_layers,
+            "mem_hidden": s.mem_hidden,
+            "match_layers": s.match_layers,
+            "scale_layers": s.scale_layers,
+            "widths": s.widths,
+            "torch_threads": s.threads,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
             "python": sys.version.split()[0],
-            "fewer_layers_than_bert_base": min(s.layers, s.seeds_layers, s.mem_layers, s.match_layers)
-            < BASE["layers"],
-            "note": ("random init, random token ids (full blocks, no padding); the pair statistics and the "
-                     "sweep use `layers` layers, the many-seed statistics `seeds_layers`, memory "
-                     "`mem_layers`, matching `match_layers`, the scaling table `scale_layers`"),
+            "fewer_layers_than_bert_base": min(s.layers, s.seeds_layers, s.mem_layers, s.match_layers) < BASE["layers"],
+            "note": (
+                "random init, random token ids (full blocks, no padding); the pair statistics and the "
+                "sweep use `layers` layers, the many-seed statistics `seeds_layers`, memory "
+                "`mem_layers`, matching `match_layers`, the scaling table `scale_layers`"
+            ),
         },
     }
     if s.match_layers != BASE["layers"]:
@@ -785,41 +950,70 @@ def format_table(r: dict) -> str:
     d = r["details"]
     p, m, mem, sw, mt = d["stats_pair"], d["stats_5seeds"], d["memory"], d["sweep"], d["matching"]
     st = r["settings"]
-    lines = [f"permerge bench on {r['device']}",
-             f"(hidden {st['hidden']}, vocab {st['vocab']}, {st['batches']} batches of {st['batch_size']} x "
-             f"{st['seq_len']} tokens{', quick' if st['quick'] else ''})",
-             "",
-             f"{'figure':<30}{'value':>9}{'target':>8}   detail"]
+    lines = [
+        f"permerge bench on {r['device']}",
+        f"(hidden {st['hidden']}, vocab {st['vocab']}, {st['batches']} batches of {st['batch_size']} x "
+        f"{st['seq_len']} tokens{', quick' if st['quick'] else ''})",
+        "",
+        f"{'figure':<30}{'value':>9}{'target':>8}   detail",
+    ]
 
     def row(name, value, target, detail):
         tgt = "" if target is None else f"{target:g}"
         lines.append(f"{name:<30}{value:>9.3f}{tgt:>8}   {detail}")
 
     for label, x, key in (("pair", p, "stats_vs_forward"), (f"{m['models']} seeds", m, "stats_vs_forward_5seeds")):
-        row(f"stats_vs_forward ({label})", r[key], 1.3,
+        row(
+            f"stats_vs_forward ({label})",
+            r[key],
+            1.3,
             f"{x['layers']} layers; whole pass {x['stats_vs_forward_whole_pass']:.2f} ({x['stats_s']:.1f}s / "
-            f"{x['forward_s']:.1f}s); floors: products {x['gemm_floor']:.2f}, flops {x['flop_floor']:.2f}")
+            f"{x['forward_s']:.1f}s); floors: products {x['gemm_floor']:.2f}, flops {x['flop_floor']:.2f}",
+        )
     peak = mem["process_peak_delta_mib"]
-    row("stats_peak_mb_pair_base (MiB)", r["stats_peak_mb_pair_base"], 1200,
+    row(
+        "stats_peak_mb_pair_base (MiB)",
+        r["stats_peak_mb_pair_base"],
+        1200,
         f"{mem['layers']} layers x {mem['hidden']}: accumulators {mem['accumulator_bytes'] / MIB:.1f} + "
         f"product buffer {mem['workspace_bytes'] / MIB:.1f} + queue {mem['queue_bytes'] / MIB:.1f} MiB "
-        f"(= {mem['total_mb']:.0f} MB); process peak +{'n/a' if peak is None else f'{peak:.0f}'} MiB")
+        f"(= {mem['total_mb']:.0f} MB); process peak +{'n/a' if peak is None else f'{peak:.0f}'} MiB",
+    )
     est = mt.get("seconds_12_layers_estimate")
-    row("match_seconds_base", r["match_seconds_base"], None,
-        f"{mt['layers']} layers x {mt['hidden']}" + ("" if est is None else f"; 12 layers ~ {est:.1f}s"))
-    row("sweep_vs_forward", r["sweep_vs_forward"], 1.1,
+    row(
+        "match_seconds_base",
+        r["match_seconds_base"],
+        None,
+        f"{mt['layers']} layers x {mt['hidden']}" + ("" if est is None else f"; 12 layers ~ {est:.1f}s"),
+    )
+    row(
+        "sweep_vs_forward",
+        r["sweep_vs_forward"],
+        1.1,
         f"{sw['layers']} layers; {sw['per_lambda_s']:.2f}s per lambda / {sw['bare_eval_s']:.2f}s per eval "
-        f"({sw['lambdas']} lambdas, {sw['tokens']} tokens)")
-    lines += ["", "scaling (pair; FF = 4 x hidden; ratio = steady-state stats / forward)",
-              f"{'hidden':>7}{'layers':>7}{'state MiB':>10}{'flops':>7}{'match s':>9}{'tokens':>8}{'fwd s':>8}"
-              f"{'stats s':>9}{'ratio':>7}{'eval tok':>9}{'eval s':>8}{'sweep':>7}"]
+        f"({sw['lambdas']} lambdas, {sw['tokens']} tokens)",
+    )
+    lines += [
+        "",
+        "scaling (pair; FF = 4 x hidden; ratio = steady-state stats / forward)",
+        f"{'hidden':>7}{'layers':>7}{'state MiB':>10}{'flops':>7}{'match s':>9}{'tokens':>8}{'fwd s':>8}"
+        f"{'stats s':>9}{'ratio':>7}{'eval tok':>9}{'eval s':>8}{'sweep':>7}",
+    ]
     for sc in r["scaling"]:
         for k, (sp, sv) in enumerate(zip(sc["stats_pair"], sc["sweep"])):
-            head = (f"{sc['hidden']:>7}{sc['layers']:>7}{sc['stats_state_mib_pair']:>10.1f}"
-                    f"{sc['flop_floor_pair']:>7.2f}{sc['match_seconds']:>9.2f}") if k == 0 else " " * 40
-            lines.append(head + f"{sp['tokens']:>8}{sp['forward_s']:>8.2f}{sp['stats_s']:>9.2f}"
-                                f"{sp['stats_vs_forward']:>7.2f}{sv['tokens']:>9}{sv['bare_eval_s']:>8.2f}"
-                                f"{sv['sweep_vs_forward']:>7.2f}")
+            head = (
+                (
+                    f"{sc['hidden']:>7}{sc['layers']:>7}{sc['stats_state_mib_pair']:>10.1f}"
+                    f"{sc['flop_floor_pair']:>7.2f}{sc['match_seconds']:>9.2f}"
+                )
+                if k == 0
+                else " " * 40
+            )
+            lines.append(
+                head + f"{sp['tokens']:>8}{sp['forward_s']:>8.2f}{sp['stats_s']:>9.2f}"
+                f"{sp['stats_vs_forward']:>7.2f}{sv['tokens']:>9}{sv['bare_eval_s']:>8.2f}"
+                f"{sv['sweep_vs_forward']:>7.2f}"
+            )
     return "\n".join(lines)
 
 
@@ -836,8 +1030,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         hidden = args.hidden or BASE["hidden"]
         if hidden % max(1, hidden // 64):
             raise ValueError(f"--hidden {hidden}: must be divisible by its number of heads, max(1, hidden // 64)")
-        result = measure_permutations_memory(args.layers or BASE["layers"], hidden, args.seeds or 5,
-                                             args.tmpdir, log=log)
+        result = measure_permutations_memory(
+            args.layers or BASE["layers"], hidden, args.seeds or 5, args.tmpdir, log=log
+        )
         result["device"] = device_name("cpu")
         print(format_permutations_memory(result))
     elif args.weight_matching:
@@ -849,8 +1044,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise ValueError(f"--hidden {hidden}: must be divisible by its number of heads, max(1, hidden // 64)")
         if args.noise < 0:
             raise ValueError("--noise must be non-negative")
-        result = measure_weight_matching(args.layers or BASE["layers"], hidden, args.vocab or BASE["vocab"],
-                                         noise=args.noise, log=log)
+        result = measure_weight_matching(
+            args.layers or BASE["layers"], hidden, args.vocab or BASE["vocab"], noise=args.noise, log=log
+        )
         result["device"] = device_name("cpu")
         print(format_weight_matching(result))
     else:
@@ -866,26 +1062,40 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "bench", help="time statistics, matching and the loss sweep relative to forward passes",
+        "bench",
+        help="time statistics, matching and the loss sweep relative to forward passes",
         description="Measure, in one run: statistics pass / bare forward (pair and several seeds), "
-                    "statistics memory for a pair at BERT-base size, matching time, loss-sweep cost per "
-                    "lambda / one evaluation pass, and how these grow with width and data. Prints a table "
-                    "and one JSON object (the last line of stdout).")
-    p.add_argument("--quick", action="store_true",
-                   help="CI-sized run (on CPU: 2 layers, 2 batches of 4 x 128 tokens; 5 seeds on 1 layer; "
-                        "matching on 2 layers)")
+        "statistics memory for a pair at BERT-base size, matching time, loss-sweep cost per "
+        "lambda / one evaluation pass, and how these grow with width and data. Prints a table "
+        "and one JSON object (the last line of stdout).",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="CI-sized run (on CPU: 2 layers, 2 batches of 4 x 128 tokens; 5 seeds on 1 layer; matching on 2 layers)",
+    )
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--out", default=None, help="also write the JSON here (e.g. results/bench/bench.json)")
-    p.add_argument("--permutations-memory", action="store_true",
-                   help="instead: peak RSS and seconds per pair of compute_permutations (ff + attn + res all) "
-                        "from synthetic float32 statistics files for 1 pair and for all pairs of --seeds models "
-                        "(default BERT-base, 5 seeds: writes ~6 GB under --tmpdir, deleted afterwards)")
-    p.add_argument("--weight-matching", action="store_true",
-                   help="instead: seconds and sweeps of data-free weight matching for a planted (+ noise) and an "
-                        "independent pair of random-init BertForMaskedLM (default BERT-base; a few GB of RAM, "
-                        "minutes of CPU), beside the activation matcher's time")
-    p.add_argument("--noise", type=float, default=0.1,
-                   help="--weight-matching: noise added to the planted B, as a multiple of each tensor's std")
+    p.add_argument(
+        "--permutations-memory",
+        action="store_true",
+        help="instead: peak RSS and seconds per pair of compute_permutations (ff + attn + res all) "
+        "from synthetic float32 statistics files for 1 pair and for all pairs of --seeds models "
+        "(default BERT-base, 5 seeds: writes ~6 GB under --tmpdir, deleted afterwards)",
+    )
+    p.add_argument(
+        "--weight-matching",
+        action="store_true",
+        help="instead: seconds and sweeps of data-free weight matching for a planted (+ noise) and an "
+        "independent pair of random-init BertForMaskedLM (default BERT-base; a few GB of RAM, "
+        "minutes of CPU), beside the activation matcher's time",
+    )
+    p.add_argument(
+        "--noise",
+        type=float,
+        default=0.1,
+        help="--weight-matching: noise added to the planted B, as a multiple of each tensor's std",
+    )
     p.add_argument("--tmpdir", default=None, help="where --permutations-memory writes its files (default: $TMPDIR)")
     g = p.add_argument_group("sizes (defaults: BERT-base; see docs/performance.md for the CPU/quick defaults)")
     g.add_argument("--layers", type=int, help="layers for the pair statistics and the sweep (default 12)")
@@ -895,18 +1105,26 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--batch-size", type=int, help="sequences per batch (default 32; CPU 8; --quick 4)")
     g.add_argument("--batches", type=int, help="batches per pass, at least 2 (default 4; CPU 3; --quick 2)")
     g.add_argument("--seeds", type=int, help="models in the many-seed statistics pass (default 5)")
-    g.add_argument("--seeds-layers", type=int,
-                   help="layers for the many-seed statistics (default: --layers; CPU 4; --quick on CPU 1)")
+    g.add_argument(
+        "--seeds-layers",
+        type=int,
+        help="layers for the many-seed statistics (default: --layers; CPU 4; --quick on CPU 1)",
+    )
     g.add_argument("--repeats", type=int, help="timed statistics passes for the pair (default 3; CPU 2; --quick 1)")
     g.add_argument("--lambdas", type=int, help="lambda values in the timed sweep (default 5; --quick 3)")
-    g.add_argument("--eval-blocks", type=int,
-                   help="blocks of seq-len tokens in the MLM set (default 64; CPU 8; --quick 4)")
+    g.add_argument(
+        "--eval-blocks", type=int, help="blocks of seq-len tokens in the MLM set (default 64; CPU 8; --quick 4)"
+    )
     g.add_argument("--mem-layers", type=int, help="layers for the memory figure (default 12)")
     g.add_argument("--mem-hidden", type=int, help="hidden size for the memory figure (default 768)")
     g.add_argument("--match-layers", type=int, help="layers for the matching time (default 12; --quick on CPU 2)")
-    g.add_argument("--scale-layers", type=int,
-                   help="layers for the scaling table (default: --layers; CPU without --quick: 2)")
-    g.add_argument("--widths", default=None,
-                   help="comma-separated hidden sizes for the scaling table (default 128,256,<hidden>; "
-                        "--quick 128,<hidden>; empty: none)")
+    g.add_argument(
+        "--scale-layers", type=int, help="layers for the scaling table (default: --layers; CPU without --quick: 2)"
+    )
+    g.add_argument(
+        "--widths",
+        default=None,
+        help="comma-separated hidden sizes for the scaling table (default 128,256,<hidden>; "
+        "--quick 128,<hidden>; empty: none)",
+    )
     p.set_defaults(func=cmd_bench)

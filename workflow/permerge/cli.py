@@ -17,17 +17,31 @@ import json
 import logging
 import math
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 log = logging.getLogger("permerge")
 
 # The encoders permerge.spec supports (post-LN, absolute positions); align/merge load them by this name.
-MODEL_CLASSES = ("BertForPreTraining", "BertForMaskedLM", "BertForSequenceClassification", "BertModel",
-                 "RobertaForMaskedLM", "RobertaForSequenceClassification", "RobertaModel",
-                 "XLMRobertaForMaskedLM", "XLMRobertaForSequenceClassification", "XLMRobertaModel",
-                 "CamembertForMaskedLM", "CamembertForSequenceClassification", "CamembertModel",
-                 "ElectraForPreTraining", "ElectraForMaskedLM", "ElectraForSequenceClassification", "ElectraModel")
+MODEL_CLASSES = (
+    "BertForPreTraining",
+    "BertForMaskedLM",
+    "BertForSequenceClassification",
+    "BertModel",
+    "RobertaForMaskedLM",
+    "RobertaForSequenceClassification",
+    "RobertaModel",
+    "XLMRobertaForMaskedLM",
+    "XLMRobertaForSequenceClassification",
+    "XLMRobertaModel",
+    "CamembertForMaskedLM",
+    "CamembertForSequenceClassification",
+    "CamembertModel",
+    "ElectraForPreTraining",
+    "ElectraForMaskedLM",
+    "ElectraForSequenceClassification",
+    "ElectraModel",
+)
 MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "electra")
 PERMUTATIONS_FILE = "permutations.safetensors"
 
@@ -37,6 +51,7 @@ class CliError(Exception):
 
 
 # ---------------------------------------------------------------- helpers shared by subcommands
+
 
 def existing_model_dir(path: str | Path, role: str) -> Path:
     path = Path(path)
@@ -55,8 +70,10 @@ def load_config(path: Path, role: str):
     except Exception as err:  # transformers raises several types for unreadable configs
         raise CliError(f"{role}: cannot read {path / 'config.json'}: {err}") from err
     if getattr(config, "model_type", None) not in MODEL_TYPES:
-        raise CliError(f"{role}: model_type {getattr(config, 'model_type', None)!r} is not supported "
-                       f"(expected one of {', '.join(MODEL_TYPES)})")
+        raise CliError(
+            f"{role}: model_type {getattr(config, 'model_type', None)!r} is not supported "
+            f"(expected one of {', '.join(MODEL_TYPES)})"
+        )
     archs = config.architectures or []
     if len(archs) != 1 or archs[0] not in MODEL_CLASSES:
         raise CliError(f"{role}: unsupported architectures {archs} (expected one of {', '.join(MODEL_CLASSES)})")
@@ -135,11 +152,11 @@ def default_device() -> str:
 
 # ---------------------------------------------------------------- align
 
+
 def cmd_align(args: argparse.Namespace) -> int:
     from transformers import AutoTokenizer
 
-    from .apply import (apply_permutations, check_compatible, json_metadata, save_permutations,
-                        save_pretrained_atomic)
+    from .apply import apply_permutations, check_compatible, json_metadata, save_permutations, save_pretrained_atomic
     from .matching import compute_permutations
     from .stats import collect_statistics, first_fraction, text_batches
 
@@ -154,8 +171,11 @@ def cmd_align(args: argparse.Namespace) -> int:
     # The file prefix (capped by --max-lines) is the sample; stats_fraction takes its first part.
     lines = first_fraction(read_lines(args.text, args.max_lines), variant.stats_fraction or 1.0)
 
-    log.info("variant %s (%s)", json.dumps(variant.to_dict(), sort_keys=True),
-             "function-preserving" if variant.function_preserving else "NOT function-preserving")
+    log.info(
+        "variant %s (%s)",
+        json.dumps(variant.to_dict(), sort_keys=True),
+        "function-preserving" if variant.function_preserving else "NOT function-preserving",
+    )
     device = args.device or default_device()
     model_a = load_model(dir_a, config_a).to(device)
     model_b = load_model(dir_b, config_b).to(device)
@@ -174,27 +194,40 @@ def cmd_align(args: argparse.Namespace) -> int:
     aligned = apply_permutations(model_b.cpu(), perms)
     log.info("permutations: %s", ", ".join(sorted(perms)) or "none")
 
-    meta = json_metadata(variant=variant.to_dict(), function_preserving=variant.function_preserving,
-                         model_a=str(dir_a), model_b=str(dir_b), text=str(args.text), texts=len(lines),
-                         tokens=num_tokens)
+    meta = json_metadata(
+        variant=variant.to_dict(),
+        function_preserving=variant.function_preserving,
+        model_a=str(dir_a),
+        model_b=str(dir_b),
+        text=str(args.text),
+        texts=len(lines),
+        tokens=num_tokens,
+    )
     tok_dir = dir_b if has_tokenizer(dir_b) else dir_a
-    save_pretrained_atomic(aligned, out, tok_dir,
-                           write_extra=lambda tmp: save_permutations(perms, tmp / PERMUTATIONS_FILE, meta))
+    save_pretrained_atomic(
+        aligned, out, tok_dir, write_extra=lambda tmp: save_permutations(perms, tmp / PERMUTATIONS_FILE, meta)
+    )
     log.info("wrote aligned model B to %s", out)
     return 0
 
 
 def add_align(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("align", help="permute model B into model A's basis",
-                       description="Compute activation statistics of A and B on a text file, match "
-                                   "units by correlation and write the permuted (aligned) B.")
+    p = sub.add_parser(
+        "align",
+        help="permute model B into model A's basis",
+        description="Compute activation statistics of A and B on a text file, match "
+        "units by correlation and write the permuted (aligned) B.",
+    )
     p.add_argument("--model-a", required=True, help="reference model directory (save_pretrained layout)")
     p.add_argument("--model-b", required=True, help="model directory to permute")
     p.add_argument("--text", required=True, help="text file, one sentence/paragraph per line")
     p.add_argument("--options", required=True, help="YAML file with the variant options")
-    p.add_argument("--variant", default=None,
-                   help="name of the variant inside the options file (a mapping of variants, or its "
-                        "'variants' section); default: the file itself is the variant")
+    p.add_argument(
+        "--variant",
+        default=None,
+        help="name of the variant inside the options file (a mapping of variants, or its "
+        "'variants' section); default: the file itself is the variant",
+    )
     p.add_argument("--out", required=True, help="output directory (aligned B + permutations.safetensors)")
     p.add_argument("--batch-size", type=_positive_int, default=32)
     p.add_argument("--max-length", type=_positive_int, default=128)
@@ -204,6 +237,7 @@ def add_align(sub: argparse._SubParsersAction) -> None:
 
 
 # ---------------------------------------------------------------- merge
+
 
 def cmd_merge(args: argparse.Namespace) -> int:
     from .apply import check_compatible, interpolate, save_pretrained_atomic
@@ -224,8 +258,11 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def add_merge(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("merge", help="interpolate model A and an aligned model B",
-                       description="Write theta(lam) = (1 - lam) * theta_A + lam * theta_B.")
+    p = sub.add_parser(
+        "merge",
+        help="interpolate model A and an aligned model B",
+        description="Write theta(lam) = (1 - lam) * theta_A + lam * theta_B.",
+    )
     p.add_argument("--model-a", required=True)
     p.add_argument("--aligned-b", required=True, help="output directory of 'permerge align'")
     p.add_argument("--lam", type=float, default=0.5, help="interpolation weight of B (default 0.5)")
@@ -262,8 +299,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s permerge %(levelname)s %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s permerge %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
     try:
         return int(args.func(args) or 0)
     except (CliError, ValueError, KeyError, OSError) as err:

@@ -11,7 +11,7 @@ from typing import Any
 
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 ROOT = Path(__file__).resolve().parents[2]  # the repository (config.yaml, configs/)
-from .tasks import GLUE_TASKS, ORDER  # noqa: E402  (the task registry)
+from .tasks import ORDER  # noqa: E402  (the task registry)
 
 
 class ConfigError(ValueError):
@@ -82,8 +82,7 @@ def stats_fraction(config, task: str, variant: str) -> float:
 def stats_fractions(config, task: str) -> list[float]:
     """The statistics fractions the aligning variants of `task` need (one file each, from one pass);
     vanilla averaging needs none."""
-    return sorted({stats_fraction(config, task, v) for v in variants_for(config, task)
-                   if needs_statistics(config, v)})
+    return sorted({stats_fraction(config, task, v) for v in variants_for(config, task) if needs_statistics(config, v)})
 
 
 def needs_statistics(config, variant: str) -> bool:
@@ -118,9 +117,11 @@ def effective_yaml(config, configfiles=()) -> str:
     """The validated configuration of a run as YAML, with its provenance as comments."""
     import yaml
 
-    head = ["# The effective configuration of this run (config.yaml, then each --configfile merged over it,",
-            "# schema defaults filled). Written by the workflow; do not edit.",
-            f"# configfiles: {', '.join(str(f) for f in configfiles) or 'config.yaml'}"]
+    head = [
+        "# The effective configuration of this run (config.yaml, then each --configfile merged over it,",
+        "# schema defaults filled). Written by the workflow; do not edit.",
+        f"# configfiles: {', '.join(str(f) for f in configfiles) or 'config.yaml'}",
+    ]
     return "\n".join(head) + "\n" + yaml.safe_dump(config, sort_keys=True, default_flow_style=None, width=110)
 
 
@@ -138,7 +139,9 @@ def _check_many(config):
     many = config["many"]
     for v in many["variants"]:
         if v not in config["variants"]:
-            raise ConfigError(f"many.variants: unknown variant '{v}' (defined: {', '.join(sorted(config['variants']))})")
+            raise ConfigError(
+                f"many.variants: unknown variant '{v}' (defined: {', '.join(sorted(config['variants']))})"
+            )
     if not many["variants"]:
         return
     ref = many_reference(config)
@@ -147,10 +150,13 @@ def _check_many(config):
     # activation variants reuse the pair files (reference, b): every such pair must be in the grid
     have = set(pairs(config))
     missing = [(ref, b) for b in sorted(config["seeds"]) if b != ref and (ref, b) not in have]
-    if missing and any(config["variants"][v].get("method", "activation") != "weight" and
-                       config["variants"][v].get("components") for v in many["variants"]):
-        raise ConfigError(f"many: activation variants align every seed to seed {ref} with the pair files, "
-                          f"but pairs lacks {missing}")
+    if missing and any(
+        config["variants"][v].get("method", "activation") != "weight" and config["variants"][v].get("components")
+        for v in many["variants"]
+    ):
+        raise ConfigError(
+            f"many: activation variants align every seed to seed {ref} with the pair files, but pairs lacks {missing}"
+        )
 
 
 def _check_tasks(config):
@@ -168,9 +174,7 @@ def _check_pairs(config):
         a, b = pair
         for s in (a, b):
             if s not in seeds:
-                raise ConfigError(
-                    f"pairs[{i}] = {pair}: seed {s} is not in seeds {sorted(seeds)}"
-                )
+                raise ConfigError(f"pairs[{i}] = {pair}: seed {s} is not in seeds {sorted(seeds)}")
         if a == b:
             raise ConfigError(f"pairs[{i}] = {pair}: a model cannot be merged with itself")
 
@@ -179,8 +183,7 @@ def _check_lambdas(config):
     grid = lambdas(config)
     if 0.0 not in grid or 1.0 not in grid:
         raise ConfigError(
-            f"lambdas: the grid must contain both endpoints 0 and 1 (got {grid}); "
-            "the barrier is measured against them"
+            f"lambdas: the grid must contain both endpoints 0 and 1 (got {grid}); the barrier is measured against them"
         )
 
 
@@ -197,8 +200,7 @@ def _check_variants(config):
             if v not in config["variants"]:
                 key = task if task in config["task_variants"] else "glue"
                 raise ConfigError(
-                    f"task_variants.{key}: unknown variant '{v}' "
-                    f"(defined: {', '.join(sorted(config['variants']))})"
+                    f"task_variants.{key}: unknown variant '{v}' (defined: {', '.join(sorted(config['variants']))})"
                 )
 
 

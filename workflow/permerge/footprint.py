@@ -53,16 +53,28 @@ FLUSH_EVERY = 4  # stats._FLUSH_EVERY: queued rank-one corrections per feature (
 
 # Examples per split of the real GLUE tasks (nyu-mll/glue), and the eval split the workflow uses.
 GLUE_SIZES = {
-    "mnli": (392_702, 9_832), "qqp": (363_846, 40_430), "qnli": (104_743, 5_463), "sst2": (67_349, 872),
-    "cola": (8_551, 1_043), "stsb": (5_749, 1_500), "mrpc": (3_668, 408), "rte": (2_490, 277),
+    "mnli": (392_702, 9_832),
+    "qqp": (363_846, 40_430),
+    "qnli": (104_743, 5_463),
+    "sst2": (67_349, 872),
+    "cola": (8_551, 1_043),
+    "stsb": (5_749, 1_500),
+    "mrpc": (3_668, 408),
+    "rte": (2_490, 277),
 }
 # Token counts assumed where the configuration does not bound them (hub/local sources without a cap).
 MLM_EVAL_TOKENS = 300_000  # Wikitext-103 validation: ~218k words, ~250k WordPiece tokens
 TEXT_LINES_UNCAPPED = 1_000_000  # a statistics text (hub/local) without sample/max_lines
 EMBEDDED_TEXT_LINES = 50_000  # the embedded Books stand-in: 20,000 lines
 
-HEAVY_RULES = ("fetch_model", "finetune", "collect_statistics", "compute_permutations", "merge_checkpoints",
-               "sweep_lambdas")
+HEAVY_RULES = (
+    "fetch_model",
+    "finetune",
+    "collect_statistics",
+    "compute_permutations",
+    "merge_checkpoints",
+    "sweep_lambdas",
+)
 
 
 # ---------------------------------------------------------------------------------------------- shapes
@@ -87,9 +99,15 @@ def model_shape(config) -> Shape:
     """models.pretrain's shape for source: pretrain; otherwise BERT-base (the MultiBERTs)."""
     if config["models"]["source"] == "pretrain":
         p = config["models"]["pretrain"]
-        return Shape(layers=int(p["num_hidden_layers"]), hidden=int(p["hidden_size"]),
-                     heads=int(p["num_attention_heads"]), ff=int(p["intermediate_size"]),
-                     vocab=int(p["vocab_size"]), positions=int(p["max_position_embeddings"]), type_vocab=2)
+        return Shape(
+            layers=int(p["num_hidden_layers"]),
+            hidden=int(p["hidden_size"]),
+            heads=int(p["num_attention_heads"]),
+            ff=int(p["intermediate_size"]),
+            vocab=int(p["vocab_size"]),
+            positions=int(p["max_position_embeddings"]),
+            type_vocab=2,
+        )
     return BERT_BASE
 
 
@@ -117,8 +135,10 @@ def _parts(shape: Shape, arch: str, labels: int = 2) -> dict[str, tuple[int, int
         raise ValueError(f"unknown architecture {arch!r} (known: {', '.join(ARCHITECTURES)})")
     h, f, L = shape.hidden, shape.ff, shape.layers
     layer = 4 * (h * h + h) + 2 * h + (h * f + f) + (f * h + h) + 2 * h  # Q K V O, LN, FF in/out, LN
-    parts = {"embeddings": ((shape.vocab + shape.positions + shape.type_vocab) * h + 2 * h, 5),
-             "encoder": (L * layer, 16 * L)}
+    parts = {
+        "embeddings": ((shape.vocab + shape.positions + shape.type_vocab) * h + 2 * h, 5),
+        "encoder": (L * layer, 16 * L),
+    }
     if has_pooler(arch):
         parts["pooler"] = (h * h + h, 2)
     if arch in ("BertForMaskedLM", "BertForPreTraining"):
@@ -143,8 +163,12 @@ def param_bytes(shape: Shape, arch: str, labels: int = 2) -> int:
 def checkpoint_bytes(shape: Shape, arch: str, labels: int = 2) -> int:
     """A checkpoint directory: model.safetensors (weights + header), tokenizer files, config, metrics."""
     tensors = sum(t for _, t in _parts(shape, arch, labels).values())
-    return (param_bytes(shape, arch, labels) + HEADER_BYTES_PER_TENSOR * tensors
-            + TOKENIZER_BYTES_PER_ENTRY * shape.vocab + DIR_EXTRA_BYTES)
+    return (
+        param_bytes(shape, arch, labels)
+        + HEADER_BYTES_PER_TENSOR * tensors
+        + TOKENIZER_BYTES_PER_ENTRY * shape.vocab
+        + DIR_EXTRA_BYTES
+    )
 
 
 def task_shape(config, task: str) -> tuple[Shape, str, int]:
@@ -196,22 +220,27 @@ def accumulator_bytes(num_models: int, num_pairs: int, dims) -> int:
 def statistics_workspace_bytes(num_models: int, num_pairs: int, dims) -> dict[str, int]:
     """Beside the accumulators: the shared float32 product buffer and the queue of rank-one corrections."""
     dims = list(dims)
-    return {"workspace": 4 * max(dims) ** 2 if num_pairs and dims else 0,
-            "queue": sum(8 * 2 * FLUSH_EVERY * num_models * d for d in dims)}
+    return {
+        "workspace": 4 * max(dims) ** 2 if num_pairs and dims else 0,
+        "queue": sum(8 * 2 * FLUSH_EVERY * num_models * d for d in dims),
+    }
 
 
-def statistics_pass_bytes(shape: Shape, num_models: int, num_pairs: int, dims, batch: int,
-                          seq_len: int) -> dict[str, int]:
+def statistics_pass_bytes(
+    shape: Shape, num_models: int, num_pairs: int, dims, batch: int, seq_len: int
+) -> dict[str, int]:
     """Memory of collect_statistics besides the models, at its peak: the accumulators, the product buffer
     and queue, every model's captured features of one batch (all held until the update), the centred
     float32 copies of one feature for every model (+ a float64 column temporary) and one forward."""
     tokens = batch * seq_len
     dims = list(dims)
-    return {"accumulators": accumulator_bytes(num_models, num_pairs, dims),
-            "product buffer + queue": sum(statistics_workspace_bytes(num_models, num_pairs, dims).values()),
-            "captured features": 4 * num_models * tokens * sum(dims),
-            "centred copies": tokens * max(dims) * (4 * num_models + 8),
-            "forward": inference_activation_bytes(shape, batch, seq_len)}
+    return {
+        "accumulators": accumulator_bytes(num_models, num_pairs, dims),
+        "product buffer + queue": sum(statistics_workspace_bytes(num_models, num_pairs, dims).values()),
+        "captured features": 4 * num_models * tokens * sum(dims),
+        "centred copies": tokens * max(dims) * (4 * num_models + 8),
+        "forward": inference_activation_bytes(shape, batch, seq_len),
+    }
 
 
 def _safetensors_header(entries: list[tuple[str, str, list[int]]], metadata: dict[str, str]) -> int:
@@ -226,8 +255,9 @@ def _safetensors_header(entries: list[tuple[str, str, list[int]]], metadata: dic
     return 8 + blob + (-blob % 8)
 
 
-def statistics_file_bytes(names, pairs, features: list[str], shape: Shape, *, metadata_bytes: int = 512,
-                          cross_itemsize: int = 4) -> int:
+def statistics_file_bytes(
+    names, pairs, features: list[str], shape: Shape, *, metadata_bytes: int = 512, cross_itemsize: int = 4
+) -> int:
     """A statistics file (Statistics.save): means/M2 float64, cross blocks float32, and its header
     (names, pairs, counts and ``metadata_bytes`` of other metadata: text path, fraction, ...)."""
     S = len(names)
@@ -235,14 +265,17 @@ def statistics_file_bytes(names, pairs, features: list[str], shape: Shape, *, me
     data = sum(16 * S * d + cross_itemsize * len(pairs) * d * d for d in dims.values())
     entries = [(f"{k}/{f}", "F64", [S, d]) for f, d in dims.items() for k in ("mean", "m2")]
     entries += [(f"cross/{f}/{a}/{b}", "F32", [d, d]) for f, d in dims.items() for a, b in pairs]
-    meta = {"names": json.dumps(list(names)), "pairs": json.dumps([list(p) for p in pairs]),
-            "counts": json.dumps({f: 10**9 for f in features}), "other": "x" * metadata_bytes}
+    meta = {
+        "names": json.dumps(list(names)),
+        "pairs": json.dumps([list(p) for p in pairs]),
+        "counts": json.dumps({f: 10**9 for f in features}),
+        "other": "x" * metadata_bytes,
+    }
     return data + _safetensors_header(entries, meta)
 
 
 def _names_pairs(config) -> tuple[list[str], list[tuple[str, str]]]:
-    return ([f"seed{s}" for s in sorted(config["seeds"])],
-            [(f"seed{a}", f"seed{b}") for a, b in cfg.pairs(config)])
+    return ([f"seed{s}" for s in sorted(config["seeds"])], [(f"seed{a}", f"seed{b}") for a, b in cfg.pairs(config)])
 
 
 def permutation_perms(config, task: str, variant: str) -> dict[str, int]:
@@ -377,9 +410,14 @@ def estimate(rule: str, config, task: str | None = None, variant: str | None = N
     if rule == "fetch_model":
         shape, arch, _ = task_shape(config, "mlm")
         m = param_bytes(shape, arch)
-        return Estimate(rule, "mlm", S, {"overhead": OVERHEAD_BYTES, "model": m, "loaded state dict": m},
-                        disk_per_job=checkpoint_bytes(shape, arch),
-                        note="plus the download in the HuggingFace cache (about one checkpoint per seed)")
+        return Estimate(
+            rule,
+            "mlm",
+            S,
+            {"overhead": OVERHEAD_BYTES, "model": m, "loaded state dict": m},
+            disk_per_job=checkpoint_bytes(shape, arch),
+            note="plus the download in the HuggingFace cache (about one checkpoint per seed)",
+        )
     if task is None:
         raise ValueError(f"footprint: rule {rule!r} needs a task")
     if rule == "finetune" and task == "mlm":
@@ -394,13 +432,24 @@ def estimate(rule: str, config, task: str | None = None, variant: str | None = N
         if hp.get("max_train_examples"):
             n_train = min(n_train, int(hp["max_train_examples"]))
         T, B = int(hp.get("max_length", 128)), int(hp.get("batch_size", 32))
-        host = {"overhead": OVERHEAD_BYTES, "examples": (n_train + n_eval) * EXAMPLE_BYTES,
-                "tokenized splits": (n_train + n_eval) * T * TOKENIZE_BYTES_PER_TOKEN}
+        host = {
+            "overhead": OVERHEAD_BYTES,
+            "examples": (n_train + n_eval) * EXAMPLE_BYTES,
+            "tokenized splits": (n_train + n_eval) * T * TOKENIZE_BYTES_PER_TOKEN,
+        }
         # weights, gradients, AdamW's two moments, and the step's temporaries (foreach ops: about one more)
         dev = {"weights+grads+AdamW": 5 * m, "activations": training_activation_bytes(shape, B, T)}
         host, gpu = _place(config, host, dev, m)
-        return Estimate(rule, task, S, host, gpu, 1, checkpoint_bytes(shape, arch, labels),
-                        note=f"{n_train} train + {n_eval} eval examples, batch {B} x {T}")
+        return Estimate(
+            rule,
+            task,
+            S,
+            host,
+            gpu,
+            1,
+            checkpoint_bytes(shape, arch, labels),
+            note=f"{n_train} train + {n_eval} eval examples, batch {B} x {T}",
+        )
 
     if rule == "collect_statistics":
         names, pairs = _names_pairs(config)
@@ -413,13 +462,23 @@ def estimate(rule: str, config, task: str | None = None, variant: str | None = N
         st = config["statistics"]
         B, T = int(st["batch_size"]), int(st["max_length"])
         held = stats_examples(config, task)
-        host = {"overhead": OVERHEAD_BYTES,
-                "examples": held * (LINE_BYTES if task == "mlm" else EXAMPLE_BYTES),
-                "block being written": 4 * max(dims) ** 2}
+        host = {
+            "overhead": OVERHEAD_BYTES,
+            "examples": held * (LINE_BYTES if task == "mlm" else EXAMPLE_BYTES),
+            "block being written": 4 * max(dims) ** 2,
+        }
         dev = {**statistics_pass_bytes(shape, S, P, dims, B, T), "models": S * m}
         host, gpu = _place(config, host, dev, m)
-        return Estimate(rule, task, 1, host, gpu, len(files), sum(files.values()),
-                        note=f"{len(union)} features, {len(files)} fraction files")
+        return Estimate(
+            rule,
+            task,
+            1,
+            host,
+            gpu,
+            len(files),
+            sum(files.values()),
+            note=f"{len(union)} features, {len(files)} fraction files",
+        )
 
     if rule == "compute_permutations":
         by_fraction = fraction_features(config, task)
@@ -435,12 +494,14 @@ def estimate(rule: str, config, task: str | None = None, variant: str | None = N
                 work = max(work, 28 * h * h)  # the running sum beside one correlation
             if "attn" in opts.components and opts.qk == "separate":
                 work = max(work, 36 * h * h)  # q and k correlations and their sum
-            host = {"overhead": OVERHEAD_BYTES,
-                    "means+M2": sum(16 * S * feature_dim(shape, x) for x in file_feats),
-                    "correlation + LSA": work}
+            host = {
+                "overhead": OVERHEAD_BYTES,
+                "means+M2": sum(16 * S * feature_dim(shape, x) for x in file_feats),
+                "correlation + LSA": work,
+            }
             if cfg.needs_weights(config, v):  # weight matching: the pair's two models + float64 similarities
                 host["pair models"] = 2 * model_bytes(config, task)
-                host["similarity"] = 8 * max(shape.vocab * shape.hidden, shape.ff * shape.ff, shape.hidden ** 2)
+                host["similarity"] = 8 * max(shape.vocab * shape.hidden, shape.ff * shape.ff, shape.hidden**2)
             perm = permutation_file_bytes(permutation_perms(config, task, v))
             e = Estimate(rule, task, V, host, {}, P, P * perm, note=f"variant {v}")
             if best is None or (e.host_bytes, e.disk_per_job) > (best.host_bytes, best.disk_per_job):
@@ -471,8 +532,11 @@ def estimate(rule: str, config, task: str | None = None, variant: str | None = N
             data = {"evaluation set": n_eval * (EXAMPLE_BYTES + T * TOKENIZE_BYTES_PER_TOKEN)}
             logits = 0
         host = {"overhead": OVERHEAD_BYTES, **data}
-        dev = {"seed models": S * m, "aligned/working copies": 3 * m,
-               "forward": inference_activation_bytes(shape, B, T) + logits}
+        dev = {
+            "seed models": S * m,
+            "aligned/working copies": 3 * m,
+            "forward": inference_activation_bytes(shape, B, T) + logits,
+        }
         host, gpu = _place(config, host, dev, m)
         rows = len(cfg.lambdas(config))
         return Estimate(rule, task, V, host, gpu, P, P * (LOSS_ROW_BYTES * (rows + 1)))
@@ -525,14 +589,22 @@ def _size(nbytes: float) -> str:
 def _row(rule: str, found: list[Estimate], config) -> dict:
     worst = max(found, key=lambda e: (e.mem_mb, e.gpu_bytes))
     if rule == "compute_permutations":  # permutation files differ in size from variant to variant
-        total = sum(estimate(rule, config, e.task, v).disk_per_job
-                    for e in found for v in cfg.variants_for(config, e.task))
+        total = sum(
+            estimate(rule, config, e.task, v).disk_per_job for e in found for v in cfg.variants_for(config, e.task)
+        )
     else:
         total = sum(e.jobs * e.disk_per_job for e in found)
-    return {"rule": rule, "jobs": sum(e.jobs for e in found), "mem_mb": worst.mem_mb, "task": worst.task,
-            "gpu": worst.gpu_bytes, "what": worst.peak_what(),
-            "disk_per_job": max(e.disk_per_job for e in found),
-            "outputs": sum(e.jobs * e.outputs_per_job for e in found), "total_disk": total}
+    return {
+        "rule": rule,
+        "jobs": sum(e.jobs for e in found),
+        "mem_mb": worst.mem_mb,
+        "task": worst.task,
+        "gpu": worst.gpu_bytes,
+        "what": worst.peak_what(),
+        "disk_per_job": max(e.disk_per_job for e in found),
+        "outputs": sum(e.jobs * e.outputs_per_job for e in found),
+        "total_disk": total,
+    }
 
 
 def table_rows(config, per_task: bool = False) -> list[dict]:
@@ -554,27 +626,37 @@ def disk_totals(config) -> dict[str, int]:
     if seeds is None:  # pre-trained from scratch: S checkpoints of the pretrain shape
         shape, arch, _ = task_shape(config, "mlm")
         seeds = len(config["seeds"]) * checkpoint_bytes(shape, arch)
-    return {"statistics files": by_rule.get("collect_statistics", {}).get("total_disk", 0),
-            "seed + fine-tuned checkpoints": seeds + by_rule.get("finetune", {}).get("total_disk", 0),
-            "permutation files": by_rule.get("compute_permutations", {}).get("total_disk", 0),
-            "loss files": by_rule.get("sweep_lambdas", {}).get("total_disk", 0),
-            "merged checkpoints (separate target)": by_rule.get("merge_checkpoints", {}).get("total_disk", 0)}
+    return {
+        "statistics files": by_rule.get("collect_statistics", {}).get("total_disk", 0),
+        "seed + fine-tuned checkpoints": seeds + by_rule.get("finetune", {}).get("total_disk", 0),
+        "permutation files": by_rule.get("compute_permutations", {}).get("total_disk", 0),
+        "loss files": by_rule.get("sweep_lambdas", {}).get("total_disk", 0),
+        "merged checkpoints (separate target)": by_rule.get("merge_checkpoints", {}).get("total_disk", 0),
+    }
 
 
 def format_table(config, title: str = "", per_task: bool = False) -> str:
     """The Markdown table of ``table_rows`` and a line of disk totals."""
     lines = [f"#### {title}", ""] if title else []
-    lines += ["| rule | jobs | mem_mb per job | GPU per job | largest host parts (task) | disk per job | outputs "
-              "| total disk |", "|---|--:|--:|--:|---|--:|--:|--:|"]
+    lines += [
+        "| rule | jobs | mem_mb per job | GPU per job | largest host parts (task) | disk per job | outputs "
+        "| total disk |",
+        "|---|--:|--:|--:|---|--:|--:|--:|",
+    ]
     for r in table_rows(config, per_task):
         gpu = f"{round_mb(SAFETY * r['gpu']):,} MB" if r["gpu"] else "—"
-        lines.append(f"| {r['rule']} | {r['jobs']} | {r['mem_mb']:,} | {gpu} | {r['what']} ({r['task']}) | "
-                     f"{_size(r['disk_per_job'])} | {r['outputs']:,} | {_size(r['total_disk'])} |")
+        lines.append(
+            f"| {r['rule']} | {r['jobs']} | {r['mem_mb']:,} | {gpu} | {r['what']} ({r['task']}) | "
+            f"{_size(r['disk_per_job'])} | {r['outputs']:,} | {_size(r['total_disk'])} |"
+        )
     parts = disk_totals(config)
-    lines += ["", "Disk: " + "; ".join(f"{k} {_size(v)}" for k, v in parts.items())
-              + f"; total {_size(sum(parts.values()))}.",
-              "", f"mem_mb and GPU: {SAFETY:g} x the parts' sum, rounded up to {ROUND_MB} MB; the largest host parts "
-              "are listed before that factor. Disk in 10^9 / 10^6 bytes."]
+    lines += [
+        "",
+        "Disk: " + "; ".join(f"{k} {_size(v)}" for k, v in parts.items()) + f"; total {_size(sum(parts.values()))}.",
+        "",
+        f"mem_mb and GPU: {SAFETY:g} x the parts' sum, rounded up to {ROUND_MB} MB; the largest host parts "
+        "are listed before that factor. Disk in 10^9 / 10^6 bytes.",
+    ]
     return "\n".join(lines)
 
 
@@ -596,8 +678,12 @@ def load_config(configfiles=()) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m permerge.footprint", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--configfile", action="append", default=[],
-                    help="merged over config.yaml in order, as snakemake --configfile does")
+    ap.add_argument(
+        "--configfile",
+        action="append",
+        default=[],
+        help="merged over config.yaml in order, as snakemake --configfile does",
+    )
     ap.add_argument("--per-task", action="store_true", help="one row per rule and task")
     args = ap.parse_args(argv)
     try:

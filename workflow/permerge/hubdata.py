@@ -32,12 +32,14 @@ class HubUnavailable(RuntimeError):
     """A HuggingFace hub dataset could not be loaded (offline mode, no network, unknown id or revision)."""
 
 
-LOCAL_TEXT_ALTERNATIVE = ("or give this text role as {source: local, path: /path/to/books/} "
-                          "(a folder of .txt books, read offline)")
+LOCAL_TEXT_ALTERNATIVE = (
+    "or give this text role as {source: local, path: /path/to/books/} (a folder of .txt books, read offline)"
+)
 
 
-def _hub_error(dataset_id: str, config: str | None, err: Exception, revision: str | None = None,
-               alternative: str | None = None) -> HubUnavailable:
+def _hub_error(
+    dataset_id: str, config: str | None, err: Exception, revision: str | None = None, alternative: str | None = None
+) -> HubUnavailable:
     what = dataset_id + (f" (config {config})" if config else "") + (f" at revision {revision}" if revision else "")
     cause = f"{type(err).__name__}: {err}"
     if os.path.isdir(dataset_id):  # a local repository copy (e.g. the test fixtures): no hub involved
@@ -48,12 +50,18 @@ def _hub_error(dataset_id: str, config: str | None, err: Exception, revision: st
     return HubUnavailable(
         f"cannot load the HuggingFace dataset {what}: {why}. This data role needs the hub (network access); "
         "the embedded configuration (config.yaml, data sources 'embedded') runs fully offline"
-        + (f"; {alternative}" if alternative else "") + "."
+        + (f"; {alternative}" if alternative else "")
+        + "."
     )
 
 
-def load_hub_dataset(dataset_id: str, config: str | None = None, split: str | None = None,
-                     revision: str | None = None, alternative: str | None = None):
+def load_hub_dataset(
+    dataset_id: str,
+    config: str | None = None,
+    split: str | None = None,
+    revision: str | None = None,
+    alternative: str | None = None,
+):
     """``datasets.load_dataset`` with hub failures turned into :class:`HubUnavailable`.
 
     ``revision`` (a branch, tag or commit, e.g. ``refs/convert/parquet``, the hub's parquet export) is passed
@@ -105,9 +113,17 @@ def _column_texts(ds, column: str, batch_size: int = 10_000) -> Iterator[str]:
         yield from batch[column]
 
 
-def load_hub_text(dataset_id: str, config: str | None = None, split: str = "train", column: str = "text",
-                  max_lines: int | None = None, *, revision: str | None = None, sample: int | None = None,
-                  sample_seed: int = 0) -> list[str]:
+def load_hub_text(
+    dataset_id: str,
+    config: str | None = None,
+    split: str = "train",
+    column: str = "text",
+    max_lines: int | None = None,
+    *,
+    revision: str | None = None,
+    sample: int | None = None,
+    sample_seed: int = 0,
+) -> list[str]:
     """Lines of one text column of a hub dataset (e.g. Salesforce/wikitext / wikitext-103-raw-v1 / validation).
 
     With ``sample``, ``sample`` rows are drawn uniformly without replacement across the whole split
@@ -126,11 +142,20 @@ def load_hub_text(dataset_id: str, config: str | None = None, split: str = "trai
         except ValueError as err:
             raise ValueError(f"dataset {what}, data.*.sample: {err}") from None
         ds = ds.select(idx)
-        log.info("%s: %d rows in the split; sampled %d rows uniformly (sample_seed %d), in random order",
-                 what, n_rows, sample, sample_seed)
+        log.info(
+            "%s: %d rows in the split; sampled %d rows uniformly (sample_seed %d), in random order",
+            what,
+            n_rows,
+            sample,
+            sample_seed,
+        )
     else:
-        log.info("%s: %d rows in the split; reading them in order%s", what, n_rows,
-                 f" (first {max_lines} lines)" if max_lines else "")
+        log.info(
+            "%s: %d rows in the split; reading them in order%s",
+            what,
+            n_rows,
+            f" (first {max_lines} lines)" if max_lines else "",
+        )
     lines = list(clean_hub_lines(_column_texts(ds, column), max_lines))
     log.info("%s: %d lines kept", what, len(lines))
     return lines
@@ -167,9 +192,16 @@ def text_role_lines(spec: dict) -> list[str]:
     source = spec.get("source")
     if source == "hub":
         sample_seed = spec.get("sample_seed")
-        return load_hub_text(spec["id"], spec.get("config"), spec.get("split", "train"),
-                             spec.get("column", "text"), spec.get("max_lines"), revision=spec.get("revision"),
-                             sample=spec.get("sample"), sample_seed=0 if sample_seed is None else sample_seed)
+        return load_hub_text(
+            spec["id"],
+            spec.get("config"),
+            spec.get("split", "train"),
+            spec.get("column", "text"),
+            spec.get("max_lines"),
+            revision=spec.get("revision"),
+            sample=spec.get("sample"),
+            sample_seed=0 if sample_seed is None else sample_seed,
+        )
     if source == "local":
         if spec.get("sample") is None:
             return load_local_text(spec["path"], spec.get("max_lines"))
@@ -180,8 +212,13 @@ def text_role_lines(spec: dict) -> list[str]:
             idx = sample_indices(len(lines), spec["sample"], 0 if seed is None else seed)
         except ValueError as err:
             raise ValueError(f"local text {spec['path']} ({len(lines)} sentences): {err}") from None
-        log.info("%s: %d sentences; sampled %d uniformly (sample_seed %s), in random order",
-                 spec["path"], len(lines), len(idx), 0 if seed is None else seed)
+        log.info(
+            "%s: %d sentences; sampled %d uniformly (sample_seed %s), in random order",
+            spec["path"],
+            len(lines),
+            len(idx),
+            0 if seed is None else seed,
+        )
         lines = [lines[i] for i in idx]
         return lines[: spec["max_lines"]] if spec.get("max_lines") else lines
     raise ValueError(f"hubdata handles sources 'hub' and 'local', not {source!r} (embedded texts: permerge.embedded)")
@@ -194,8 +231,9 @@ def write_text_role(spec: dict, out: str | os.PathLike) -> int:
     return n
 
 
-def export_glue_task(task: str, outputs: dict[str, str | os.PathLike], hub_id: str = "nyu-mll/glue",
-                     revision: str | None = None) -> dict[str, int]:
+def export_glue_task(
+    task: str, outputs: dict[str, str | os.PathLike], hub_id: str = "nyu-mll/glue", revision: str | None = None
+) -> dict[str, int]:
     """Write the GLUE splits of ``task`` (split -> jsonl path) from the hub, with the stand-ins' columns.
 
     Rows labelled -1 (GLUE's hidden test labels) are dropped; ``idx`` is kept from the hub.

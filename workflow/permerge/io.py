@@ -89,8 +89,11 @@ def check_safetensors(path: str | os.PathLike) -> None:
             raise DamagedFile(f"{path}: corrupt safetensors header ({err})") from None
     end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
     if 8 + n + end != size:
-        raise DamagedFile(f"{path}: truncated: its tensors need {8 + n + end} bytes, the file has {size}"
-                          if 8 + n + end > size else f"{path}: {size - 8 - n - end} unexpected bytes after the tensors")
+        raise DamagedFile(
+            f"{path}: truncated: its tensors need {8 + n + end} bytes, the file has {size}"
+            if 8 + n + end > size
+            else f"{path}: {size - 8 - n - end} unexpected bytes after the tensors"
+        )
 
 
 def read_text_lines(path: str | os.PathLike, max_lines: int | None = None) -> list[str]:

@@ -17,8 +17,8 @@ is any callable (target_params, params_b) -> perms mapping B into the target's b
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -56,8 +56,14 @@ def _aligned(spec: PermutationSpec, params: Sequence[Params], perms: Sequence[Ma
     return [permute_params(p, spec, q) if q else dict(p) for p, q in zip(params, perms)]
 
 
-def to_reference(spec: PermutationSpec, params: Sequence[Params], match: Match | None = None, *,
-                 reference: int = 0, perms: Sequence[Mapping[str, np.ndarray]] | None = None) -> ManyResult:
+def to_reference(
+    spec: PermutationSpec,
+    params: Sequence[Params],
+    match: Match | None = None,
+    *,
+    reference: int = 0,
+    perms: Sequence[Mapping[str, np.ndarray]] | None = None,
+) -> ManyResult:
     """Align every model to ``params[reference]`` (with ``match``, or with given ``perms`` per model, the
     reference's own being ignored) and average them."""
     if len(params) < 2:
@@ -74,8 +80,15 @@ def to_reference(spec: PermutationSpec, params: Sequence[Params], match: Match |
     return ManyResult(average(_aligned(spec, params, perms)), perms, 0, True)
 
 
-def iterative(spec: PermutationSpec, params: Sequence[Params], match: Match, *, seed=0, max_rounds: int = 20,
-              init: Sequence[Mapping[str, np.ndarray]] | None = None) -> ManyResult:
+def iterative(
+    spec: PermutationSpec,
+    params: Sequence[Params],
+    match: Match,
+    *,
+    seed=0,
+    max_rounds: int = 20,
+    init: Sequence[Mapping[str, np.ndarray]] | None = None,
+) -> ManyResult:
     """MergeMany: re-align each model to the average of the others until no permutation changes."""
     if len(params) < 2:
         raise ValueError(f"merging needs at least two models, got {len(params)}")

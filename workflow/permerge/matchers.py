@@ -9,8 +9,8 @@ modes (which LayerNorm nodes drive the residual permutation), the Q/K modes and 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -35,13 +35,26 @@ class AttentionMatcher:
     choose: Callable[[np.ndarray], np.ndarray] | None
 
 
-ATTENTION: dict[str, AttentionMatcher] = {m.name: m for m in (
-    AttentionMatcher("head_perm", True, "Algorithm 1: within-head LSA for every head pair, outer LSA over heads",
-                     lambda h: [(j, k) for j in range(h) for k in range(h)], lsa),
-    AttentionMatcher("monotonic", True, "head j <-> head j, within-head LSA only",
-                     lambda h: [(j, j) for j in range(h)], lambda scores: np.arange(len(scores))),
-    AttentionMatcher("ignore_heads", False, "one flat LSA over all units (mixes heads)", None, None),
-)}
+ATTENTION: dict[str, AttentionMatcher] = {
+    m.name: m
+    for m in (
+        AttentionMatcher(
+            "head_perm",
+            True,
+            "Algorithm 1: within-head LSA for every head pair, outer LSA over heads",
+            lambda h: [(j, k) for j in range(h) for k in range(h)],
+            lsa,
+        ),
+        AttentionMatcher(
+            "monotonic",
+            True,
+            "head j <-> head j, within-head LSA only",
+            lambda h: [(j, j) for j in range(h)],
+            lambda scores: np.arange(len(scores)),
+        ),
+        AttentionMatcher("ignore_heads", False, "one flat LSA over all units (mixes heads)", None, None),
+    )
+}
 
 # which residual-stream nodes (0 = embeddings LayerNorm, 2L = the last layer's output) drive the one
 # residual permutation; their correlations are averaged
@@ -86,10 +99,9 @@ def assign_heads(sims: Sequence[np.ndarray], num_heads: int, mode: str = "head_p
     for j, k in matcher.candidates(num_heads):
         inner[j, k] = []
         for s in sims:
-            block = s[j * dh:(j + 1) * dh, k * dh:(k + 1) * dh]
+            block = s[j * dh : (j + 1) * dh, k * dh : (k + 1) * dh]
             p = lsa(block)
             inner[j, k].append(p)
             scores[j, k] += block[np.arange(dh), p].sum()
     heads = matcher.choose(scores)
-    return [np.concatenate([heads[j] * dh + inner[j, heads[j]][m] for j in range(num_heads)])
-            for m in range(len(sims))]
+    return [np.concatenate([heads[j] * dh + inner[j, heads[j]][m] for j in range(num_heads)]) for m in range(len(sims))]

@@ -6,7 +6,7 @@ to unit i of A.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -28,13 +28,13 @@ def _as_numpy(corr) -> np.ndarray:
 
 _lsa = lsa
 
+
 def match_ff(corr) -> np.ndarray:
     """One LSA over all units (FF intermediate, pooler, residual)."""
     return _lsa(_as_numpy(corr))
 
 
-def match_attention(corr_ctx, num_heads: int, mode: str = "head_perm",
-                    corr_qk=None) -> tuple[np.ndarray, np.ndarray]:
+def match_attention(corr_ctx, num_heads: int, mode: str = "head_perm", corr_qk=None) -> tuple[np.ndarray, np.ndarray]:
     """(p_ctx, p_qk) for one attention layer, with the attention matcher ``mode`` (permerge.matchers).
 
     head_perm: Algorithm 1 of the paper - inner LSA on every (head j of A, head k of B) block of the
@@ -58,8 +58,12 @@ def match_attention(corr_ctx, num_heads: int, mode: str = "head_perm",
         raise ValueError(f"corr_qk shape {cqk.shape} differs from corr_ctx shape {corr.shape}")
     dh = d // num_heads
     heads = p_ctx.reshape(num_heads, dh)[:, 0] // dh
-    p_qk = np.concatenate([heads[j] * dh + _lsa(cqk[j * dh:(j + 1) * dh, heads[j] * dh:(heads[j] + 1) * dh])
-                           for j in range(num_heads)])
+    p_qk = np.concatenate(
+        [
+            heads[j] * dh + _lsa(cqk[j * dh : (j + 1) * dh, heads[j] * dh : (heads[j] + 1) * dh])
+            for j in range(num_heads)
+        ]
+    )
     return p_ctx, p_qk
 
 
@@ -108,8 +112,7 @@ def union_features(variants: Iterable[Variant], num_layers: int, *, pooler: bool
     return sorted(need, key=_feature_order)
 
 
-def compute_permutations(stats: Statistics, a: str, b: str, variant: Variant,
-                         config) -> dict[str, np.ndarray]:
+def compute_permutations(stats: Statistics, a: str, b: str, variant: Variant, config) -> dict[str, np.ndarray]:
     """Perms mapping model b into model a's basis for the components the variant asks for.
 
     Perms not returned are the identity. "pooler" is returned only when the statistics hold the pooler

@@ -12,11 +12,25 @@ import torch
 
 from .io import check_safetensors
 
-ARCHITECTURES = ("BertForPreTraining", "BertForMaskedLM", "BertForSequenceClassification", "BertModel",
-                 "RobertaForMaskedLM", "RobertaForSequenceClassification", "RobertaModel",
-                 "XLMRobertaForMaskedLM", "XLMRobertaForSequenceClassification", "XLMRobertaModel",
-                 "CamembertForMaskedLM", "CamembertForSequenceClassification", "CamembertModel",
-                 "ElectraForPreTraining", "ElectraForMaskedLM", "ElectraForSequenceClassification", "ElectraModel")
+ARCHITECTURES = (
+    "BertForPreTraining",
+    "BertForMaskedLM",
+    "BertForSequenceClassification",
+    "BertModel",
+    "RobertaForMaskedLM",
+    "RobertaForSequenceClassification",
+    "RobertaModel",
+    "XLMRobertaForMaskedLM",
+    "XLMRobertaForSequenceClassification",
+    "XLMRobertaModel",
+    "CamembertForMaskedLM",
+    "CamembertForSequenceClassification",
+    "CamembertModel",
+    "ElectraForPreTraining",
+    "ElectraForMaskedLM",
+    "ElectraForSequenceClassification",
+    "ElectraModel",
+)
 # Pre-trained seed checkpoints that `fetch_checkpoint` copies (the MultiBERTs are BertForPreTraining).
 # Seed checkpoints the workflow takes, by model_type: the MLM task needs an MLM head. (GLUE fine-tuning is
 # implemented for BERT only.)
@@ -84,23 +98,29 @@ def fetch_checkpoint(location: str | Path, out_dir: str | Path, *, log: logging.
     kind = getattr(config, "model_type", None)
     if len(archs) != 1 or archs[0] not in SEED_ARCHITECTURES.get(kind, ()):
         supported = "; ".join(f"{k}: {', '.join(v)}" for k, v in SEED_ARCHITECTURES.items())
-        raise ValueError(f"model {str(location)!r}: config.json has model_type {kind!r}, architectures {archs}; "
-                         f"supported: {supported}")
+        raise ValueError(
+            f"model {str(location)!r}: config.json has model_type {kind!r}, architectures {archs}; "
+            f"supported: {supported}"
+        )
     cls = getattr(transformers, archs[0])
     model, info = cls.from_pretrained(str(location), config=config, weights_only=True, output_loading_info=True)
     tied = set(getattr(model, "all_tied_weights_keys", None) or getattr(model, "_tied_weights_keys", None) or ())
     missing = sorted(set(info.get("missing_keys") or ()) - tied)
     if missing:
-        raise ValueError(f"model {str(location)!r}: weights missing from the checkpoint (they would be random): "
-                         f"{', '.join(missing[:8])}{' …' if len(missing) > 8 else ''}")
+        raise ValueError(
+            f"model {str(location)!r}: weights missing from the checkpoint (they would be random): "
+            f"{', '.join(missing[:8])}{' …' if len(missing) > 8 else ''}"
+        )
     if info.get("unexpected_keys"):
         log.info("ignored tensors of %s: %s", location, ", ".join(sorted(info["unexpected_keys"])[:8]))
     tokenizer = AutoTokenizer.from_pretrained(str(location))
     if not tokenizer.is_fast:
         raise ValueError(f"model {str(location)!r}: no fast tokenizer could be built ({type(tokenizer).__name__})")
     if len(tokenizer) > config.vocab_size:  # ids past the embedding matrix would fail at the first batch
-        raise ValueError(f"model {str(location)!r}: the tokenizer has {len(tokenizer)} tokens, the model's "
-                         f"vocab_size is {config.vocab_size}")
+        raise ValueError(
+            f"model {str(location)!r}: the tokenizer has {len(tokenizer)} tokens, the model's "
+            f"vocab_size is {config.vocab_size}"
+        )
     out_dir = Path(out_dir)
     model.save_pretrained(str(out_dir), safe_serialization=True)
     tokenizer.save_pretrained(str(out_dir))
@@ -113,7 +133,13 @@ def fetch_checkpoint(location: str | Path, out_dir: str | Path, *, log: logging.
         "vocab_size": int(config.vocab_size),
         "tokenizer": type(tokenizer).__name__,
     }
-    log.info("kept from %s: %s (pooler: %s, NSP head: %s, MLM head: %s), tokenizer %s", location, archs[0],
-             "yes" if kept["pooler"] else "no", "yes" if kept["nsp_head"] else "no",
-             "yes" if kept["mlm_head"] else "no", kept["tokenizer"])
+    log.info(
+        "kept from %s: %s (pooler: %s, NSP head: %s, MLM head: %s), tokenizer %s",
+        location,
+        archs[0],
+        "yes" if kept["pooler"] else "no",
+        "yes" if kept["nsp_head"] else "no",
+        "yes" if kept["mlm_head"] else "no",
+        kept["tokenizer"],
+    )
     return kept

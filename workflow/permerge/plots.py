@@ -117,8 +117,9 @@ def plot_many(ax, many_rows: list[dict]) -> None:
     ax.legend(fontsize=7, ncol=2)
 
 
-def write_figures(loss_paths, summary_rows: list[dict], pdf_path, png_dir, tasks,
-                  many_rows: list[dict] | None = None) -> list[Path]:
+def write_figures(
+    loss_paths, summary_rows: list[dict], pdf_path, png_dir, tasks, many_rows: list[dict] | None = None
+) -> list[Path]:
     """all.pdf (a page per task, mlm first, then the summary, then the all-seed merges if given) and one
     PNG per task."""
     curves = load_curves(loss_paths)

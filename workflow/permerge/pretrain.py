@@ -277,7 +277,10 @@ def pretrain_bert(
     evalset = None
     if heldout_file is not None:
         evalset = build_mlm_evalset(
-            tokenizer, _read_lines(heldout_file), block_size=max_position_embeddings, seed=0,
+            tokenizer,
+            _read_lines(heldout_file),
+            block_size=max_position_embeddings,
+            seed=0,
             max_blocks=heldout_max_blocks,
         )
     curve = []
@@ -289,8 +292,12 @@ def pretrain_bert(
 
     def step_loss(batch):
         x, y = bert_mask(
-            batch, special=special, mask_token_id=tokenizer.mask_token_id, vocab_size=len(tokenizer),
-            mask_prob=mask_prob, generator=mask_gen,
+            batch,
+            special=special,
+            mask_token_id=tokenizer.mask_token_id,
+            vocab_size=len(tokenizer),
+            mask_prob=mask_prob,
+            generator=mask_gen,
         )
         return mlm_step_loss(model, x, y)
 
@@ -302,9 +309,20 @@ def pretrain_bert(
             log.info("step %d held-out (32 blocks) loss %.4f", done, h)
 
     run = train(
-        model, block_batches(blocks, batch_size, data_gen, progress), step_loss, total_steps=steps, lr=lr,
-        warmup=warmup, warmup_from_zero=False, weight_decay=weight_decay, grad_clip=grad_clip, betas=(0.9, 0.98),
-        eps=1e-6, log=log, log_every=log_every, after_step=heldout,
+        model,
+        block_batches(blocks, batch_size, data_gen, progress),
+        step_loss,
+        total_steps=steps,
+        lr=lr,
+        warmup=warmup,
+        warmup_from_zero=False,
+        weight_decay=weight_decay,
+        grad_clip=grad_clip,
+        betas=(0.9, 0.98),
+        eps=1e-6,
+        log=log,
+        log_every=log_every,
+        after_step=heldout,
     )
     losses, train_s, tokens = run.losses, run.seconds, progress["tokens"]
 
@@ -334,7 +352,9 @@ def pretrain_bert(
         metrics["unigram_loss"] = unigram_loss_from_ids(ids, evalset, vocab_size=vocab_size, special=special)
         log.info(
             "held-out MLM loss %.4f (unigram plateau %.4f, masked acc %.3f)",
-            metrics["heldout_loss"], metrics["unigram_loss"], metrics["heldout_accuracy"],
+            metrics["heldout_loss"],
+            metrics["unigram_loss"],
+            metrics["heldout_accuracy"],
         )
     metrics["minutes"] = (time.time() - t0) / 60
 
@@ -343,12 +363,16 @@ def pretrain_bert(
     model.save_pretrained(str(out_dir), safe_serialization=True)
     tokenizer.save_pretrained(str(out_dir))
     (out_dir / "train_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    log.info("saved %s: %s", out_dir, json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}))
+    log.info(
+        "saved %s: %s", out_dir, json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
+    )
     return metrics
 
 
 # ------------------------------------------------------------------------------------------- unigram
-def unigram_loss_from_ids(train_ids, evalset: dict[str, torch.Tensor], *, vocab_size: int, special=(), smoothing: float = 1.0) -> float:
+def unigram_loss_from_ids(
+    train_ids, evalset: dict[str, torch.Tensor], *, vocab_size: int, special=(), smoothing: float = 1.0
+) -> float:
     """Mean CE of the evalset's masked targets under add-`smoothing` unigram frequencies of `train_ids`
     (special tokens excluded from the counts: they are never targets)."""
     counts = torch.bincount(torch.as_tensor(train_ids, dtype=torch.long), minlength=vocab_size).double()

@@ -40,8 +40,7 @@ def read_benchmarks(root: str | Path) -> dict[str, list[dict[str, float]]]:
         if not rows or "s" not in rows[0]:
             raise ValueError(f"{path} is not a Snakemake benchmark file (no 's' column)")
         for row in rows:
-            rules.setdefault(rule, []).append(
-                {k: _number(row.get(k)) for k in ("s", "cpu_time", "max_rss")})
+            rules.setdefault(rule, []).append({k: _number(row.get(k)) for k in ("s", "cpu_time", "max_rss")})
     if not rules:
         raise ValueError(f"no benchmark files under {root}")
     return rules
@@ -57,14 +56,17 @@ def _number(text: str | None) -> float:
 def breakdown(rules: dict[str, list[dict[str, float]]]) -> list[dict[str, object]]:
     """One row per rule, most CPU time first."""
     total_cpu = sum(r["cpu_time"] for rows in rules.values() for r in rows) or 1.0
-    table = [{
-        "rule": rule,
-        "jobs": len(rows),
-        "wall_s": round(sum(r["s"] for r in rows), 1),
-        "cpu_s": round(sum(r["cpu_time"] for r in rows), 1),
-        "cpu_share": round(sum(r["cpu_time"] for r in rows) / total_cpu, 3),
-        "max_rss_mb": round(max(r["max_rss"] for r in rows), 1),
-    } for rule, rows in rules.items()]
+    table = [
+        {
+            "rule": rule,
+            "jobs": len(rows),
+            "wall_s": round(sum(r["s"] for r in rows), 1),
+            "cpu_s": round(sum(r["cpu_time"] for r in rows), 1),
+            "cpu_share": round(sum(r["cpu_time"] for r in rows) / total_cpu, 3),
+            "max_rss_mb": round(max(r["max_rss"] for r in rows), 1),
+        }
+        for rule, rows in rules.items()
+    ]
     return sorted(table, key=lambda row: -row["cpu_s"])
 
 
@@ -102,28 +104,44 @@ def cmd_runtime(args: argparse.Namespace) -> int:
     rows = breakdown(read_benchmarks(args.benchmarks))
     log_path = Path(args.log) if args.log else newest_complete_log(args.log_dir)
     wall, jobs = log_wall_seconds(log_path)
-    rows.append({"rule": GRID_ROW, "jobs": jobs, "wall_s": round(wall, 1),
-                 "cpu_s": round(sum(r["cpu_s"] for r in rows), 1), "cpu_share": 1.0,
-                 "max_rss_mb": max(r["max_rss_mb"] for r in rows)})
+    rows.append(
+        {
+            "rule": GRID_ROW,
+            "jobs": jobs,
+            "wall_s": round(wall, 1),
+            "cpu_s": round(sum(r["cpu_s"] for r in rows), 1),
+            "cpu_share": 1.0,
+            "max_rss_mb": max(r["max_rss_mb"] for r in rows),
+        }
+    )
     with atomic_path(args.out) as tmp:
         write_tsv(rows, tmp, list(COLUMNS))
     width = max(len(str(r["rule"])) for r in rows)
     print(f"{'rule':<{width}}  jobs   wall_s    cpu_s  share  max_rss_mb")
     for r in rows:
-        print(f"{r['rule']:<{width}}  {r['jobs']:>4} {r['wall_s']:>8} {r['cpu_s']:>8} "
-              f"{r['cpu_share']:>6.3f} {r['max_rss_mb']:>10}")
+        print(
+            f"{r['rule']:<{width}}  {r['jobs']:>4} {r['wall_s']:>8} {r['cpu_s']:>8} "
+            f"{r['cpu_share']:>6.3f} {r['max_rss_mb']:>10}"
+        )
     print(f"end to end: {wall / 60:.1f} min for {jobs} jobs ({log_path}); wrote {args.out}")
     return 0
 
 
 def add_runtime(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("runtime", help="per-rule time from Snakemake benchmark files + end-to-end time",
-                       description=__doc__.split("\n\n")[1])
-    p.add_argument("--results", default="results",
-                   help="results root of the configuration (results/paper for the paper grid; default: %(default)s)")
+    p = sub.add_parser(
+        "runtime",
+        help="per-rule time from Snakemake benchmark files + end-to-end time",
+        description=__doc__.split("\n\n")[1],
+    )
+    p.add_argument(
+        "--results",
+        default="results",
+        help="results root of the configuration (results/paper for the paper grid; default: %(default)s)",
+    )
     p.add_argument("--benchmarks", default=None, help="benchmark folder (default: RESULTS/benchmarks)")
-    p.add_argument("--log", default=None, help="Snakemake log of the timed run "
-                   "(default: the newest finished one in --log-dir)")
+    p.add_argument(
+        "--log", default=None, help="Snakemake log of the timed run (default: the newest finished one in --log-dir)"
+    )
     p.add_argument("--log-dir", default=".snakemake/log", help="default: %(default)s")
     p.add_argument("--out", default=None, help="default: RESULTS/tables/runtime.tsv")
     p.set_defaults(func=cmd_runtime)

@@ -29,8 +29,8 @@ index (aligned[i] = original[p[i]]).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import numpy as np
 import torch
@@ -64,53 +64,88 @@ class PermutationSpec:
 @dataclass(frozen=True)
 class Family:
     """Where a family's parameters live. The encoder layers are named alike in every family."""
+
     name: str
-    prefix: str                 # attribute of the task models holding the encoder, plus "."
-    mlm_dense: str              # MLM head: hidden layer reading the last residual node ...
-    mlm_norm: str               # ... its LayerNorm ...
-    mlm_decoder: str            # ... and the vocabulary projection (tied to the word embeddings by default)
+    prefix: str  # attribute of the task models holding the encoder, plus "."
+    mlm_dense: str  # MLM head: hidden layer reading the last residual node ...
+    mlm_norm: str  # ... its LayerNorm ...
+    mlm_decoder: str  # ... and the vocabulary projection (tied to the word embeddings by default)
     mlm_bias_alias: tuple[str, str] | None  # (decoder bias, canonical bias) tied by transformers
-    classifier_hidden: bool     # sequence classifier: own hidden layer (classifier.dense -> out_proj)
+    classifier_hidden: bool  # sequence classifier: own hidden layer (classifier.dense -> out_proj)
     #                             instead of BERT's pooler -> classifier
 
 
 FAMILIES: dict[str, Family] = {
-    "bert": Family("bert", "bert.", "cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm",
-                   "cls.predictions.decoder.weight", ("cls.predictions.decoder.bias", "cls.predictions.bias"),
-                   classifier_hidden=False),
+    "bert": Family(
+        "bert",
+        "bert.",
+        "cls.predictions.transform.dense",
+        "cls.predictions.transform.LayerNorm",
+        "cls.predictions.decoder.weight",
+        ("cls.predictions.decoder.bias", "cls.predictions.bias"),
+        classifier_hidden=False,
+    ),
     # XLM-R and CamemBERT are the RoBERTa architecture under other class names
-    "roberta": Family("roberta", "roberta.", "lm_head.dense", "lm_head.layer_norm", "lm_head.decoder.weight",
-                      ("lm_head.decoder.bias", "lm_head.bias"), classifier_hidden=True),
+    "roberta": Family(
+        "roberta",
+        "roberta.",
+        "lm_head.dense",
+        "lm_head.layer_norm",
+        "lm_head.decoder.weight",
+        ("lm_head.decoder.bias", "lm_head.bias"),
+        classifier_hidden=True,
+    ),
     # the MLM head is ElectraForMaskedLM's generator head; its output lives in the embedding space
-    "electra": Family("electra", "electra.", "generator_predictions.dense", "generator_predictions.LayerNorm",
-                      "generator_lm_head.weight", None, classifier_hidden=True),
+    "electra": Family(
+        "electra",
+        "electra.",
+        "generator_predictions.dense",
+        "generator_predictions.LayerNorm",
+        "generator_lm_head.weight",
+        None,
+        classifier_hidden=True,
+    ),
 }
 
 # transformers class name -> (family, head). Looked up along the model's MRO (subclasses are accepted).
 SUPPORTED_CLASSES: dict[str, tuple[str, str]] = {
-    "BertForPreTraining": ("bert", "pretraining"), "BertForMaskedLM": ("bert", "mlm"),
-    "BertForSequenceClassification": ("bert", "classification"), "BertModel": ("bert", "base"),
+    "BertForPreTraining": ("bert", "pretraining"),
+    "BertForMaskedLM": ("bert", "mlm"),
+    "BertForSequenceClassification": ("bert", "classification"),
+    "BertModel": ("bert", "base"),
     **{f"{n}ForMaskedLM": ("roberta", "mlm") for n in ("Roberta", "XLMRoberta", "Camembert")},
     **{f"{n}ForSequenceClassification": ("roberta", "classification") for n in ("Roberta", "XLMRoberta", "Camembert")},
     **{f"{n}Model": ("roberta", "base") for n in ("Roberta", "XLMRoberta", "Camembert")},
-    "ElectraForPreTraining": ("electra", "discriminator"), "ElectraForMaskedLM": ("electra", "mlm"),
-    "ElectraForSequenceClassification": ("electra", "classification"), "ElectraModel": ("electra", "base"),
+    "ElectraForPreTraining": ("electra", "discriminator"),
+    "ElectraForMaskedLM": ("electra", "mlm"),
+    "ElectraForSequenceClassification": ("electra", "classification"),
+    "ElectraModel": ("electra", "base"),
 }
 
 
-def bert_spec(config, *, prefix: str = "bert.", mlm_head: bool, pooler: bool,
-              classifier: bool, nsp_head: bool = False) -> PermutationSpec:
+def bert_spec(
+    config, *, prefix: str = "bert.", mlm_head: bool, pooler: bool, classifier: bool, nsp_head: bool = False
+) -> PermutationSpec:
     """The spec of a BERT (post-LN, absolute positions, no cross-attention) described by a BertConfig.
 
     ``nsp_head``: BertForPreTraining's next-sentence head ``cls.seq_relationship``, which reads the pooler.
     """
-    return encoder_spec(config, "bert", prefix=prefix, mlm_head=mlm_head, pooler=pooler, classifier=classifier,
-                        nsp_head=nsp_head)
+    return encoder_spec(
+        config, "bert", prefix=prefix, mlm_head=mlm_head, pooler=pooler, classifier=classifier, nsp_head=nsp_head
+    )
 
 
-def encoder_spec(config, family: str | Family, *, prefix: str | None = None, mlm_head: bool = False,
-                 pooler: bool = False, classifier: bool = False, nsp_head: bool = False,
-                 discriminator_head: bool = False) -> PermutationSpec:
+def encoder_spec(
+    config,
+    family: str | Family,
+    *,
+    prefix: str | None = None,
+    mlm_head: bool = False,
+    pooler: bool = False,
+    classifier: bool = False,
+    nsp_head: bool = False,
+    discriminator_head: bool = False,
+) -> PermutationSpec:
     """The spec of a post-LN encoder of ``family`` ("bert", "roberta", "electra") with the given heads.
 
     prefix: the encoder's parameter prefix (default the family's; "" for a bare encoder model).
@@ -130,8 +165,10 @@ def encoder_spec(config, family: str | Family, *, prefix: str | None = None, mlm
     if nsp_head and not pooler:
         raise ValueError("the next-sentence-prediction head needs the pooler")
     if classifier and fam.classifier_hidden and pooler:
-        raise ValueError(f"family {fam.name!r}: a classification head with its own hidden layer and a pooler "
-                         "would both claim the 'pooler' permutation")
+        raise ValueError(
+            f"family {fam.name!r}: a classification head with its own hidden layer and a pooler "
+            "would both claim the 'pooler' permutation"
+        )
     if discriminator_head and (pooler or classifier):
         raise ValueError("the discriminator head cannot be combined with a pooler or classifier")
     L = config.num_hidden_layers
@@ -147,8 +184,11 @@ def encoder_spec(config, family: str | Family, *, prefix: str | None = None, mlm
     e = getattr(config, "embedding_size", d) if fam.name == "electra" else d
     # ELECTRA-small-like: embeddings live in their own space, projected into the residual stream
     space = "emb" if e != d else "res"
-    emb_axes = [(f"{emb}word_embeddings.weight", 1), (f"{emb}position_embeddings.weight", 1),
-                (f"{emb}token_type_embeddings.weight", 1)] + _layernorm(f"{emb}LayerNorm")
+    emb_axes = [
+        (f"{emb}word_embeddings.weight", 1),
+        (f"{emb}position_embeddings.weight", 1),
+        (f"{emb}token_type_embeddings.weight", 1),
+    ] + _layernorm(f"{emb}LayerNorm")
     if space == "emb":
         sizes["emb"] = e
         emb_axes += [(f"{p}embeddings_project.weight", 1)]
@@ -167,13 +207,23 @@ def encoder_spec(config, family: str | Family, *, prefix: str | None = None, mlm
         res += [(f"{lay}output.dense.weight", 0), (f"{lay}output.dense.bias", 0)]
         res += _layernorm(f"{lay}output.LayerNorm")
 
-        axes[f"ff.{l}"] = ((f"{lay}intermediate.dense.weight", 0), (f"{lay}intermediate.dense.bias", 0),
-                           (f"{lay}output.dense.weight", 1))
+        axes[f"ff.{l}"] = (
+            (f"{lay}intermediate.dense.weight", 0),
+            (f"{lay}intermediate.dense.bias", 0),
+            (f"{lay}output.dense.weight", 1),
+        )
         sizes[f"ff.{l}"] = config.intermediate_size
-        axes[f"attn.{l}"] = ((f"{att}self.value.weight", 0), (f"{att}self.value.bias", 0),
-                             (f"{att}output.dense.weight", 1))
-        axes[f"qk.{l}"] = ((f"{att}self.query.weight", 0), (f"{att}self.query.bias", 0),
-                           (f"{att}self.key.weight", 0), (f"{att}self.key.bias", 0))
+        axes[f"attn.{l}"] = (
+            (f"{att}self.value.weight", 0),
+            (f"{att}self.value.bias", 0),
+            (f"{att}output.dense.weight", 1),
+        )
+        axes[f"qk.{l}"] = (
+            (f"{att}self.query.weight", 0),
+            (f"{att}self.query.bias", 0),
+            (f"{att}self.key.weight", 0),
+            (f"{att}self.key.bias", 0),
+        )
         sizes[f"attn.{l}"] = sizes[f"qk.{l}"] = d
         blocks[f"attn.{l}"] = blocks[f"qk.{l}"] = heads
 
@@ -220,8 +270,10 @@ def model_family(model: torch.nn.Module) -> tuple[str, str]:
     for cls in type(model).__mro__:
         if cls.__name__ in SUPPORTED_CLASSES and cls.__module__.startswith("transformers."):
             return SUPPORTED_CLASSES[cls.__name__]
-    raise TypeError(f"unsupported model class {type(model).__name__} (supported: post-LN encoders with absolute "
-                    f"positions: {', '.join(SUPPORTED_CLASSES)})")
+    raise TypeError(
+        f"unsupported model class {type(model).__name__} (supported: post-LN encoders with absolute "
+        f"positions: {', '.join(SUPPORTED_CLASSES)})"
+    )
 
 
 def spec_for_model(model: torch.nn.Module) -> PermutationSpec:
@@ -282,8 +334,9 @@ def check_spec(spec: PermutationSpec, params: Mapping[str, torch.Tensor] | torch
             elif axis >= params[name].dim():
                 problems.append(f"perm {perm!r}: {name!r} has no axis {axis}")
             elif params[name].shape[axis] != size:
-                problems.append(f"perm {perm!r}: {name!r} axis {axis} has size "
-                                f"{params[name].shape[axis]}, expected {size}")
+                problems.append(
+                    f"perm {perm!r}: {name!r} axis {axis} has size {params[name].shape[axis]}, expected {size}"
+                )
     try:
         spec.param_axes()
     except ValueError as err:
@@ -322,8 +375,9 @@ def is_function_preserving(spec: PermutationSpec, perms: Mapping[str, np.ndarray
     return True
 
 
-def random_permutations(spec: PermutationSpec, rng: np.random.Generator, *,
-                        qk: str = "separate", names=None) -> dict[str, np.ndarray]:
+def random_permutations(
+    spec: PermutationSpec, rng: np.random.Generator, *, qk: str = "separate", names=None
+) -> dict[str, np.ndarray]:
     """Random function-preserving perms for the spec (random head assignment and within-head orders).
 
     qk="shared" gives Q/K the V/O perm; "separate" gives them their own within-head orders under the same
@@ -342,8 +396,11 @@ def random_permutations(spec: PermutationSpec, rng: np.random.Generator, *,
             heads = rng.permutation(nb)
             out[perm] = np.concatenate([h * dh + rng.permutation(dh) for h in heads])
             if f"qk.{layer}" in spec.axes:
-                out[f"qk.{layer}"] = (out[perm].copy() if qk == "shared" else
-                                      np.concatenate([h * dh + rng.permutation(dh) for h in heads]))
+                out[f"qk.{layer}"] = (
+                    out[perm].copy()
+                    if qk == "shared"
+                    else np.concatenate([h * dh + rng.permutation(dh) for h in heads])
+                )
         else:
             out[perm] = rng.permutation(size)
     return out
@@ -358,10 +415,13 @@ def _check_supported(config) -> None:
     # variants are other classes, e.g. RobertaPreLayerNorm*, and are refused by model_family).
     pos = getattr(config, "position_embedding_type", "absolute")
     if pos not in (None, "absolute"):
-        raise ValueError(f"unsupported position_embedding_type {pos!r} (only 'absolute'; supported: post-LN "
-                         "BERT, RoBERTa / XLM-R / CamemBERT and ELECTRA encoders with absolute positions)")
+        raise ValueError(
+            f"unsupported position_embedding_type {pos!r} (only 'absolute'; supported: post-LN "
+            "BERT, RoBERTa / XLM-R / CamemBERT and ELECTRA encoders with absolute positions)"
+        )
     if getattr(config, "add_cross_attention", False):
         raise ValueError("cross-attention BERTs are not supported")
     if config.hidden_size % config.num_attention_heads:
-        raise ValueError(f"hidden_size {config.hidden_size} is not divisible by "
-                         f"num_attention_heads {config.num_attention_heads}")
+        raise ValueError(
+            f"hidden_size {config.hidden_size} is not divisible by num_attention_heads {config.num_attention_heads}"
+        )

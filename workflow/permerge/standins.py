@@ -57,8 +57,10 @@ class TaskInfo(Task):
 
 # How each stand-in is built: its source archives and split sizes (columns, labels, splits: permerge.tasks).
 _STANDINS: dict[str, tuple[tuple[str, ...], dict[str, int]]] = {
-    "mnli": (("wordnet", "janeaustenr", "tidytext"),
-             {"train": 6000, "validation_matched": 600, "validation_mismatched": 600}),
+    "mnli": (
+        ("wordnet", "janeaustenr", "tidytext"),
+        {"train": 6000, "validation_matched": 600, "validation_mismatched": 600},
+    ),
     "qqp": (("kjv", "web"), {"train": 2000, "validation": 400}),
     "qnli": (("wordnet", "janeaustenr", "tidytext"), {"train": 3000, "validation": 600}),
     "sst2": (("janeaustenr", "tidytext"), {"train": 3000, "validation": 600}),
@@ -68,8 +70,11 @@ _STANDINS: dict[str, tuple[tuple[str, ...], dict[str, int]]] = {
     "rte": (("wordnet", "web", "janeaustenr", "tidytext"), {"train": 2400, "validation": 400}),
 }
 TASKS: dict[str, TaskInfo] = {
-    name: TaskInfo(**{f.name: getattr(task, f.name) for f in dataclasses.fields(Task)},
-                   sources=_STANDINS[name][0], sizes=_STANDINS[name][1])
+    name: TaskInfo(
+        **{f.name: getattr(task, f.name) for f in dataclasses.fields(Task)},
+        sources=_STANDINS[name][0],
+        sizes=_STANDINS[name][1],
+    )
     for name, task in REGISTRY.items()
 }
 
@@ -130,9 +135,7 @@ def validate_task_files(task: str, paths: Mapping[str, str | os.PathLike], *, re
                 if not isinstance(label, (int, float)) or isinstance(label, bool):
                     raise ValueError(f"task {task}: label {label!r} is not a number in {path} (row {i})")
             elif not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < info.num_labels:
-                raise ValueError(
-                    f"task {task}: label {label!r} not in 0..{info.num_labels - 1} in {path} (row {i})"
-                )
+                raise ValueError(f"task {task}: label {label!r} not in 0..{info.num_labels - 1} in {path} (row {i})")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -196,7 +199,7 @@ class Resources:
         return {w.ref: w for _, w in self.bible}
 
     @functools.cached_property
-    def wordnet(self) -> "WordNet":
+    def wordnet(self) -> WordNet:
         # The novels' vocabulary steers word choice (words the pre-trained models have read).
         return WordNet(E.wordnet(self._need("wordnet")), E.wordnet_index(self._need("wordnet")), self.vocab)
 
@@ -206,8 +209,12 @@ class Resources:
 # --------------------------------------------------------------------------------------------------
 
 
-def _take_balanced(pools: Mapping[object, Sequence], sizes: Mapping[str, int], rng: random.Random,
-                   shares: Mapping[object, float] | None = None) -> dict[str, list]:
+def _take_balanced(
+    pools: Mapping[object, Sequence],
+    sizes: Mapping[str, int],
+    rng: random.Random,
+    shares: Mapping[object, float] | None = None,
+) -> dict[str, list]:
     """Fill each split from per-label pools (already shuffled), disjointly, in the given proportions."""
     labels = list(pools)
     shares = shares or {lab: 1 / len(labels) for lab in labels}
@@ -220,15 +227,16 @@ def _take_balanced(pools: Mapping[object, Sequence], sizes: Mapping[str, int], r
             avail = len(pools[lab]) - cursor[lab]
             if k > avail:
                 raise ValueError(f"not enough examples for label {lab!r} in split {split!r}: need {k}, have {avail}")
-            rows += pools[lab][cursor[lab]:cursor[lab] + k]
+            rows += pools[lab][cursor[lab] : cursor[lab] + k]
             cursor[lab] += k
         rng.shuffle(rows)
         out[split] = rows
     return out
 
 
-def _assign_groups(groups: Sequence, sizes: Mapping[str, int], rng: random.Random,
-                   weight: Callable[[object], float] = lambda g: 1.0) -> dict[str, list]:
+def _assign_groups(
+    groups: Sequence, sizes: Mapping[str, int], rng: random.Random, weight: Callable[[object], float] = lambda g: 1.0
+) -> dict[str, list]:
     """Partition shuffled groups into splits with shares proportional to ``sizes`` (by summed weight)."""
     groups = list(groups)
     rng.shuffle(groups)
@@ -266,8 +274,27 @@ def _check_disjoint(info: TaskInfo, splits: Mapping[str, list[dict]]) -> None:
 # --------------------------------------------------------------------------------------------------
 
 # Lexicon entries that in these novels are mostly names, titles or function words.
-_SENTIMENT_SKIP = {"miss", "like", "well", "pretty", "right", "work", "works", "master", "mercy", "grace",
-                   "fine", "patient", "fair", "dear", "good", "great", "free", "lord", "gentle"}
+_SENTIMENT_SKIP = {
+    "miss",
+    "like",
+    "well",
+    "pretty",
+    "right",
+    "work",
+    "works",
+    "master",
+    "mercy",
+    "grace",
+    "fine",
+    "patient",
+    "fair",
+    "dear",
+    "good",
+    "great",
+    "free",
+    "lord",
+    "gentle",
+}
 
 
 def sentiment_score(text: str, lexicon: Mapping[str, str], negators: set[str]) -> int:
@@ -279,7 +306,7 @@ def sentiment_score(text: str, lexicon: Mapping[str, str], negators: set[str]) -
         if pol is None or w in _SENTIMENT_SKIP:
             continue
         s = 1 if pol == "positive" else -1
-        if any(t in negators or t.endswith("n't") for t in toks[max(0, i - 3):i]):
+        if any(t in negators or t.endswith("n't") for t in toks[max(0, i - 3) : i]):
             s = -s
         score += s
     return score
@@ -304,8 +331,35 @@ def build_sst2(res: Resources, sizes: Mapping[str, int], rng: random.Random) -> 
 # --------------------------------------------------------------------------------------------------
 
 _TOKEN = re.compile(r"[A-Za-z0-9]+(?:['-][A-Za-z0-9]+)*|[^\sA-Za-z0-9]")
-_DROPPABLE = {"the", "a", "an", "of", "to", "in", "was", "is", "be", "have", "had", "that", "with", "for",
-              "at", "on", "by", "from", "as", "were", "are", "been", "into", "upon", "would", "could", "should"}
+_DROPPABLE = {
+    "the",
+    "a",
+    "an",
+    "of",
+    "to",
+    "in",
+    "was",
+    "is",
+    "be",
+    "have",
+    "had",
+    "that",
+    "with",
+    "for",
+    "at",
+    "on",
+    "by",
+    "from",
+    "as",
+    "were",
+    "are",
+    "been",
+    "into",
+    "upon",
+    "would",
+    "could",
+    "should",
+}
 
 
 def _detok(tokens: Sequence[str]) -> str:
@@ -316,7 +370,9 @@ def _detok(tokens: Sequence[str]) -> str:
     return text
 
 
-def corrupt(tokens: Sequence[str], rng: random.Random, lower_vocab: set[str] = frozenset()) -> tuple[list[str], str] | None:
+def corrupt(
+    tokens: Sequence[str], rng: random.Random, lower_vocab: set[str] = frozenset()
+) -> tuple[list[str], str] | None:
     """One corruption of a tokenised sentence: swap, move, drop (function word) or duplicate a word."""
     toks = list(tokens)
     idx = [i for i, t in enumerate(toks) if t[0].isalnum()]
@@ -420,7 +476,7 @@ def build_mrpc(res: Resources, sizes: Mapping[str, int], rng: random.Random) -> 
         for c in sorted(names):
             vs = chapters[c]
             content = [set(words(wt)) - _STOP for _, _, wt in vs]
-            for i, (k, kt, wt) in enumerate(vs):
+            for i, (_k, kt, wt) in enumerate(vs):
                 nb = [j for j in range(max(0, i - 5), min(len(vs), i + 6)) if j != i]
                 if rng.random() < 0.5 or not nb:
                     pos.append({**_pair(rng, kt, wt), "label": 1})
@@ -439,11 +495,78 @@ def _overlap(a: set[str], b: set[str]) -> float:
     return len(a & b) / max(1, min(len(a), len(b)))
 
 
-_STOP = {"the", "and", "of", "to", "in", "that", "a", "is", "it", "for", "be", "i", "he", "his", "with",
-         "you", "not", "they", "them", "shall", "will", "unto", "all", "who", "which", "this", "me", "my",
-         "have", "was", "are", "your", "him", "from", "but", "what", "why", "how", "thou", "thee", "thy",
-         "ye", "we", "our", "us", "on", "by", "as", "or", "so", "there", "then", "their", "her", "she", "an",
-         "do", "did", "does", "if", "when", "where", "whom", "no", "yet", "let", "may", "can", "hath", "has"}
+_STOP = {
+    "the",
+    "and",
+    "of",
+    "to",
+    "in",
+    "that",
+    "a",
+    "is",
+    "it",
+    "for",
+    "be",
+    "i",
+    "he",
+    "his",
+    "with",
+    "you",
+    "not",
+    "they",
+    "them",
+    "shall",
+    "will",
+    "unto",
+    "all",
+    "who",
+    "which",
+    "this",
+    "me",
+    "my",
+    "have",
+    "was",
+    "are",
+    "your",
+    "him",
+    "from",
+    "but",
+    "what",
+    "why",
+    "how",
+    "thou",
+    "thee",
+    "thy",
+    "ye",
+    "we",
+    "our",
+    "us",
+    "on",
+    "by",
+    "as",
+    "or",
+    "so",
+    "there",
+    "then",
+    "their",
+    "her",
+    "she",
+    "an",
+    "do",
+    "did",
+    "does",
+    "if",
+    "when",
+    "where",
+    "whom",
+    "no",
+    "yet",
+    "let",
+    "may",
+    "can",
+    "hath",
+    "has",
+}
 
 
 def questions_of(text: str) -> list[str]:
@@ -453,8 +576,8 @@ def questions_of(text: str) -> list[str]:
         if not q.endswith("?"):
             continue
         m = list(re.finditer(r"[,:;] (?=[A-Z])", q))
-        if m and len(q[m[-1].end():].split()) >= 3:
-            q = q[m[-1].end():]
+        if m and len(q[m[-1].end() :].split()) >= 3:
+            q = q[m[-1].end() :]
         out.append(q[0].upper() + q[1:])
     return out
 
@@ -494,8 +617,10 @@ def build_qqp(res: Resources, sizes: Mapping[str, int], rng: random.Random) -> d
                 # Every question gives one duplicate and one non-duplicate pair (the question alone is no cue).
                 pos.append({**_pair(rng, kq, wq, ("question1", "question2")), "label": 1})
                 # Hard negative: the other WEB question of the book sharing most content words.
-                j = max((j for j in range(len(qs)) if j != i),
-                        key=lambda j: (_overlap(kcontent[i], content[j]), -abs(j - i)))
+                j = max(
+                    (j for j in range(len(qs)) if j != i),
+                    key=lambda j: (_overlap(kcontent[i], content[j]), -abs(j - i)),
+                )
                 neg.append({**_pair(rng, kq, qs[j][1], ("question1", "question2")), "label": 0})
         rng.shuffle(pos)
         rng.shuffle(neg)
@@ -583,8 +708,12 @@ def _web_lemmas(res: Resources, k: E.Verse) -> tuple[str, ...]:
 
 
 class WordNet:
-    def __init__(self, synsets: dict[str, E.Synset], index: dict[tuple[str, str], list[str]],
-                 vocab: Mapping[str, int] | None = None):
+    def __init__(
+        self,
+        synsets: dict[str, E.Synset],
+        index: dict[tuple[str, str], list[str]],
+        vocab: Mapping[str, int] | None = None,
+    ):
         self.synsets = synsets
         self.index = index  # (lemma, pos) -> synset keys in sense order
         self.vocab = vocab or {}
@@ -633,13 +762,17 @@ class WordNet:
         if word not in s.words:
             return []
         wi = s.words.index(word) + 1
-        out = [self.synsets[t].words[tw - 1] for sym, t, sw, tw in s.pointers if sym == "!" and sw == wi and t in self.synsets]
+        out = [
+            self.synsets[t].words[tw - 1]
+            for sym, t, sw, tw in s.pointers
+            if sym == "!" and sw == wi and t in self.synsets
+        ]
         if not out and s.pos == "s":
             for head in s.targets("&"):
                 h = self.synsets.get(head)
                 if h is None:
                     continue
-                for sym, t, sw, tw in h.pointers:
+                for sym, t, _sw, tw in h.pointers:
                     if sym == "!" and t in self.synsets:
                         out.append(self.synsets[t].words[tw - 1])
         return out
@@ -681,7 +814,7 @@ def _good_substitute(word: str, cand: str) -> bool:
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def word_pattern(word: str) -> re.Pattern:
     """Whole-word, case-insensitive pattern of ``word`` (compiled once)."""
     return re.compile(rf"(?<![\w'-]){re.escape(word)}(?![\w'-])", re.IGNORECASE)
@@ -717,7 +850,7 @@ def substitute(sentence: str, word: str, repl: str) -> str | None:
         new = "an" if repl[0].lower() in "aeiou" else "a"
         if art.group(1)[0].isupper():
             new = new.capitalize()
-        before = before[:art.start(1)] + new + before[art.end(1):]
+        before = before[: art.start(1)] + new + before[art.end(1) :]
     return before + repl + sentence[end:]
 
 
@@ -748,16 +881,116 @@ def _nli_candidates(wn: WordNet, key: str, word: str, premise: str, rng: random.
 
 _PRONOUNS = re.compile(r"^[a-z][a-z -]*$")
 _FUNCTION_WORDS = {
-    "about", "above", "after", "again", "against", "also", "although", "always", "another", "anything",
-    "because", "been", "before", "being", "below", "between", "both", "could", "does", "done", "down",
-    "during", "each", "either", "else", "enough", "even", "ever", "every", "first", "from", "further",
-    "have", "having", "here", "herself", "himself", "into", "itself", "last", "least", "less", "like",
-    "little", "many", "more", "most", "much", "must", "myself", "neither", "never", "next", "none",
-    "nothing", "often", "once", "only", "other", "ought", "over", "same", "shall", "should", "since",
-    "some", "something", "such", "sure", "than", "that", "their", "them", "then", "there", "these", "they",
-    "this", "those", "though", "through", "till", "together", "under", "until", "upon", "very", "were",
-    "what", "when", "where", "whether", "which", "while", "whom", "whose", "will", "with", "within",
-    "without", "would", "your", "yourself", "lord", "lady", "miss", "mister", "master", "sir", "madam",
+    "about",
+    "above",
+    "after",
+    "again",
+    "against",
+    "also",
+    "although",
+    "always",
+    "another",
+    "anything",
+    "because",
+    "been",
+    "before",
+    "being",
+    "below",
+    "between",
+    "both",
+    "could",
+    "does",
+    "done",
+    "down",
+    "during",
+    "each",
+    "either",
+    "else",
+    "enough",
+    "even",
+    "ever",
+    "every",
+    "first",
+    "from",
+    "further",
+    "have",
+    "having",
+    "here",
+    "herself",
+    "himself",
+    "into",
+    "itself",
+    "last",
+    "least",
+    "less",
+    "like",
+    "little",
+    "many",
+    "more",
+    "most",
+    "much",
+    "must",
+    "myself",
+    "neither",
+    "never",
+    "next",
+    "none",
+    "nothing",
+    "often",
+    "once",
+    "only",
+    "other",
+    "ought",
+    "over",
+    "same",
+    "shall",
+    "should",
+    "since",
+    "some",
+    "something",
+    "such",
+    "sure",
+    "than",
+    "that",
+    "their",
+    "them",
+    "then",
+    "there",
+    "these",
+    "they",
+    "this",
+    "those",
+    "though",
+    "through",
+    "till",
+    "together",
+    "under",
+    "until",
+    "upon",
+    "very",
+    "were",
+    "what",
+    "when",
+    "where",
+    "whether",
+    "which",
+    "while",
+    "whom",
+    "whose",
+    "will",
+    "with",
+    "within",
+    "without",
+    "would",
+    "your",
+    "yourself",
+    "lord",
+    "lady",
+    "miss",
+    "mister",
+    "master",
+    "sir",
+    "madam",
 }
 
 
@@ -786,8 +1019,9 @@ def _wordnet_example_groups(wn: WordNet, rng: random.Random) -> list[list[dict]]
     return groups
 
 
-def _novel_nli_groups(wn: WordNet, sentences: Sequence[str], rng: random.Random, limit: int,
-                      targets: set[str] | None = None) -> list[list[dict]]:
+def _novel_nli_groups(
+    wn: WordNet, sentences: Sequence[str], rng: random.Random, limit: int, targets: set[str] | None = None
+) -> list[list[dict]]:
     """The same substitutions on novel sentences, using the first WordNet sense of nouns/adjectives that
     are not also verbs (less ambiguity); at most one group per sentence. With ``targets``, only those
     words are replaced (the words the training set substitutes: what was learnt there can transfer, as
@@ -818,12 +1052,15 @@ def _novel_nli_groups(wn: WordNet, sentences: Sequence[str], rng: random.Random,
 def build_mnli(res: Resources, sizes: Mapping[str, int], rng: random.Random) -> dict[str, list[dict]]:
     wn = res.wordnet
     groups = _wordnet_example_groups(wn, rng)
-    split_groups = _assign_groups(groups, {"train": sizes["train"], "validation_matched": sizes["validation_matched"]}, rng)
+    split_groups = _assign_groups(
+        groups, {"train": sizes["train"], "validation_matched": sizes["validation_matched"]}, rng
+    )
     out = {s: _take_groups(g, sizes[s], (0, 1, 2), rng, "mnli " + s) for s, g in split_groups.items()}
     targets = {r["_word"] for r in out["train"]}
     mism = _novel_nli_groups(wn, res.novel_sentences, rng, limit=4 * sizes["validation_mismatched"], targets=targets)
-    out["validation_mismatched"] = _take_groups(mism, sizes["validation_mismatched"], (0, 1, 2), rng,
-                                                "mnli validation_mismatched")
+    out["validation_mismatched"] = _take_groups(
+        mism, sizes["validation_mismatched"], (0, 1, 2), rng, "mnli validation_mismatched"
+    )
     return {s: out[s] for s in TASKS["mnli"].splits}
 
 
@@ -988,13 +1225,24 @@ def build_qnli(res: Resources, sizes: Mapping[str, int], rng: random.Random) -> 
 
 
 BUILDERS: dict[str, Callable[[Resources, Mapping[str, int], random.Random], dict[str, list[dict]]]] = {
-    "mnli": build_mnli, "qqp": build_qqp, "qnli": build_qnli, "sst2": build_sst2,
-    "cola": build_cola, "stsb": build_stsb, "mrpc": build_mrpc, "rte": build_rte,
+    "mnli": build_mnli,
+    "qqp": build_qqp,
+    "qnli": build_qnli,
+    "sst2": build_sst2,
+    "cola": build_cola,
+    "stsb": build_stsb,
+    "mrpc": build_mrpc,
+    "rte": build_rte,
 }
 
 
-def build_task(task: str, paths: Mapping[str, str | os.PathLike] | Resources, *, seed: int = 0,
-               sizes: Mapping[str, int] | None = None) -> dict[str, list[dict]]:
+def build_task(
+    task: str,
+    paths: Mapping[str, str | os.PathLike] | Resources,
+    *,
+    seed: int = 0,
+    sizes: Mapping[str, int] | None = None,
+) -> dict[str, list[dict]]:
     """Build one stand-in task: split -> rows (GLUE columns, ``label``, ``idx``). Deterministic in ``seed``."""
     if task not in TASKS:
         raise ValueError(f"unknown GLUE task {task!r}; expected one of {sorted(TASKS)}")
@@ -1006,7 +1254,9 @@ def build_task(task: str, paths: Mapping[str, str | os.PathLike] | Resources, *,
     _check_disjoint(info, splits)
     out = {}
     for split in info.splits:
-        rows = [{**{k: r[k] for k in info.text_keys}, "label": r["label"], "idx": i} for i, r in enumerate(splits[split])]
+        rows = [
+            {**{k: r[k] for k in info.text_keys}, "label": r["label"], "idx": i} for i, r in enumerate(splits[split])
+        ]
         out[split] = rows
     return out
 
@@ -1023,6 +1273,9 @@ def label_summary(task: str, rows: Sequence[Mapping]) -> str:
     if info.num_labels == 1:
         ys = [r["label"] for r in rows]
         m = sum(ys) / len(ys)
-        return f"mean {m:.2f}, " + ", ".join(f"[{a},{a + 1}{']' if a == 4 else ')'}: {sum(a <= y < a + 1 or (a == 4 and y == 5) for y in ys)}" for a in range(5))
+        return f"mean {m:.2f}, " + ", ".join(
+            f"[{a},{a + 1}{']' if a == 4 else ')'}: {sum(a <= y < a + 1 or (a == 4 and y == 5) for y in ys)}"
+            for a in range(5)
+        )
     c = Counter(r["label"] for r in rows)
     return ", ".join(f"{info.label_names[k]} {c[k]} ({c[k] / len(rows):.0%})" for k in range(info.num_labels))

@@ -40,8 +40,8 @@ import json
 import math
 import os
 import struct
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -189,7 +189,7 @@ def _add_into(acc: torch.Tensor, x: torch.Tensor) -> None:
     elif acc.device.type == "cpu":  # bound the float64 copy: row slabs of 2**20 elements
         rows = max(1, (1 << 20) // max(1, acc.shape[1]))
         for r0 in range(0, len(acc), rows):
-            acc[r0:r0 + rows].add_(x[r0:r0 + rows])
+            acc[r0 : r0 + rows].add_(x[r0 : r0 + rows])
     else:
         acc.add_(x)
 
@@ -203,8 +203,9 @@ class _Accumulator:
     applied together as one float64 matmul (``cross`` flushes them).
     """
 
-    def __init__(self, num_models: int, dim: int, pairs: Sequence[tuple[int, int]], device,
-                 workspace: dict | None = None):
+    def __init__(
+        self, num_models: int, dim: int, pairs: Sequence[tuple[int, int]], device, workspace: dict | None = None
+    ):
         self.n = 0
         self._workspace = {} if workspace is None else workspace
         self.mean = torch.zeros(num_models, dim, dtype=torch.float64, device=device)
@@ -225,7 +226,7 @@ class _Accumulator:
         flat = self._workspace.get(key)
         if flat is None or flat.numel() < block.numel():
             flat = self._workspace[key] = torch.empty(block.numel(), dtype=torch.float32, device=block.device)
-        return flat[:block.numel()].view(block.shape)
+        return flat[: block.numel()].view(block.shape)
 
     def _flush(self) -> None:
         if not self._coef:
@@ -274,11 +275,17 @@ class _Accumulator:
 
 
 @torch.no_grad()
-def collect_statistics(models: Sequence[torch.nn.Module], batches: Iterable[Mapping[str, torch.Tensor]], *,
-                       names: Sequence[str], pairs: Sequence[tuple[str, str]] | None = None,
-                       features: Sequence[str] | None = None, device: str | torch.device = "cpu",
-                       progress: Callable[[int, int], None] | None = None,
-                       snapshots: Mapping[int, Callable[["Statistics"], None]] | None = None) -> "Statistics":
+def collect_statistics(
+    models: Sequence[torch.nn.Module],
+    batches: Iterable[Mapping[str, torch.Tensor]],
+    *,
+    names: Sequence[str],
+    pairs: Sequence[tuple[str, str]] | None = None,
+    features: Sequence[str] | None = None,
+    device: str | torch.device = "cpu",
+    progress: Callable[[int, int], None] | None = None,
+    snapshots: Mapping[int, Callable[[Statistics], None]] | None = None,
+) -> Statistics:
     """Run every model on every batch once and accumulate statistics of ``features`` (default: all).
 
     names: one name per model; pairs: model-name pairs whose cross blocks are kept (default all i<j).
@@ -338,14 +345,14 @@ def collect_statistics(models: Sequence[torch.nn.Module], batches: Iterable[Mapp
                 captured[feature] = t.detach().reshape(-1, t.shape[-1])
             else:  # boolean-mask gather drops padding for the whole batch at once
                 captured[feature] = t.detach()[state["mask"]]
+
         if where == "pre":
             return lambda mod, args: grab(args[0])
         return lambda mod, args, out: grab(out)
 
     bases = [base_model(m) for m in models]
     # A pooler feature outside the encoder (RoBERTa / ELECTRA classification head): run the whole model.
-    runners = [m if "pooler" in features and getattr(b, "pooler", None) is None else b
-               for m, b in zip(models, bases)]
+    runners = [m if "pooler" in features and getattr(b, "pooler", None) is None else b for m, b in zip(models, bases)]
     was_training = [m.training for m in models]
     accs: dict[str, _Accumulator] = {}
     workspace: dict = {}  # the float32 product buffer, shared by all accumulators
@@ -356,16 +363,18 @@ def collect_statistics(models: Sequence[torch.nn.Module], batches: Iterable[Mapp
             for f in features:
                 module, where = _hook_points(m, f)
                 hook = make_hook(f, where)
-                handles.append(module.register_forward_pre_hook(hook) if where == "pre"
-                               else module.register_forward_hook(hook))
+                handles.append(
+                    module.register_forward_pre_hook(hook) if where == "pre" else module.register_forward_hook(hook)
+                )
         for m in models:
             m.eval()
         for step, batch in enumerate(batches):
             outs: list[dict[str, torch.Tensor]] = []
             for base in runners:
                 dev = next(base.parameters()).device
-                inputs = {k: v.to(dev) for k, v in batch.items()
-                          if k in ("input_ids", "attention_mask", "token_type_ids")}
+                inputs = {
+                    k: v.to(dev) for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")
+                }
                 if "attention_mask" not in inputs:
                     inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
                 state["mask"] = inputs["attention_mask"].bool()
@@ -400,8 +409,12 @@ def collect_statistics(models: Sequence[torch.nn.Module], batches: Iterable[Mapp
     return _assemble(accs, names, pairs, pair_idx)
 
 
-def _assemble(accs: Mapping[str, _Accumulator], names: Sequence[str], pairs: Sequence[tuple[str, str]],
-              pair_idx: Sequence[tuple[int, int]]) -> "Statistics":
+def _assemble(
+    accs: Mapping[str, _Accumulator],
+    names: Sequence[str],
+    pairs: Sequence[tuple[str, str]],
+    pair_idx: Sequence[tuple[int, int]],
+) -> Statistics:
     """Statistics holding the accumulators' own tensors (no copies; pending corrections are flushed)."""
     tensors: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
@@ -421,9 +434,16 @@ class Statistics:
     or sequences for "pooler"); num_tokens: the token count.
     """
 
-    def __init__(self, names: Sequence[str], pairs: Sequence[tuple[str, str]], count: Mapping[str, int],
-                 tensors: Mapping[str, torch.Tensor] | None = None, *, path: str | os.PathLike | None = None,
-                 metadata: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        names: Sequence[str],
+        pairs: Sequence[tuple[str, str]],
+        count: Mapping[str, int],
+        tensors: Mapping[str, torch.Tensor] | None = None,
+        *,
+        path: str | os.PathLike | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ):
         self.names = list(names)
         self.pairs = [tuple(p) for p in pairs]
         self.count = dict(count)  # feature -> number of rows (tokens, or sequences for the pooler)
@@ -496,14 +516,22 @@ class Statistics:
         # one d_a x d_b result and no other block-sized temporaries (this runs on 3072^2 blocks per layer);
         # a spread below sqrt(smallest normal float64) counts as zero (its inverse could overflow)
         tiny = math.sqrt(torch.finfo(torch.float64).tiny)
-        inv_a, inv_b = (torch.where(sd > tiny, 1.0 / sd, 0.0) for sd in
-                        (m2[self.names.index(a)].sqrt(), m2[self.names.index(b)].sqrt()))
+        inv_a, inv_b = (
+            torch.where(sd > tiny, 1.0 / sd, 0.0)
+            for sd in (m2[self.names.index(a)].sqrt(), m2[self.names.index(b)].sqrt())
+        )
         corr = c * inv_a[:, None]
         corr *= inv_b[None, :]
         return corr.clamp_(-1.0, 1.0)
 
-    def save(self, path: str | os.PathLike, metadata: Mapping[str, str] | None = None, *,
-             features: Sequence[str] | None = None, cross_dtype: torch.dtype = torch.float32) -> None:
+    def save(
+        self,
+        path: str | os.PathLike,
+        metadata: Mapping[str, str] | None = None,
+        *,
+        features: Sequence[str] | None = None,
+        cross_dtype: torch.dtype = torch.float32,
+    ) -> None:
         """Write names/pairs/counts (and extra string metadata) and the tensors of ``features`` (default:
         all) to a safetensors file, atomically.
 
@@ -516,8 +544,7 @@ class Statistics:
         features = self.features if features is None else list(features)
         missing = [f for f in features if f not in self.count]
         if missing:
-            raise KeyError(f"cannot save features {missing}: no statistics for them "
-                           f"(have: {', '.join(self.features)})")
+            raise KeyError(f"cannot save features {missing}: no statistics for them (have: {', '.join(self.features)})")
         counts = {f: self.count[f] for f in features}
         entries = []
         for f in features:  # float64 first: every tensor then starts 8-byte aligned
@@ -543,7 +570,7 @@ class Statistics:
             return tuple(f.get_slice(key).get_shape())
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Statistics":
+    def load(cls, path: str | os.PathLike) -> Statistics:
         """Open a saved file; tensors are read on first use."""
         if not Path(path).is_file():
             raise FileNotFoundError(f"{path}: no such statistics file")
@@ -564,13 +591,23 @@ class Statistics:
         return cls(names, pairs, counts, path=path, metadata=extra)
 
 
-_SAFETENSORS_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-                       torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8", torch.bool: "BOOL"}
+_SAFETENSORS_DTYPES = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
 
 
-def write_safetensors(path: str | os.PathLike,
-                      entries: Iterable[tuple[str, torch.dtype, Sequence[int], Callable[[], torch.Tensor]]],
-                      metadata: Mapping[str, str] | None = None) -> None:
+def write_safetensors(
+    path: str | os.PathLike,
+    entries: Iterable[tuple[str, torch.dtype, Sequence[int], Callable[[], torch.Tensor]]],
+    metadata: Mapping[str, str] | None = None,
+) -> None:
     """Write a safetensors file one tensor at a time, atomically (a temporary sibling renamed into place).
 
     safetensors' own ``save_file`` needs every tensor in memory at once (with float32 copies of the
@@ -591,8 +628,11 @@ def write_safetensors(path: str | os.PathLike,
         if dtype not in _SAFETENSORS_DTYPES:
             raise ValueError(f"{key}: unsupported dtype {dtype}")
         size = math.prod(shape) * dtype.itemsize
-        header[key] = {"dtype": _SAFETENSORS_DTYPES[dtype], "shape": [int(n) for n in shape],
-                       "data_offsets": [offset, offset + size]}
+        header[key] = {
+            "dtype": _SAFETENSORS_DTYPES[dtype],
+            "shape": [int(n) for n in shape],
+            "data_offsets": [offset, offset + size],
+        }
         offset += size
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)
@@ -613,8 +653,9 @@ def write_safetensors(path: str | os.PathLike,
         tmp.unlink(missing_ok=True)
 
 
-def text_batches(tokenizer, examples: Iterable, *, batch_size: int = 32, max_length: int = 128,
-                 text_keys: Sequence[str] = ("text",)) -> Iterator[dict[str, torch.Tensor]]:
+def text_batches(
+    tokenizer, examples: Iterable, *, batch_size: int = 32, max_length: int = 128, text_keys: Sequence[str] = ("text",)
+) -> Iterator[dict[str, torch.Tensor]]:
     """Tokenized, padded batches. Examples are strings or dicts; two text_keys make sentence pairs."""
     if not 1 <= len(text_keys) <= 2:
         raise ValueError(f"text_keys must name one or two fields, got {text_keys}")
@@ -628,8 +669,14 @@ def text_batches(tokenizer, examples: Iterable, *, batch_size: int = 32, max_len
 
     def encode(chunk: list[tuple]) -> dict[str, torch.Tensor]:
         cols = list(zip(*chunk))
-        enc = tokenizer(*[list(c) for c in cols], padding=True, truncation=True, max_length=max_length,
-                        return_tensors="pt", return_token_type_ids=True)
+        enc = tokenizer(
+            *[list(c) for c in cols],
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+            return_token_type_ids=True,
+        )
         return {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
 
     chunk: list[tuple] = []
@@ -657,9 +704,15 @@ def fraction_count(n: int, fraction: float) -> int:
     return max(1, math.floor(n * fraction + 1e-9))
 
 
-def segmented_batches(tokenizer, examples: Sequence, ends: Sequence[int], *, batch_size: int = 32,
-                      max_length: int = 128, text_keys: Sequence[str] = ("text",)
-                      ) -> tuple[Iterator[dict[str, torch.Tensor]], list[int]]:
+def segmented_batches(
+    tokenizer,
+    examples: Sequence,
+    ends: Sequence[int],
+    *,
+    batch_size: int = 32,
+    max_length: int = 128,
+    text_keys: Sequence[str] = ("text",),
+) -> tuple[Iterator[dict[str, torch.Tensor]], list[int]]:
     """Batches over examples[:max(ends)], in order, none straddling an end; and for each end the number of
     batches that covers exactly examples[:end] (the ``snapshots`` keys of collect_statistics).
 
@@ -682,7 +735,8 @@ def segmented_batches(tokenizer, examples: Sequence, ends: Sequence[int], *, bat
 
     def batches():
         for lo, hi in zip(bounds, bounds[1:]):
-            yield from text_batches(tokenizer, take(lo, hi), batch_size=batch_size, max_length=max_length,
-                                    text_keys=text_keys)
+            yield from text_batches(
+                tokenizer, take(lo, hi), batch_size=batch_size, max_length=max_length, text_keys=text_keys
+            )
 
     return batches(), [after[e] for e in ends]

@@ -30,19 +30,41 @@ _STD = ("train", "validation")
 TASKS: dict[str, Task] = {
     t.name: t
     for t in (
-        Task("mnli", "MNLI-mm", ("premise", "hypothesis"), 3, "accuracy",
-             ("train", "validation_matched", "validation_mismatched"), "validation_mismatched",
-             ("entailment", "neutral", "contradiction")),
+        Task(
+            "mnli",
+            "MNLI-mm",
+            ("premise", "hypothesis"),
+            3,
+            "accuracy",
+            ("train", "validation_matched", "validation_mismatched"),
+            "validation_mismatched",
+            ("entailment", "neutral", "contradiction"),
+        ),
         Task("qqp", "QQP", ("question1", "question2"), 2, "f1", _STD, "validation", ("not_duplicate", "duplicate")),
-        Task("qnli", "QNLI", ("question", "sentence"), 2, "accuracy", _STD, "validation",
-             ("entailment", "not_entailment")),
+        Task(
+            "qnli",
+            "QNLI",
+            ("question", "sentence"),
+            2,
+            "accuracy",
+            _STD,
+            "validation",
+            ("entailment", "not_entailment"),
+        ),
         Task("sst2", "SST-2", ("sentence",), 2, "accuracy", _STD, "validation", ("negative", "positive")),
         Task("cola", "CoLA", ("sentence",), 2, "matthews", _STD, "validation", ("unacceptable", "acceptable")),
         Task("stsb", "STS-B", ("sentence1", "sentence2"), 1, "pearson", _STD, "validation", ()),
-        Task("mrpc", "MRPC", ("sentence1", "sentence2"), 2, "f1", _STD, "validation",
-             ("not_equivalent", "equivalent")),
-        Task("rte", "RTE", ("sentence1", "sentence2"), 2, "accuracy", _STD, "validation",
-             ("entailment", "not_entailment")),
+        Task("mrpc", "MRPC", ("sentence1", "sentence2"), 2, "f1", _STD, "validation", ("not_equivalent", "equivalent")),
+        Task(
+            "rte",
+            "RTE",
+            ("sentence1", "sentence2"),
+            2,
+            "accuracy",
+            _STD,
+            "validation",
+            ("entailment", "not_entailment"),
+        ),
     )
 }
 GLUE_TASKS: tuple[str, ...] = tuple(TASKS)

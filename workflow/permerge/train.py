@@ -129,8 +129,14 @@ def train(
         if done % log_every == 0 or done == total_steps:
             window = losses[logged:]
             now = time.perf_counter()
-            log.info("step %d/%d loss %.4f lr %.2e %.3f s/step", done, total_steps, sum(window) / len(window),
-                     sched.get_last_lr()[0], (now - t_window - paused) / len(window))
+            log.info(
+                "step %d/%d loss %.4f lr %.2e %.3f s/step",
+                done,
+                total_steps,
+                sum(window) / len(window),
+                sched.get_last_lr()[0],
+                (now - t_window - paused) / len(window),
+            )
             t_window, paused, logged = now, 0.0, done
         if after_step is not None:
             t = time.perf_counter()

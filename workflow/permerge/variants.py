@@ -9,8 +9,9 @@ from the activation permutations). The empty component set is vanilla averaging.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from . import matchers
 
@@ -44,14 +45,12 @@ class Variant:
         _validate(self.__dict__, "variant")
 
     @classmethod
-    def from_mapping(cls, d: Mapping[str, Any], name: str = "variant") -> "Variant":
+    def from_mapping(cls, d: Mapping[str, Any], name: str = "variant") -> Variant:
         if not isinstance(d, Mapping):
             raise VariantError(f"variant {name!r}: expected a mapping of options, got {type(d).__name__}")
         unknown = sorted(str(k) for k in d if k not in VARIANT_KEYS)
         if unknown:
-            raise VariantError(
-                f"variant {name!r}: unknown option {unknown[0]!r} (allowed: {', '.join(VARIANT_KEYS)})"
-            )
+            raise VariantError(f"variant {name!r}: unknown option {unknown[0]!r} (allowed: {', '.join(VARIANT_KEYS)})")
         kwargs: dict[str, Any] = {}
         if "components" in d:
             comps = d["components"]
@@ -60,14 +59,11 @@ class Variant:
                 comps = []
             if isinstance(comps, (str, bytes)) or not isinstance(comps, (list, tuple, set, frozenset)):
                 raise VariantError(
-                    f"variant {name!r}: option 'components' must be a list of strings, "
-                    f"got {type(comps).__name__}"
+                    f"variant {name!r}: option 'components' must be a list of strings, got {type(comps).__name__}"
                 )
             for c in comps:
                 if not isinstance(c, str):
-                    raise VariantError(
-                        f"variant {name!r}: option 'components' must contain strings, got {c!r}"
-                    )
+                    raise VariantError(f"variant {name!r}: option 'components' must contain strings, got {c!r}")
             kwargs["components"] = frozenset(comps)
         for key in ("attention", "qk", "residual", "method"):
             if key in d:
@@ -103,8 +99,14 @@ class Variant:
         }
 
 
-_DEFAULTS = {"components": frozenset(), "attention": "head_perm", "qk": "shared", "residual": "all",
-             "stats_fraction": None, "method": "activation"}
+_DEFAULTS = {
+    "components": frozenset(),
+    "attention": "head_perm",
+    "qk": "shared",
+    "residual": "all",
+    "stats_fraction": None,
+    "method": "activation",
+}
 
 
 def _validate(v: Mapping[str, Any], name: str) -> None:

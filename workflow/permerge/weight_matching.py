@@ -29,8 +29,8 @@ Convention as in ``matching``: aligned_B[i] = B[p[i]] (p is a gather index).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -69,15 +69,20 @@ class _Pair:
         self.spec = spec
         self.a = _tensors(params_a, self.axes, "A")
         self.b = _tensors(params_b, self.axes, "B")
-        bad = [f"{k}: {tuple(self.a[k].shape)} vs {tuple(self.b[k].shape)}" for k in self.axes
-               if self.a[k].shape != self.b[k].shape]
+        bad = [
+            f"{k}: {tuple(self.a[k].shape)} vs {tuple(self.b[k].shape)}"
+            for k in self.axes
+            if self.a[k].shape != self.b[k].shape
+        ]
         if bad:
             raise ValueError("models A and B differ in shape: " + "; ".join(bad[:5]))
         for name, by_axis in self.axes.items():
             for axis, perm in by_axis.items():
                 if self.a[name].dim() <= axis or self.a[name].shape[axis] != spec.sizes[perm]:
-                    raise ValueError(f"parameter {name!r} axis {axis} does not have perm {perm!r}'s size "
-                                     f"{spec.sizes[perm]} (shape {tuple(self.a[name].shape)})")
+                    raise ValueError(
+                        f"parameter {name!r} axis {axis} does not have perm {perm!r}'s size "
+                        f"{spec.sizes[perm]} (shape {tuple(self.a[name].shape)})"
+                    )
         # Cauchy-Schwarz bound of each parameter's term: the scale against which gains are judged.
         self.bound = {k: float(self.a[k].double().norm() * self.b[k].double().norm()) for k in self.axes}
         self.touched = {perm: sorted({name for name, _ in pairs}) for perm, pairs in spec.axes.items()}
@@ -102,8 +107,11 @@ class _Pair:
         return sim
 
     def objective(self, names: Iterable[str], perms: Mapping[str, np.ndarray]) -> float:
-        return float(sum(torch.dot(self.a[k].reshape(-1).double(), self.permuted_b(k, perms).reshape(-1).double())
-                         for k in names))
+        return float(
+            sum(
+                torch.dot(self.a[k].reshape(-1).double(), self.permuted_b(k, perms).reshape(-1).double()) for k in names
+            )
+        )
 
 
 def _tensors(params, axes: Mapping[str, Mapping[int, str]], which: str) -> dict[str, torch.Tensor]:
@@ -133,8 +141,9 @@ def _groups(spec: PermutationSpec, selected: Sequence[str]) -> list[tuple[str, .
     return groups
 
 
-def _solve(pair: _Pair, group: tuple[str, ...], perms: Mapping[str, np.ndarray], attention: str,
-           qk: str) -> dict[str, np.ndarray]:
+def _solve(
+    pair: _Pair, group: tuple[str, ...], perms: Mapping[str, np.ndarray], attention: str, qk: str
+) -> dict[str, np.ndarray]:
     spec = pair.spec
     sims = [pair.similarity(perm, perms) for perm in group]
     if group[0] not in spec.blocks:
@@ -146,9 +155,18 @@ def _solve(pair: _Pair, group: tuple[str, ...], perms: Mapping[str, np.ndarray],
     return dict(zip(group, assign_heads(sims, heads, attention)))
 
 
-def weight_matching(spec: PermutationSpec, params_a, params_b, *, components: Iterable[str] = COMPONENTS,
-                    attention: str = "head_perm", qk: str = "shared", seed=0, max_iter: int = 100,
-                    init: Mapping[str, np.ndarray] | None = None) -> WeightMatchingResult:
+def weight_matching(
+    spec: PermutationSpec,
+    params_a,
+    params_b,
+    *,
+    components: Iterable[str] = COMPONENTS,
+    attention: str = "head_perm",
+    qk: str = "shared",
+    seed=0,
+    max_iter: int = 100,
+    init: Mapping[str, np.ndarray] | None = None,
+) -> WeightMatchingResult:
     """Perms mapping model B into model A's basis, from the weights alone.
 
     params_a / params_b: modules or mappings name -> tensor holding (at least) every parameter the spec
@@ -173,8 +191,10 @@ def weight_matching(spec: PermutationSpec, params_a, params_b, *, components: It
         validate_permutations(spec, init)
         stray = sorted(set(init) - set(selected))
         if stray:
-            raise ValueError(f"initial permutation {stray[0]!r} is not among the selected components "
-                             f"({', '.join(sorted(components)) or 'none'})")
+            raise ValueError(
+                f"initial permutation {stray[0]!r} is not among the selected components "
+                f"({', '.join(sorted(components)) or 'none'})"
+            )
         perms.update({k: np.asarray(v, dtype=np.int64).copy() for k, v in init.items()})
     if not selected:
         return WeightMatchingResult({}, 0, True, ())
@@ -204,8 +224,25 @@ def weight_matching(spec: PermutationSpec, params_a, params_b, *, components: It
     return WeightMatchingResult({p: perms[p] for p in selected}, sweeps, converged, tuple(objective))
 
 
-def match_weights(spec: PermutationSpec, params_a, params_b, variant: Variant, *, seed=0, max_iter: int = 100,
-                  init: Mapping[str, np.ndarray] | None = None) -> WeightMatchingResult:
+def match_weights(
+    spec: PermutationSpec,
+    params_a,
+    params_b,
+    variant: Variant,
+    *,
+    seed=0,
+    max_iter: int = 100,
+    init: Mapping[str, np.ndarray] | None = None,
+) -> WeightMatchingResult:
     """``weight_matching`` with a variant's components, attention mode and Q/K mode."""
-    return weight_matching(spec, params_a, params_b, components=variant.components, attention=variant.attention,
-                           qk=variant.qk, seed=seed, max_iter=max_iter, init=init)
+    return weight_matching(
+        spec,
+        params_a,
+        params_b,
+        components=variant.components,
+        attention=variant.attention,
+        qk=variant.qk,
+        seed=seed,
+        max_iter=max_iter,
+        init=init,
+    )

@@ -13,19 +13,19 @@ rule collect_statistics:
         res("logs/collect_statistics/{task}.log"),
     benchmark:
         res("benchmarks/collect_statistics/{task}.tsv")
+    conda:
+        ENV
+    threads: config["threads"]
+    resources:
+        mem_mb=lambda w: FOOTPRINT.mem_mb("collect_statistics", config, w.task),
+        runtime=240,
+        gpu=GPU,
     params:
         statistics=lambda w: {k: config["statistics"][k] for k in ("batch_size", "max_length", "max_lines")},
         fractions=lambda w: stats_fraction_params(w.task),
         seeds=SEEDS,
         pairs=PAIRS,
         device=config["device"],
-    threads: config["threads"]
-    resources:
-        mem_mb=lambda w: FOOTPRINT.mem_mb("collect_statistics", config, w.task),
-        runtime=240,
-        gpu=GPU,
-    conda:
-        ENV
     script:
         "../scripts/collect_statistics.py"
 
@@ -44,17 +44,17 @@ rule compute_permutations:
         res("logs/compute_permutations/{task}/{variant}.log"),
     benchmark:
         res("benchmarks/compute_permutations/{task}/{variant}.tsv")
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=lambda w: FOOTPRINT.mem_mb("compute_permutations", config, w.task),
+        runtime=60,
     params:
         options=variant_options,
         stats_name=stats_name,
         seeds=SEEDS,
         pairs=PAIRS,
-    threads: 1
-    resources:
-        mem_mb=lambda w: FOOTPRINT.mem_mb("compute_permutations", config, w.task),
-        runtime=60,
-    conda:
-        ENV
     script:
         "../scripts/compute_permutations.py"
 
@@ -75,15 +75,15 @@ rule merge_checkpoints:
         res("logs/merge_checkpoints/{task}/{variant}.log"),
     benchmark:
         res("benchmarks/merge_checkpoints/{task}/{variant}.tsv")
-    params:
-        seeds=SEEDS,
-        pairs=PAIRS,
-        lambdas=config["merged_lambdas"],
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=lambda w: FOOTPRINT.mem_mb("merge_checkpoints", config, w.task),
         runtime=30,
-    conda:
-        ENV
+    params:
+        seeds=SEEDS,
+        pairs=PAIRS,
+        lambdas=config["merged_lambdas"],
     script:
         "../scripts/merge_checkpoints.py"

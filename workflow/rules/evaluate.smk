@@ -9,17 +9,17 @@ rule build_mlm_evalset:
         res("data/evalsets/mlm.safetensors"),
     log:
         res("logs/build_mlm_evalset.log"),
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     params:
         mlm_eval={
             k: config["data"]["mlm_eval"][k]
             for k in ("block_size", "mask_prob", "mask_seed", "max_blocks", "paper_compat")
         },
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    conda:
-        ENV
     script:
         "../scripts/build_mlm_evalset.py"
 
@@ -37,6 +37,13 @@ rule sweep_lambdas:
         res("logs/sweep_lambdas/{task}/{variant}.log"),
     benchmark:
         res("benchmarks/sweep_lambdas/{task}/{variant}.tsv")
+    conda:
+        ENV
+    threads: config["threads"]
+    resources:
+        mem_mb=lambda w: FOOTPRINT.mem_mb("sweep_lambdas", config, w.task),
+        runtime=240,
+        gpu=GPU,
     params:
         seeds=SEEDS,
         pairs=PAIRS,
@@ -44,12 +51,5 @@ rule sweep_lambdas:
         evaluation=config["evaluation"],
         max_length=config["finetune"]["max_length"],
         device=config["device"],
-    threads: config["threads"]
-    resources:
-        mem_mb=lambda w: FOOTPRINT.mem_mb("sweep_lambdas", config, w.task),
-        runtime=240,
-        gpu=GPU,
-    conda:
-        ENV
     script:
         "../scripts/sweep_lambdas.py"

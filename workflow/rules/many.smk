@@ -14,6 +14,13 @@ rule merge_many:
         res("logs/merge_many/{task}/{variant}.log"),
     benchmark:
         res("benchmarks/merge_many/{task}/{variant}.tsv")
+    conda:
+        ENV
+    threads: config["threads"]
+    resources:
+        mem_mb=lambda w: FOOTPRINT.mem_mb("merge_checkpoints", config, w.task),
+        runtime=120,
+        gpu=GPU,
     params:
         options=variant_options,
         seeds=SEEDS,
@@ -22,13 +29,6 @@ rule merge_many:
         evaluation=config["evaluation"],
         max_length=config["finetune"]["max_length"],
         device=config["device"],
-    threads: config["threads"]
-    resources:
-        mem_mb=lambda w: FOOTPRINT.mem_mb("merge_checkpoints", config, w.task),
-        runtime=120,
-        gpu=GPU,
-    conda:
-        ENV
     script:
         "../scripts/merge_many.py"
 

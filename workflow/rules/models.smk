@@ -10,14 +10,14 @@ if config["models"]["source"] == "pretrain":
             directory(res("models/tokenizer")),
         log:
             res("logs/train_tokenizer.log"),
-        params:
-            vocab_size=config["models"]["pretrain"]["vocab_size"],
+        conda:
+            ENV
         threads: 1
         resources:
             mem_mb=2000,
             runtime=10,
-        conda:
-            ENV
+        params:
+            vocab_size=config["models"]["pretrain"]["vocab_size"],
         script:
             "../scripts/train_tokenizer.py"
 
@@ -32,14 +32,14 @@ if config["models"]["source"] == "pretrain":
             res("logs/pretrain_seed/seed{seed}.log"),
         benchmark:
             res("benchmarks/pretrain_seed/seed{seed}.tsv")
-        params:
-            pretrain=config["models"]["pretrain"],
+        conda:
+            ENV
         threads: config["threads"]
         resources:
             mem_mb=3000,
             runtime=60,
-        conda:
-            ENV
+        params:
+            pretrain=config["models"]["pretrain"],
         script:
             "../scripts/pretrain.py"
 
@@ -50,19 +50,17 @@ else:
             directory(res("models/mlm/seed{seed}")),
         log:
             res("logs/fetch_model/seed{seed}.log"),
-        params:
-            source=config["models"]["source"],
-            location=lambda w: (
-                config["models"]["hub_id"]
-                if config["models"]["source"] == "hub"
-                else config["models"]["local_dir"]
-            ).replace("{seed}", w.seed),
+        conda:
+            ENV
         threads: 1
         resources:
             mem_mb=FOOTPRINT.mem_mb("fetch_model", config),
             runtime=30,
-        conda:
-            ENV
+        params:
+            source=config["models"]["source"],
+            location=lambda w: (
+                config["models"]["hub_id"] if config["models"]["source"] == "hub" else config["models"]["local_dir"]
+            ).replace("{seed}", w.seed),
         script:
             "../scripts/fetch_model.py"
 
@@ -78,15 +76,15 @@ rule finetune:
         res("logs/finetune/{glue_task}/seed{seed}.log"),
     benchmark:
         res("benchmarks/finetune/{glue_task}/seed{seed}.tsv")
-    params:
-        hparams=lambda w: finetune_params(w.glue_task),
-        device=config["device"],
+    conda:
+        ENV
     threads: config["threads"]
     resources:
         mem_mb=lambda w: FOOTPRINT.mem_mb("finetune", config, w.glue_task),
         runtime=240,
         gpu=GPU,
-    conda:
-        ENV
+    params:
+        hparams=lambda w: finetune_params(w.glue_task),
+        device=config["device"],
     script:
         "../scripts/finetune.py"

@@ -26,12 +26,10 @@ rule tabulate_barriers:
         ),
     log:
         res("logs/tabulate_barriers.log"),
-    params:
-        function_preserving={
-            v: cfg.variant_options(config, v).function_preserving for v in config["variants"]
-        },
     conda:
         ENV
+    params:
+        function_preserving={v: cfg.variant_options(config, v).function_preserving for v in config["variants"]},
     script:
         "../scripts/tabulate_barriers.py"
 
@@ -78,10 +76,10 @@ rule plot_barriers:
         ],
     log:
         res("logs/plot_barriers.log"),
-    params:
-        tasks=TASKS,
     conda:
         ENV
+    params:
+        tasks=TASKS,
     script:
         "../scripts/plot_barriers.py"
 

@@ -19,7 +19,9 @@ with open(snakemake.input.text, encoding="utf-8") as fh:
         max_blocks=o.get("max_blocks"),
     )
 n_masked = int((evalset["labels"] != -100).sum())
-save_evalset(evalset, snakemake.output[0], metadata={**o, "n_blocks": len(evalset["input_ids"]), "n_masked": n_masked,
-                                                     "text": str(snakemake.input.text)})
-log.info("%d blocks of %d tokens, %d masked targets -> %s", *evalset["input_ids"].shape, n_masked,
-         snakemake.output[0])
+save_evalset(
+    evalset,
+    snakemake.output[0],
+    metadata={**o, "n_blocks": len(evalset["input_ids"]), "n_masked": n_masked, "text": str(snakemake.input.text)},
+)
+log.info("%d blocks of %d tokens, %d masked targets -> %s", *evalset["input_ids"].shape, n_masked, snakemake.output[0])

@@ -10,6 +10,8 @@ features: when no variant of the task needs any, every file is written empty (na
 without loading the models.
 """
 
+from pathlib import Path
+
 from transformers import AutoConfig
 
 from permerge.io import atomic_path, setup_job
@@ -17,8 +19,6 @@ from permerge.matching import union_features
 from permerge.models import load_model, load_tokenizer
 from permerge.stats import Statistics, collect_statistics, feature_names, fraction_count, segmented_batches
 from permerge.variants import Variant
-
-from pathlib import Path
 
 log = setup_job(snakemake)
 p = snakemake.params
@@ -30,8 +30,9 @@ text = str(snakemake.input.text)
 
 def variant(opts, i):
     # the fraction is given by the entry itself; the mapping's stats_fraction (maybe null) is not needed here
-    return Variant.from_mapping({k: v for k, v in dict(opts).items() if k != "stats_fraction"},
-                                name=f"fraction entry {i}")
+    return Variant.from_mapping(
+        {k: v for k, v in dict(opts).items() if k != "stats_fraction"}, name=f"fraction entry {i}"
+    )
 
 
 fractions = [float(f) for f, _ in p.fractions]
@@ -52,8 +53,9 @@ def summary(features):
 def write_empty(reason):
     for f, out in zip(fractions, outputs):
         with atomic_path(out) as tmp:
-            Statistics(names, pairs, {}).save(tmp, metadata={"text": text, "fraction": str(f), "examples": "0",
-                                                             "tokens": "0", "note": reason})
+            Statistics(names, pairs, {}).save(
+                tmp, metadata={"text": text, "fraction": str(f), "examples": "0", "tokens": "0", "note": reason}
+            )
         log.info("fraction %g: no features needed (%s): wrote %s without running the models", f, reason, out)
 
 
@@ -90,10 +92,23 @@ with atomic_path(snakemake.output[0], is_dir=True) as folder:  # replaces the fo
             if not examples:
                 raise ValueError(f"{text}: no examples for the statistics")
             ends = [fraction_count(len(examples), f) for f in fractions]
-            batches, after = segmented_batches(tokenizer, examples, ends, batch_size=p.statistics["batch_size"],
-                                               max_length=p.statistics["max_length"], text_keys=keys)
-            log.info("statistics of %s on %s (%d examples): one pass over %d examples for fractions %s; "
-                     "features: %s", names, text, len(examples), ends[-1], fractions, summary(features))
+            batches, after = segmented_batches(
+                tokenizer,
+                examples,
+                ends,
+                batch_size=p.statistics["batch_size"],
+                max_length=p.statistics["max_length"],
+                text_keys=keys,
+            )
+            log.info(
+                "statistics of %s on %s (%d examples): one pass over %d examples for fractions %s; features: %s",
+                names,
+                text,
+                len(examples),
+                ends[-1],
+                fractions,
+                summary(features),
+            )
 
             seen = {"tokens": 0}
             by_count: dict[int, list[int]] = {}  # fractions that end after the same batch share one snapshot
@@ -108,14 +123,34 @@ with atomic_path(snakemake.output[0], is_dir=True) as folder:  # replaces the fo
             def saver(indices):
                 def save(stats):
                     for i in indices:
-                        meta = {"text": text, "fraction": str(fractions[i]), "examples": str(ends[i]),
-                                "tokens": str(seen["tokens"])}
+                        meta = {
+                            "text": text,
+                            "fraction": str(fractions[i]),
+                            "examples": str(ends[i]),
+                            "tokens": str(seen["tokens"]),
+                        }
                         with atomic_path(outputs[i]) as tmp:
                             stats.save(tmp, metadata=meta, features=per_fraction[i])
-                        log.info("fraction %g: %d examples, %d tokens, %d features (%s) -> %s", fractions[i], ends[i],
-                                 seen["tokens"], len(per_fraction[i]), summary(per_fraction[i]), outputs[i])
+                        log.info(
+                            "fraction %g: %d examples, %d tokens, %d features (%s) -> %s",
+                            fractions[i],
+                            ends[i],
+                            seen["tokens"],
+                            len(per_fraction[i]),
+                            summary(per_fraction[i]),
+                            outputs[i],
+                        )
+
                 return save
 
-            collect_statistics(models, batches, names=names, pairs=pairs, features=features, device=p.device,
-                               progress=progress, snapshots={k: saver(ix) for k, ix in by_count.items()})
+            collect_statistics(
+                models,
+                batches,
+                names=names,
+                pairs=pairs,
+                features=features,
+                device=p.device,
+                progress=progress,
+                snapshots={k: saver(ix) for k, ix in by_count.items()},
+            )
             log.info("done: %d tokens", seen["tokens"])

@@ -36,8 +36,10 @@ if use_stats and getattr(snakemake.input, "stats", None):
     if missing:
         raise ValueError(f"{stats_path} lacks the features variant {w.variant!r} needs: {missing}")
 elif use_stats:
-    raise ValueError(f"variant {w.variant!r} aligns {sorted(variant.components)} from activations "
-                     f"(method {variant.method}) but the job got no statistics")
+    raise ValueError(
+        f"variant {w.variant!r} aligns {sorted(variant.components)} from activations "
+        f"(method {variant.method}) but the job got no statistics"
+    )
 else:  # vanilla, or data-free weight matching: no statistics read
     stats = None
 model_dirs = {}
@@ -54,8 +56,12 @@ if use_weights:
         raise ValueError(f"variant {w.variant!r}: no model directory for seed(s) {absent}")
 base_seed = int(getattr(p, "seed", 0) or 0)
 max_iter = int(getattr(p, "max_iter", 100) or 100)
-metadata = {"variant": w.variant, "options": repr(variant.to_dict()), "method": variant.method,
-            "function_preserving": str(variant.function_preserving)}
+metadata = {
+    "variant": w.variant,
+    "options": repr(variant.to_dict()),
+    "method": variant.method,
+    "function_preserving": str(variant.function_preserving),
+}
 loaded = {}  # seed -> model; only the current pair's models are kept
 for (a, b), out in zip(p.pairs, snakemake.output):
     start = time.perf_counter()
@@ -70,18 +76,45 @@ for (a, b), out in zip(p.pairs, snakemake.output):
         check_spec(spec, model_b)
         # A stable hash of the pair (never Python's salted hash()): reruns give the same permutations.
         rng_seed = [base_seed, zlib.crc32(pair.encode())]
-        result = match_weights(spec, model_a, model_b, variant, seed=rng_seed, max_iter=max_iter,
-                               init=perms if variant.method == "hybrid" else None)
+        result = match_weights(
+            spec,
+            model_a,
+            model_b,
+            variant,
+            seed=rng_seed,
+            max_iter=max_iter,
+            init=perms if variant.method == "hybrid" else None,
+        )
         perms = result.perms
-        extra = {"iterations": str(result.sweeps), "converged": str(result.converged),
-                 "objective": repr(result.objective[-1]), "objective_start": repr(result.objective[0]),
-                 "seed": repr(rng_seed)}
-        log.info("%s %s %s: weight matching (%s) %d sweeps%s, objective %.6g -> %.6g", w.task, w.variant, pair,
-                 variant.method, result.sweeps, "" if result.converged else f" (max_iter {max_iter}, not converged)",
-                 result.objective[0], result.objective[-1])
-    log.info("%s %s %s: %d permutations (%s); method %s; function-preserving: %s; %.1fs, statistics held "
-             "in memory %.1f MB", w.task, w.variant, pair, len(perms),
-             ", ".join(sorted(perms)[:4]) + (" …" if len(perms) > 4 else "") or "identity", variant.method,
-             variant.function_preserving, time.perf_counter() - start, stats.nbytes() / 1e6 if stats else 0.0)
+        extra = {
+            "iterations": str(result.sweeps),
+            "converged": str(result.converged),
+            "objective": repr(result.objective[-1]),
+            "objective_start": repr(result.objective[0]),
+            "seed": repr(rng_seed),
+        }
+        log.info(
+            "%s %s %s: weight matching (%s) %d sweeps%s, objective %.6g -> %.6g",
+            w.task,
+            w.variant,
+            pair,
+            variant.method,
+            result.sweeps,
+            "" if result.converged else f" (max_iter {max_iter}, not converged)",
+            result.objective[0],
+            result.objective[-1],
+        )
+    log.info(
+        "%s %s %s: %d permutations (%s); method %s; function-preserving: %s; %.1fs, statistics held in memory %.1f MB",
+        w.task,
+        w.variant,
+        pair,
+        len(perms),
+        ", ".join(sorted(perms)[:4]) + (" …" if len(perms) > 4 else "") or "identity",
+        variant.method,
+        variant.function_preserving,
+        time.perf_counter() - start,
+        stats.nbytes() / 1e6 if stats else 0.0,
+    )
     with atomic_path(out) as tmp:
         save_permutations(perms, tmp, metadata={**metadata, "pair": pair, **extra})

@@ -12,8 +12,18 @@ from permerge.standins import read_jsonl, validate_task_files  # noqa: E402
 
 p = snakemake.params
 hp = dict(p.hparams)
-KEYS = ("lr", "epochs", "batch_size", "max_length", "warmup", "head_seed", "data_seed", "fp16", "group_by_length",
-        "max_train_examples")
+KEYS = (
+    "lr",
+    "epochs",
+    "batch_size",
+    "max_length",
+    "warmup",
+    "head_seed",
+    "data_seed",
+    "fp16",
+    "group_by_length",
+    "max_train_examples",
+)
 missing = [k for k in KEYS if k not in hp]
 if missing:
     raise SystemExit(f"finetune: params.hparams lacks {missing} (the config schema's `finetune` defaults fill them)")
@@ -21,8 +31,9 @@ task = snakemake.wildcards.glue_task
 seed = int(snakemake.wildcards.seed)
 info = task_info(task)
 # A missing split, text or label column fails here, naming the task and the file.
-validate_task_files(task, {"train": snakemake.input.train, info.eval_split: snakemake.input.validation},
-                    require_all=False)
+validate_task_files(
+    task, {"train": snakemake.input.train, info.eval_split: snakemake.input.validation}, require_all=False
+)
 train = read_jsonl(snakemake.input.train, hp["max_train_examples"])
 validation = read_jsonl(snakemake.input.validation)
 with atomic_path(snakemake.output[0], is_dir=True) as tmp:

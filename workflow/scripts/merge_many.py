@@ -23,9 +23,15 @@ variant = Variant.from_mapping(p.options, name=w.variant)
 seeds = list(p.seeds)
 model_dirs = dict(zip(seeds, snakemake.input.models))
 ref = seeds.index(p.reference)
-evaluate, num_labels = task_evaluator(w.task, snakemake.input.data, model_dirs[seeds[0]],
-                                      batch_size=p.evaluation["batch_size"],
-                                      max_examples=p.evaluation["max_examples"], max_length=p.max_length, log=log)
+evaluate, num_labels = task_evaluator(
+    w.task,
+    snakemake.input.data,
+    model_dirs[seeds[0]],
+    batch_size=p.evaluation["batch_size"],
+    max_examples=p.evaluation["max_examples"],
+    max_length=p.max_length,
+    log=log,
+)
 models = [load_model(model_dirs[s], num_labels=num_labels) for s in seeds]
 spec = spec_for_model(models[0])
 params = [model_tensors(m) for m in models]
@@ -52,16 +58,19 @@ if variant.components:
         files = iter(snakemake.input.permutations)
         perms = [{} if i == ref else load_permutations(next(files)) for i in range(len(seeds))]
         if variant.method == "hybrid":
-            perms = [{} if i == ref else match_weights(spec, params[ref], params[i], variant, seed=0,
-                                                          init=perms[i]).perms for i in range(len(seeds))]
+            perms = [
+                {} if i == ref else match_weights(spec, params[ref], params[i], variant, seed=0, init=perms[i]).perms
+                for i in range(len(seeds))
+            ]
         res = to_reference(spec, params, perms=perms, reference=ref)
     merged["to_reference"] = into_model(models[ref], res.params)
     rows.append(score("to_reference", merged["to_reference"], n_models=len(seeds)))
     if variant.method in ("weight", "hybrid"):  # MergeMany needs a matcher that aligns to an average
         it = iterative(spec, params, match, seed=0, max_rounds=p.max_rounds, init=res.perms)
         merged["iterative"] = into_model(models[ref], it.params)
-        rows.append(score("iterative", merged["iterative"], n_models=len(seeds), rounds=it.rounds,
-                          converged=it.converged))
+        rows.append(
+            score("iterative", merged["iterative"], n_models=len(seeds), rounds=it.rounds, converged=it.converged)
+        )
         if not it.converged:
             log.warning("MergeMany did not converge in %d rounds", it.rounds)
 

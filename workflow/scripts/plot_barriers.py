@@ -11,8 +11,14 @@ pdf = Path(snakemake.output.pdf)
 with atomic_path(pdf) as tmp_pdf:
     # PNGs are written next to the PDF's temp file's dir, then moved one by one.
     many = read_tsv(snakemake.input.many[0]) if snakemake.input.many else None
-    pngs = write_figures(snakemake.input.losses, read_tsv(snakemake.input.summary), tmp_pdf,
-                         tmp_pdf.parent, snakemake.params.tasks, many_rows=many)
+    pngs = write_figures(
+        snakemake.input.losses,
+        read_tsv(snakemake.input.summary),
+        tmp_pdf,
+        tmp_pdf.parent,
+        snakemake.params.tasks,
+        many_rows=many,
+    )
     for png in pngs:
         png.replace(pdf.parent / png.name)
 log.info("wrote %s and %d PNGs", pdf, len(pngs))

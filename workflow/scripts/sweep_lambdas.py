@@ -12,9 +12,15 @@ from permerge.models import load_model
 log = setup_job(snakemake)
 p, w = snakemake.params, snakemake.wildcards
 model_dirs = dict(zip(p.seeds, snakemake.input.models))
-evaluate, num_labels = task_evaluator(w.task, snakemake.input.data, model_dirs[p.seeds[0]],
-                                      batch_size=p.evaluation["batch_size"],
-                                      max_examples=p.evaluation["max_examples"], max_length=p.max_length, log=log)
+evaluate, num_labels = task_evaluator(
+    w.task,
+    snakemake.input.data,
+    model_dirs[p.seeds[0]],
+    batch_size=p.evaluation["batch_size"],
+    max_examples=p.evaluation["max_examples"],
+    max_length=p.max_length,
+    log=log,
+)
 models = {s: load_model(d, device=p.device, num_labels=num_labels) for s, d in model_dirs.items()}
 for (a, b), perm_file, out in zip(p.pairs, snakemake.input.permutations, snakemake.output):
     aligned_b = apply_permutations(models[b], load_permutations(perm_file))
@@ -22,7 +28,15 @@ for (a, b), perm_file, out in zip(p.pairs, snakemake.input.permutations, snakema
     # not function-preserving, and for one that is, the λ=1 row must match it.
     rows = lambda_sweep(models[a], aligned_b, p.lambdas, evaluate, model_b=models[b])
     loss_b, loss_pi_b = rows[0]["loss_b_unpermuted"], next(r["loss"] for r in rows if r["lambda"] == 1.0)
-    log.info("%s %s seed%s-seed%s: " + " ".join(f"{r['lambda']:g}:{r['loss']:.4f}" for r in rows)
-             + " | unpermuted B %.4f (λ=1 rel diff %.2g)", w.task, w.variant, a, b, loss_b,
-             abs(loss_pi_b - loss_b) / loss_b if loss_b else 0.0)
+    log.info(
+        "%s %s seed%s-seed%s: "
+        + " ".join(f"{r['lambda']:g}:{r['loss']:.4f}" for r in rows)
+        + " | unpermuted B %.4f (λ=1 rel diff %.2g)",
+        w.task,
+        w.variant,
+        a,
+        b,
+        loss_b,
+        abs(loss_pi_b - loss_b) / loss_b if loss_b else 0.0,
+    )
     write_loss_table(rows, out)
