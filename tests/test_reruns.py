@@ -84,6 +84,7 @@ def test_variant_option_reruns_only_that_variant(smoke_run, smoke_config, tmp_pa
         "tabulate_barriers": 1,
         "tabulate_many": 1,
         "plot_barriers": 1,
+        "merged": 1,  # the target rule of the merged checkpoints (no output: runs when they change)
     }, jobs
     planned = planned_wildcards(wd, *args)
     assert all(
@@ -177,4 +178,5 @@ def test_new_seed_keeps_existing_seed_models(smoke_run, smoke_config, tmp_path):
         "tabulate_finetuning": 1,
         "merge_many": 3 + 2 * 2,
         "tabulate_many": 1,
+        "merged": 1,
     }, counts
