@@ -12,11 +12,11 @@ with open(snakemake.input.text, encoding="utf-8") as fh:
     evalset = build_mlm_evalset(
         tokenizer,
         fh,
-        block_size=int(o.get("block_size", 128)),
-        mask_prob=float(o.get("mask_prob", 0.15)),
-        seed=int(o.get("mask_seed", 0)),
-        paper_compat=bool(o.get("paper_compat", False)),
-        max_blocks=o.get("max_blocks"),
+        block_size=o["block_size"],  # every key filled by the schema
+        mask_prob=o["mask_prob"],
+        seed=o["mask_seed"],
+        paper_compat=o["paper_compat"],
+        max_blocks=o["max_blocks"],
     )
 n_masked = int((evalset["labels"] != -100).sum())
 save_evalset(

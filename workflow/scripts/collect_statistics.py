@@ -76,7 +76,7 @@ with atomic_path(snakemake.output[0], is_dir=True) as folder:  # replaces the fo
         else:
             tokenizer = load_tokenizer(snakemake.input.models[0])
             if text.endswith(".jsonl"):  # a GLUE task's training split: sentence (pairs)
-                from permerge.standins import read_jsonl
+                from permerge.data.jsonl import read_jsonl
                 from permerge.tasks import TASKS
 
                 keys = TASKS[snakemake.wildcards.task].text_keys
@@ -86,7 +86,7 @@ with atomic_path(snakemake.output[0], is_dir=True) as folder:  # replaces the fo
                 from permerge.io import read_text_lines  # a non-UTF-8 byte fails naming the line
 
                 examples = [{"text": line} for line in read_text_lines(text)]
-            max_lines = p.statistics.get("max_lines")
+            max_lines = p.statistics["max_lines"]
             if max_lines:
                 examples = examples[:max_lines]
             if not examples:

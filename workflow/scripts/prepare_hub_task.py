@@ -12,5 +12,5 @@ task = snakemake.wildcards.glue_task  # noqa: F821
 with contextlib.ExitStack() as stack:
     tmps = {s: stack.enter_context(atomic_path(snakemake.output[s])) for s in snakemake.output.keys()}  # noqa: F821
     glue = snakemake.params.glue  # noqa: F821
-    counts = hubdata.export_glue_task(task, tmps, hub_id=glue["id"], revision=glue.get("revision"))
+    counts = hubdata.export_glue_task(task, tmps, hub_id=glue["id"], revision=glue["revision"])
 log.info("%s: %s", task, counts)
