@@ -11,18 +11,15 @@ from transformers import (
     BertForSequenceClassification,
 )
 
-from permerge.apply import (
-    apply_permutations,
+from permerge.checkpoints import (
     check_compatible,
-    interpolate,
-    interpolate_,
     load_permutations,
-    model_tensors,
-    permute_params,
     read_permutation_metadata,
     save_permutations,
     save_pretrained_atomic,
 )
+from permerge.interpolate import interpolate, interpolate_, model_tensors
+from permerge.permute import apply_permutations, permute_params
 from permerge.spec import bert_spec, random_permutations, spec_for_model
 
 torch.set_num_threads(1)

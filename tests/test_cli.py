@@ -15,7 +15,7 @@ from transformers import (
     BertTokenizerFast,
 )
 
-from permerge.apply import load_permutations, read_permutation_metadata
+from permerge.checkpoints import load_permutations, read_permutation_metadata
 from permerge.cli import build_parser, main
 
 torch.set_num_threads(1)

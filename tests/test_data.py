@@ -18,9 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from permerge import embedded as E
 from permerge import hubdata as H
-from permerge import standins as S
+from permerge.data import jsonl as J
+from permerge.data import rdata as RD
+from permerge.data import roles as R
+from permerge.data import sources as SRC
+from permerge.data import standins as S
+from permerge.data import sword as SW
+from permerge.data import text as T
+from permerge.data import wordnet as WN
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("PERMERGE_TEST_DOWNLOADS", ROOT / ".cache" / "test-downloads"))
@@ -90,18 +96,18 @@ def make_lazyload_db(objects: dict[str, bytes]) -> tuple[bytes, bytes]:
 def test_lazyload_db_roundtrip():
     novel = ["It was a dark night.", "", "Call me Ishmael."]
     rdb, rdx = make_lazyload_db({"novel": _strsxp(novel), "counts": _intsxp([3, 1, 4])})
-    index = E.read_rdx(rdx)
+    index = RD.read_rdx(rdx)
     assert set(index) == {"novel", "counts"}
-    assert list(E.read_lazyload(rdb, rdx, "novel")) == novel
-    assert list(E.read_rdb_object(rdb, *index["counts"])) == [3, 1, 4]
+    assert list(RD.read_lazyload(rdb, rdx, "novel")) == novel
+    assert list(RD.read_rdb_object(rdb, *index["counts"])) == [3, 1, 4]
     with pytest.raises(KeyError, match="not in lazy-load DB"):
-        E.read_lazyload(rdb, rdx, "missing")
+        RD.read_lazyload(rdb, rdx, "missing")
 
 
 def test_rda_file():
     # .rda: "RDX3\n" then a serialized pairlist of (name, object)
     raw = b"RDX3\n" + _serialize(_i(0x402) + _sym("books") + _strsxp(["Chapter 1", "Once upon a time."]) + _i(254))
-    objs = E.read_rda(gzip.compress(raw))
+    objs = RD.read_rda(gzip.compress(raw))
     assert list(objs["books"]) == ["Chapter 1", "Once upon a time."]
 
 
@@ -142,7 +148,7 @@ def test_ztext_verses():
         "Thus the heavens were finished.",
     ]
     bzs, bzv, bzz = make_ztext(entries)
-    verses = E.read_ztext({"ot.bzs": bzs, "ot.bzv": bzv, "ot.bzz": bzz})
+    verses = SW.read_ztext({"ot.bzs": bzs, "ot.bzv": bzv, "ot.bzz": bzz})
     assert [v.ref for v in verses] == ["Gen.1.1", "Gen.1.3", "Gen.2.1"]
     assert verses[0].text == "In the beginning God created."
     assert verses[0].lemmas == ("H7225", "H0430")
@@ -161,13 +167,13 @@ dog n 2 2 @ ~ 2 1 02084071 10114209
 
 
 def test_wordnet_parsers():
-    syn = E.parse_wordnet_data(WN_DATA)["n02084071"]
+    syn = WN.parse_wordnet_data(WN_DATA)["n02084071"]
     assert syn.words == ("dog", "domestic dog", "Canis familiaris")
     assert syn.targets("@") == ["n02083346"] and syn.targets("~") == ["n01322604"]
     assert syn.pointers[2] == ("!", "n09999999", 1, 1)
     assert syn.definition == "a member of the genus Canis"
     assert syn.examples == ("the dog barked all night", "dogs bark")
-    assert E.parse_wordnet_index(WN_INDEX) == {("dog", "n"): ["n02084071", "n10114209"]}
+    assert WN.parse_wordnet_index(WN_INDEX) == {("dog", "n"): ["n02084071", "n10114209"]}
 
 
 def test_gutenberg_and_sentences():
@@ -175,32 +181,32 @@ def test_gutenberg_and_sentences():
         "The Project Gutenberg EBook of X\r\n\r\n*** START OF THIS PROJECT GUTENBERG EBOOK X ***\r\n"
         "Body line one.\r\nBody line two.\r\n*** END OF THIS PROJECT GUTENBERG EBOOK X ***\r\nLicence"
     )
-    assert E.strip_gutenberg(text) == "Body line one.\nBody line two.\n"
-    assert E.split_sentences('Mr. Darcy smiled. "Oh!" cried she. Was it J. Smith? Yes--it was.') == [
+    assert T.strip_gutenberg(text) == "Body line one.\nBody line two.\n"
+    assert T.split_sentences('Mr. Darcy smiled. "Oh!" cried she. Was it J. Smith? Yes--it was.') == [
         "Mr. Darcy smiled.",
         '"Oh!" cried she.',
         "Was it J. Smith?",
         "Yes--it was.",
     ]
-    assert E.split_sentences("\u201cIt\u2019s _very_ fine,\u201d said he.") == ['"It\'s very fine," said he.']
+    assert T.split_sentences("\u201cIt\u2019s _very_ fine,\u201d said he.") == ['"It\'s very fine," said he.']
     play = "HAMLET\n\nPERSONS\n\nHamlet, Prince.\n\nACT I.\n\nScene I. A room.\n\n[Enter Hamlet.]\n\nHam.\nTo be, or not to be.\nThat is the question.\n\nHor.\nMy lord?\n"
-    assert E.play_sentences(play) == ["To be, or not to be.", "That is the question.", "My lord?"]
-    assert E.is_heading("CHAPTER XII") and E.is_heading("THE EVE OF THE WAR") and not E.is_heading("He said so.")
+    assert T.play_sentences(play) == ["To be, or not to be.", "That is the question.", "My lord?"]
+    assert T.is_heading("CHAPTER XII") and T.is_heading("THE EVE OF THE WAR") and not T.is_heading("He said so.")
 
 
 def test_fetch_errors(tmp_path, monkeypatch):
-    src = E.SOURCES["wordnet"]
+    src = SRC.SOURCES["wordnet"]
     (tmp_path / src.filename).write_bytes(b"not the package")
-    with pytest.raises(E.FetchError, match="checksum mismatch"):
-        E.fetch(src, tmp_path)
+    with pytest.raises(SRC.FetchError, match="checksum mismatch"):
+        SRC.fetch(src, tmp_path)
     (tmp_path / src.filename).unlink()
 
     def no_lists(cmd, **kw):
         return subprocess.CompletedProcess(cmd, 100, "", "E: Unable to locate package wordnet-base")
 
-    monkeypatch.setattr(E.subprocess, "run", no_lists)
-    with pytest.raises(E.FetchError, match=r"apt-get update"):
-        E.fetch(src, tmp_path)
+    monkeypatch.setattr(SRC.subprocess, "run", no_lists)
+    with pytest.raises(SRC.FetchError, match=r"apt-get update"):
+        SRC.fetch(src, tmp_path)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -232,16 +238,16 @@ def test_validate_task_files(tmp_path):
     paths = {}
     for split in ("train", "validation"):
         paths[split] = tmp_path / f"{split}.jsonl"
-        S.write_jsonl([good], paths[split])
-    S.validate_task_files("rte", paths)
+        J.write_jsonl([good], paths[split])
+    J.validate_task_files("rte", paths)
     with pytest.raises(ValueError, match=r"task rte: split\(s\) \['validation'\] missing"):
-        S.validate_task_files("rte", {"train": paths["train"]})
-    S.write_jsonl([{"sentence1": "a", "label": 1, "idx": 0}], paths["validation"])
+        J.validate_task_files("rte", {"train": paths["train"]})
+    J.write_jsonl([{"sentence1": "a", "label": 1, "idx": 0}], paths["validation"])
     with pytest.raises(ValueError, match=r"task rte: column 'sentence2' missing in .*validation.jsonl"):
-        S.validate_task_files("rte", paths)
-    S.write_jsonl([{**good, "label": 2}], paths["validation"])
+        J.validate_task_files("rte", paths)
+    J.write_jsonl([{**good, "label": 2}], paths["validation"])
     with pytest.raises(ValueError, match="task rte: label 2 not in 0..1"):
-        S.validate_task_files("rte", paths)
+        J.validate_task_files("rte", paths)
 
 
 @pytest.fixture
@@ -288,7 +294,7 @@ def test_hub_lines_and_local_text(tmp_path):
 @pytest.fixture(scope="session")
 def downloads() -> dict[str, Path]:
     """The pinned archives, fetched once into the cache and verified (sha256) on every run."""
-    return {name: E.fetch(src, CACHE) for name, src in E.SOURCES.items()}
+    return {name: SRC.fetch(src, CACHE) for name, src in SRC.SOURCES.items()}
 
 
 @pytest.fixture(scope="session")
@@ -299,8 +305,8 @@ def resources(downloads):
 @pytest.fixture(scope="session")
 def roles(downloads, resources, tmp_path_factory):
     out = tmp_path_factory.mktemp("roles")
-    paths = {r: out / f"{r}.txt" for r in E.ROLES}
-    E.build_text_roles(downloads, paths)
+    paths = {r: out / f"{r}.txt" for r in R.ROLES}
+    R.build_text_roles(downloads, paths)
     return {r: p.read_text(encoding="utf-8").splitlines() for r, p in paths.items()}
 
 
@@ -311,7 +317,7 @@ def tasks(resources):
 
 def test_downloads_pinned(downloads):
     for name, path in downloads.items():
-        assert hashlib.sha256(path.read_bytes()).hexdigest() == E.SOURCES[name].sha256
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == SRC.SOURCES[name].sha256
 
 
 def test_text_roles(roles):
@@ -394,8 +400,8 @@ def test_written_files_load_with_datasets(tasks, tmp_path):
     paths = {}
     for split, rows in tasks["mnli"].items():
         paths[split] = str(tmp_path / f"{split}.jsonl")
-        S.write_jsonl(rows, paths[split])
-    S.validate_task_files("mnli", paths)
+        J.write_jsonl(rows, paths[split])
+    J.validate_task_files("mnli", paths)
     ds = datasets.load_dataset("json", data_files=paths, cache_dir=str(tmp_path / "cache"))
     assert ds["validation_mismatched"].column_names == ["premise", "hypothesis", "label", "idx"]
     assert ds["train"].num_rows == S.TASKS["mnli"].sizes["train"]

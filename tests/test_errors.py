@@ -6,10 +6,11 @@ import torch
 from safetensors.torch import save_file
 from transformers import AutoModelForMaskedLM, BertConfig, BertForMaskedLM
 
-from permerge.apply import apply_permutations, load_permutations
+from permerge.checkpoints import load_permutations
 from permerge.cli import main
 from permerge.evaluate import IGNORE_INDEX, mlm_loss
 from permerge.matching import match_attention, match_ff, residual_correlation
+from permerge.permute import apply_permutations
 from permerge.spec import random_permutations, spec_for_model
 from permerge.stats import Statistics, collect_statistics
 from tests.test_cli import save_tokenizer

@@ -31,9 +31,11 @@ from transformers import (
     XLMRobertaForSequenceClassification,
 )
 
-from permerge.apply import apply_permutations, interpolate, load_permutations, permute_params
+from permerge.checkpoints import load_permutations
 from permerge.evaluate import _masked_logits, mlm_loss
+from permerge.interpolate import interpolate
 from permerge.matching import compute_permutations
+from permerge.permute import apply_permutations, permute_params
 from permerge.spec import PermutationSpec, check_spec, is_function_preserving, random_permutations, spec_for_model
 from permerge.stats import _hook_points, collect_statistics, feature_names
 from permerge.variants import Variant

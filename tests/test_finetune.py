@@ -169,7 +169,7 @@ def pretraining_dir(mlm_dirs, tmp_path_factory):
     """Seed 1 as a BertForPreTraining checkpoint (as the MultiBERTs): its own pooler and NSP head."""
     from transformers import BertForMaskedLM, BertForPreTraining
 
-    from permerge.apply import save_pretrained_atomic
+    from permerge.checkpoints import save_pretrained_atomic
 
     mlm = BertForMaskedLM.from_pretrained(str(mlm_dirs[0]))
     torch.manual_seed(123)

@@ -10,7 +10,7 @@ import transformers
 
 from permerge import bench
 from permerge import footprint as fp
-from permerge.apply import save_permutations
+from permerge.checkpoints import save_permutations
 from permerge.matching import compute_permutations
 from permerge.stats import collect_statistics
 

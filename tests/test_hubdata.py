@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from permerge import hubdata as H
-from permerge import standins as S
+from permerge.data import standins as S
 from tests import hub_fixtures as F
 
 BOOK_ROWS = 10_000

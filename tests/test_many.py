@@ -5,8 +5,9 @@ import pytest
 import torch
 from transformers import BertConfig, BertForMaskedLM
 
-from permerge.apply import apply_permutations, model_tensors
+from permerge.interpolate import model_tensors
 from permerge.many import average, into_model, iterative, to_reference
+from permerge.permute import apply_permutations
 from permerge.spec import random_permutations, spec_for_model
 from permerge.weight_matching import weight_matching
 

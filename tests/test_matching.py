@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
 
-from permerge.apply import apply_permutations, interpolate
+from permerge.interpolate import interpolate
 from permerge.matching import (
     compute_permutations,
     match_attention,
@@ -14,6 +14,7 @@ from permerge.matching import (
     required_features,
     residual_correlation,
 )
+from permerge.permute import apply_permutations
 from permerge.spec import head_assignment, random_permutations, spec_for_model
 from permerge.stats import Statistics, collect_statistics
 from permerge.variants import Variant

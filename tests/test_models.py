@@ -5,8 +5,8 @@ import json
 import pytest
 from transformers import BertConfig, BertForSequenceClassification
 
+from permerge.data.jsonl import validate_task_files
 from permerge.models import load_model
-from permerge.standins import validate_task_files
 
 
 def write_jsonl(path, rows):

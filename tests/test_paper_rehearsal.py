@@ -14,8 +14,8 @@ import torch
 import yaml
 from safetensors import safe_open
 
-from permerge.apply import load_permutations
 from permerge.barriers import read_tsv
+from permerge.checkpoints import load_permutations
 from tests import hub_fixtures
 from tests.workflow_utils import copy_workflow, planned_jobs, snakemake
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertForMaskedLM, BertForPreTraining, BertForSequenceClassification, BertModel
 
-from permerge.apply import apply_permutations
+from permerge.permute import apply_permutations
 from permerge.spec import (
     bert_spec,
     check_spec,
@@ -234,7 +234,7 @@ def test_pretraining_spec_pooler_feeds_nsp_head():
 def test_pretraining_nsp_logits_need_the_seq_relationship_columns():
     """Without permuting the NSP head's input columns, a pooler permutation breaks the NSP logits only: the
     function-preservation check above sees them."""
-    from permerge.apply import permute_params
+    from permerge.permute import permute_params
     from permerge.spec import PermutationSpec
 
     config = make_config(SHAPES[2])
@@ -338,7 +338,7 @@ def test_mismatched_head_assignment_is_not_preserving():
 def test_reference_tied_decoder_bug_breaks_mlm():
     """Permuting the embeddings (hence the tied decoder) but not the transform output changes the logits:
     the spec must permute both, as test_function_preserving_variants_keep_logits checks."""
-    from permerge.apply import permute_params
+    from permerge.permute import permute_params
     from permerge.spec import PermutationSpec
 
     config = make_config(SHAPES[1])

@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from permerge.apply import load_permutations
+from permerge.checkpoints import load_permutations
 from permerge.matching import compute_permutations, required_features, union_features
 from permerge.stats import Statistics, collect_statistics, text_batches
 from permerge.variants import Variant

@@ -8,7 +8,6 @@ import pytest
 import torch
 from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
 
-from permerge.apply import apply_permutations
 from permerge.barriers import (
     BARRIER_COLUMNS,
     SUMMARY_COLUMNS,
@@ -19,6 +18,7 @@ from permerge.barriers import (
     write_tsv,
 )
 from permerge.evaluate import IGNORE_INDEX, check_lambda_grid, glue_loss, lambda_sweep, mlm_loss, write_loss_table
+from permerge.permute import apply_permutations
 from permerge.spec import head_assignment, is_function_preserving, random_permutations, spec_for_model
 
 torch.set_num_threads(1)

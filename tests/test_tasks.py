@@ -5,7 +5,8 @@ import dataclasses
 import pytest
 
 from permerge import config as cfg
-from permerge import plots, standins, tasks
+from permerge import plots, tasks
+from permerge.data import standins
 from tests import hub_fixtures
 
 

@@ -13,7 +13,9 @@ import pytest
 import torch
 from transformers import BertConfig
 
-from permerge.apply import apply_permutations, interpolate, load_permutations, read_permutation_metadata
+from permerge.checkpoints import load_permutations, read_permutation_metadata
+from permerge.interpolate import interpolate
+from permerge.permute import apply_permutations
 from permerge.spec import head_assignment, is_function_preserving, spec_for_model
 from permerge.variants import Variant
 from permerge.weight_matching import assign_heads, component_of, match_weights, weight_matching

@@ -387,7 +387,7 @@ def measure_weight_matching(
     import numpy as np
     import torch
 
-    from .apply import apply_permutations
+    from .permute import apply_permutations
     from .spec import random_permutations, spec_for_model
     from .weight_matching import weight_matching
 

@@ -92,7 +92,7 @@ def load_model(path: Path, config):
 
 
 def has_tokenizer(path: Path) -> bool:
-    from .apply import TOKENIZER_FILES
+    from .checkpoints import TOKENIZER_FILES
 
     return any((path / f).is_file() for f in TOKENIZER_FILES)
 
@@ -156,8 +156,9 @@ def default_device() -> str:
 def cmd_align(args: argparse.Namespace) -> int:
     from transformers import AutoTokenizer
 
-    from .apply import apply_permutations, check_compatible, json_metadata, save_permutations, save_pretrained_atomic
+    from .checkpoints import check_compatible, json_metadata, save_permutations, save_pretrained_atomic
     from .matching import compute_permutations
+    from .permute import apply_permutations
     from .stats import collect_statistics, first_fraction, text_batches
 
     dir_a = existing_model_dir(args.model_a, "--model-a")
@@ -240,7 +241,8 @@ def add_align(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from .apply import check_compatible, interpolate, save_pretrained_atomic
+    from .checkpoints import check_compatible, save_pretrained_atomic
+    from .interpolate import interpolate
 
     if not math.isfinite(args.lam):
         raise CliError(f"--lam must be a finite number, got {args.lam}")

@@ -504,8 +504,8 @@ def task_evaluator(
     if task == "mlm":
         evalset = load_evalset(data_path)
         return (lambda model: mlm_loss(model, evalset, batch_size=batch_size)), None
+    from .data.jsonl import read_jsonl
     from .models import load_tokenizer
-    from .standins import read_jsonl
     from .tasks import glue_task
 
     info = glue_task(task)

@@ -124,7 +124,7 @@ def has_pooler(arch: str) -> bool:
 
 
 def num_labels(task: str) -> int:
-    from .standins import TASKS
+    from .data.standins import TASKS
 
     return TASKS[task].num_labels
 
@@ -320,7 +320,7 @@ def inference_activation_bytes(shape: Shape, batch: int, seq_len: int) -> int:
 def glue_sizes(config, task: str) -> tuple[int, int]:
     """(train, eval) examples of a GLUE task: the real ones (hub) or the embedded stand-ins'."""
     if config["data"]["glue"]["source"] == "embedded":
-        from .standins import TASKS
+        from .data.standins import TASKS
 
         info = TASKS[task]
         return info.sizes["train"], info.sizes[info.eval_split]

@@ -1,6 +1,6 @@
 """Paper-configuration data: text roles and GLUE tasks from the HuggingFace hub or local files.
 
-These are the counterparts of :mod:`permerge.embedded` and :mod:`permerge.standins`; they write the same
+These are the counterparts of :mod:`permerge.data.roles` and :mod:`permerge.data.standins`; they write the same
 files (``results/data/text/{role}.txt``, ``results/data/glue/{task}/{split}.jsonl``) so that the rest of
 the workflow does not care where the data came from. Hub access needs network: with
 ``HF_HUB_OFFLINE``/``HF_DATASETS_OFFLINE`` set (the embedded configuration sets them) a hub load fails
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .embedded import paragraphs, split_sentences, strip_gutenberg, write_lines
-from .standins import validate_task_files, write_jsonl
+from .data.jsonl import validate_task_files, write_jsonl
+from .data.text import paragraphs, split_sentences, strip_gutenberg, write_lines
 from .tasks import TASKS
 
 log = logging.getLogger(__name__)
@@ -221,7 +221,7 @@ def text_role_lines(spec: dict) -> list[str]:
         )
         lines = [lines[i] for i in idx]
         return lines[: spec["max_lines"]] if spec.get("max_lines") else lines
-    raise ValueError(f"hubdata handles sources 'hub' and 'local', not {source!r} (embedded texts: permerge.embedded)")
+    raise ValueError(f"hubdata handles sources 'hub' and 'local', not {source!r} (embedded texts: permerge.data.roles)")
 
 
 def write_text_role(spec: dict, out: str | os.PathLike) -> int:

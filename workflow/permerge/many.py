@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .apply import permute_params
+from .permute import permute_params
 from .spec import PermutationSpec
 
 Params = Mapping[str, torch.Tensor]
@@ -120,10 +120,10 @@ def _same(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], spec: Permut
 
 @torch.no_grad()
 def into_model(model: torch.nn.Module, params: Params) -> torch.nn.Module:
-    """Write params (names as ``apply.model_tensors`` gives them) into a copy of ``model``."""
+    """Write params (names as ``interpolate.model_tensors`` gives them) into a copy of ``model``."""
     import copy
 
-    from .apply import model_tensors
+    from .interpolate import model_tensors
 
     out = copy.deepcopy(model)
     for name, t in model_tensors(out).items():

@@ -2,7 +2,7 @@
 (git-re-basin style).
 
 A ``PermutationSpec`` maps each permutation name to the (parameter name, axis) pairs it acts on. Pure
-functions in ``apply`` use it to permute parameters; tests use it to check that a spec matches a model and
+functions in ``permute`` use it to permute parameters; tests use it to check that a spec matches a model and
 that random permutations leave the function unchanged.
 
 Permutation names (L layers, index l):

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .apply import validate_permutations
 from .matchers import assign_heads, lsa  # noqa: F401  (assign_heads: the one head-aware assignment)
+from .permute import validate_permutations
 from .spec import PermutationSpec
 from .variants import ATTENTION_MODES, COMPONENTS, QK_MODES, Variant
 

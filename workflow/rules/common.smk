@@ -13,10 +13,11 @@ sys.path.insert(0, LIBDIR)
 os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [LIBDIR, os.environ.get("PYTHONPATH")])))
 
 from permerge import config as cfg
-from permerge import embedded as EMBEDDED
+from permerge.data import roles as ROLE_TEXTS  # the embedded text roles and their archives
+from permerge.data import sources as PINNED  # the pinned source archives
 from permerge import footprint as FOOTPRINT  # memory of the heavy jobs, from the models' shapes
 from permerge import tasks as TASK_REGISTRY
-from permerge.standins import TASKS as TASK_INFO  # the registry plus how each stand-in is built
+from permerge.data.standins import TASKS as TASK_INFO  # the registry plus how each stand-in is built
 
 try:
     cfg.validate_config(config)
@@ -192,11 +193,11 @@ def roles_from(*sources):
 
 
 def download(name):
-    return f"{R}/data/downloads/{EMBEDDED.SOURCES[name].filename}"
+    return f"{R}/data/downloads/{PINNED.SOURCES[name].filename}"
 
 
 def role_downloads(wildcards):
-    return {name: download(name) for name in EMBEDDED.ROLE_SOURCES[wildcards.role]}
+    return {name: download(name) for name in ROLE_TEXTS.ROLE_SOURCES[wildcards.role]}
 
 
 def task_downloads(wildcards):

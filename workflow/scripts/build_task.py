@@ -6,7 +6,7 @@ from permerge.io import atomic_path, setup_job
 
 log = setup_job(snakemake)  # noqa: F821
 
-from permerge import standins  # noqa: E402
+from permerge.data import standins  # noqa: E402
 
 task = snakemake.wildcards.glue_task  # noqa: F821
 paths = {name: snakemake.input[name] for name in snakemake.input.keys()}  # noqa: F821

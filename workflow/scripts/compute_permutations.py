@@ -13,7 +13,7 @@ import zlib
 
 from transformers import AutoConfig
 
-from permerge.apply import check_compatible, save_permutations
+from permerge.checkpoints import check_compatible, save_permutations
 from permerge.io import atomic_path, setup_job
 from permerge.matching import compute_permutations, required_features
 from permerge.models import load_model

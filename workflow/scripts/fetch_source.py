@@ -6,11 +6,11 @@ log = setup_job(snakemake)  # noqa: F821
 
 from pathlib import Path  # noqa: E402
 
-from permerge import embedded  # noqa: E402
+from permerge.data import sources  # noqa: E402
 
 out = Path(snakemake.output[0])  # noqa: F821
-source = embedded.source_by_filename(snakemake.params.pin["filename"])  # noqa: F821
+source = sources.source_by_filename(snakemake.params.pin["filename"])  # noqa: F821
 with atomic_path(out) as tmp:
     # fetch() writes <dir>/<source.filename>, which is the temporary target (same file name).
-    embedded.fetch(source, tmp.parent)
+    sources.fetch(source, tmp.parent)
 log.info("%s=%s -> %s", source.package, source.version, out)

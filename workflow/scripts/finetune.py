@@ -7,8 +7,8 @@ head_seed, data_seed, fp16, group_by_length, max_train_examples); params.device.
 from permerge.io import atomic_path, setup_job
 
 log = setup_job(snakemake)
+from permerge.data.jsonl import read_jsonl, validate_task_files  # noqa: E402
 from permerge.finetune import finetune, task_info  # noqa: E402
-from permerge.standins import read_jsonl, validate_task_files  # noqa: E402
 
 p = snakemake.params
 hp = dict(p.hparams)

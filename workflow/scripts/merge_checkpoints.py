@@ -1,8 +1,10 @@
 """Merged checkpoints θ(λ) = (1-λ)·θ_A + λ·π(θ_B) as HuggingFace directories, every pair of one variant."""
 
-from permerge.apply import apply_permutations, interpolate, load_permutations, save_pretrained_atomic
+from permerge.checkpoints import load_permutations, save_pretrained_atomic
+from permerge.interpolate import interpolate
 from permerge.io import setup_job
 from permerge.models import load_model
+from permerge.permute import apply_permutations
 
 log = setup_job(snakemake)
 p = snakemake.params

@@ -7,9 +7,10 @@ output[0]/losses.tsv: one row per model (`merge`: seed{s} | average | to_referen
 
 from pathlib import Path
 
-from permerge.apply import load_permutations, model_tensors, save_pretrained_atomic
 from permerge.barriers import write_tsv
+from permerge.checkpoints import load_permutations, save_pretrained_atomic
 from permerge.evaluate import task_evaluator
+from permerge.interpolate import model_tensors
 from permerge.io import atomic_path, setup_job
 from permerge.many import average, into_model, iterative, to_reference
 from permerge.models import load_model

@@ -4,10 +4,11 @@ unpermuted B's values as `*_b_unpermuted` columns repeated on every row.
 θ(λ) is interpolated in memory into one working model; evaluation data is prepared once for all pairs.
 """
 
-from permerge.apply import apply_permutations, load_permutations
+from permerge.checkpoints import load_permutations
 from permerge.evaluate import lambda_sweep, task_evaluator, write_loss_table
 from permerge.io import setup_job
 from permerge.models import load_model
+from permerge.permute import apply_permutations
 
 log = setup_job(snakemake)
 p, w = snakemake.params, snakemake.wildcards

@@ -30,19 +30,24 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
 import math
 import os
 import random
 import re
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
 
-from . import embedded as E
-from .tasks import TASKS as REGISTRY
-from .tasks import Task
+from ..tasks import TASKS as REGISTRY
+from ..tasks import Task
+from . import rdata
+from .jsonl import validate_task_files, write_jsonl
+from .roles import novel_corpus
+from .sources import SOURCES
+from .sword import Verse, bible_verses
+from .text import split_sentences
+from .wordnet import Synset, wordnet_index
+from .wordnet import wordnet as read_wordnet
 
 log = logging.getLogger(__name__)
 
@@ -80,65 +85,6 @@ TASKS: dict[str, TaskInfo] = {
 
 
 # --------------------------------------------------------------------------------------------------
-# Files
-# --------------------------------------------------------------------------------------------------
-
-
-def write_jsonl(rows: Iterable[Mapping], path: str | os.PathLike) -> int:
-    n = 0
-    with open(path, "w", encoding="utf-8", newline="\n") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False, sort_keys=False) + "\n")
-            n += 1
-    return n
-
-
-def read_jsonl(path: str | os.PathLike, max_examples: int | None = None) -> list[dict]:
-    """The rows of a jsonl file (blank lines skipped), the first `max_examples` of them when given."""
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                rows.append(json.loads(line))
-                if max_examples is not None and len(rows) >= max_examples:
-                    break
-    return rows
-
-
-def validate_task_files(task: str, paths: Mapping[str, str | os.PathLike], *, require_all: bool = True) -> None:
-    """Check that every split of ``task`` is present and every row has the text keys and a valid label.
-
-    ``paths``: split -> jsonl file (with ``require_all=False``, only the splits given are checked).
-    Raises ``ValueError`` naming the task, split and file.
-    """
-    if task not in TASKS:
-        raise ValueError(f"unknown GLUE task {task!r}; expected one of {sorted(TASKS)}")
-    info = TASKS[task]
-    missing = [s for s in info.splits if s not in paths] if require_all else []
-    if missing:
-        raise ValueError(f"task {task}: split(s) {missing} missing (have {sorted(paths)})")
-    for split, path in paths.items():
-        if not Path(path).is_file():
-            raise ValueError(f"task {task}: file for split {split!r} not found: {path}")
-        rows = read_jsonl(path)
-        if not rows:
-            raise ValueError(f"task {task}: split {split!r} is empty: {path}")
-        for i, row in enumerate(rows):
-            for key in (*info.text_keys, "label", "idx"):
-                if key not in row:
-                    raise ValueError(f"task {task}: column {key!r} missing in {path} (row {i})")
-            for key in info.text_keys:
-                if not isinstance(row[key], str):
-                    raise ValueError(f"task {task}: column {key!r} is not text in {path} (row {i})")
-            label = row["label"]
-            if info.num_labels == 1:
-                if not isinstance(label, (int, float)) or isinstance(label, bool):
-                    raise ValueError(f"task {task}: label {label!r} is not a number in {path} (row {i})")
-            elif not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < info.num_labels:
-                raise ValueError(f"task {task}: label {label!r} not in 0..{info.num_labels - 1} in {path} (row {i})")
-
-
-# --------------------------------------------------------------------------------------------------
 # Shared resources (parsed once per process)
 # --------------------------------------------------------------------------------------------------
 
@@ -157,13 +103,13 @@ class Resources:
 
     def _need(self, name: str) -> str:
         if name not in self.paths:
-            raise ValueError(f"archive {name!r} ({E.SOURCES[name].filename}) is needed but was not given")
+            raise ValueError(f"archive {name!r} ({SOURCES[name].filename}) is needed but was not given")
         return self.paths[name]
 
     @functools.cached_property
     def novel_sentences(self) -> list[str]:
         seen, out = set(), []
-        for _, sents in E.novel_corpus({k: self._need(k) for k in ("janeaustenr", "tidytext")}):
+        for _, sents in novel_corpus({k: self._need(k) for k in ("janeaustenr", "tidytext")}):
             for s in sents:
                 if s not in seen:
                     seen.add(s)
@@ -177,31 +123,31 @@ class Resources:
 
     @functools.cached_property
     def lexicon(self) -> dict[str, str]:
-        return E.bing_lexicon(self._need("tidytext"))
+        return rdata.bing_lexicon(self._need("tidytext"))
 
     @functools.cached_property
     def negators(self) -> set[str]:
-        return {n for n in E.negators(self._need("tidytext")) if " " not in n}
+        return {n for n in rdata.negators(self._need("tidytext")) if " " not in n}
 
     @functools.cached_property
-    def bible(self) -> list[tuple[E.Verse, E.Verse]]:
+    def bible(self) -> list[tuple[Verse, Verse]]:
         """(KJV, WEB) verse pairs with the same reference, in canonical (KJV) order."""
-        kjv = E.bible_verses(self._need("kjv"))
-        web = {v.ref: v for v in E.bible_verses(self._need("web"))}
+        kjv = bible_verses(self._need("kjv"))
+        web = {v.ref: v for v in bible_verses(self._need("web"))}
         return [(k, web[k.ref]) for k in kjv if k.ref in web]
 
     @functools.cached_property
-    def web(self) -> list[E.Verse]:
-        return E.bible_verses(self._need("web"))
+    def web(self) -> list[Verse]:
+        return bible_verses(self._need("web"))
 
     @functools.cached_property
-    def web_by_ref(self) -> dict[str, E.Verse]:
+    def web_by_ref(self) -> dict[str, Verse]:
         return {w.ref: w for _, w in self.bible}
 
     @functools.cached_property
     def wordnet(self) -> WordNet:
         # The novels' vocabulary steers word choice (words the pre-trained models have read).
-        return WordNet(E.wordnet(self._need("wordnet")), E.wordnet_index(self._need("wordnet")), self.vocab)
+        return WordNet(read_wordnet(self._need("wordnet")), wordnet_index(self._need("wordnet")), self.vocab)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -446,7 +392,7 @@ def _clean_verse(text: str) -> str:
     return re.sub(r"\s+", " ", text.replace("\u00b6", "").replace('"', "")).strip()
 
 
-def _chapters(res: Resources, min_words: int, max_words: int) -> dict[str, list[tuple[E.Verse, str, str]]]:
+def _chapters(res: Resources, min_words: int, max_words: int) -> dict[str, list[tuple[Verse, str, str]]]:
     """Chapter -> [(kjv verse, kjv text, web text)] in verse order, verses of a sensible length only."""
     out, seen = defaultdict(list), set()
     for k, w in res.bible:
@@ -572,7 +518,7 @@ _STOP = {
 def questions_of(text: str) -> list[str]:
     """The question sentences of a verse, each cut to its direct speech ("..., saying, Who is he?")."""
     out = []
-    for q in E.split_sentences(text):
+    for q in split_sentences(text):
         if not q.endswith("?"):
             continue
         m = list(re.finditer(r"[,:;] (?=[A-Z])", q))
@@ -698,7 +644,7 @@ def build_stsb(res: Resources, sizes: Mapping[str, int], rng: random.Random) -> 
     return out
 
 
-def _web_lemmas(res: Resources, k: E.Verse) -> tuple[str, ...]:
+def _web_lemmas(res: Resources, k: Verse) -> tuple[str, ...]:
     return res.web_by_ref[k.ref].lemmas
 
 
@@ -710,7 +656,7 @@ def _web_lemmas(res: Resources, k: E.Verse) -> tuple[str, ...]:
 class WordNet:
     def __init__(
         self,
-        synsets: dict[str, E.Synset],
+        synsets: dict[str, Synset],
         index: dict[tuple[str, str], list[str]],
         vocab: Mapping[str, int] | None = None,
     ):
@@ -1102,7 +1048,7 @@ def build_rte(res: Resources, sizes: Mapping[str, int], rng: random.Random) -> d
         for c in sorted(names):
             vs = chapters[c]
             for i, premise in enumerate(vs):
-                sents = [s for s in E.split_sentences(premise) if len(s.split()) >= 5]
+                sents = [s for s in split_sentences(premise) if len(s.split()) >= 5]
                 if not sents:
                     continue
                 hyp = rng.choice(sents)
@@ -1116,7 +1062,7 @@ def build_rte(res: Resources, sizes: Mapping[str, int], rng: random.Random) -> d
                     text, label = hyp, 0
                 else:
                     j = rng.choice([x for x in range(max(0, i - 3), min(len(vs), i + 4)) if x != i])
-                    other = [s for s in E.split_sentences(vs[j]) if len(s.split()) >= 5]
+                    other = [s for s in split_sentences(vs[j]) if len(s.split()) >= 5]
                     if not other:
                         continue
                     text, label = rng.choice(other), 1
@@ -1158,7 +1104,7 @@ _QNLI_TEMPLATES = {
 }
 
 
-def _gloss_sentence(s: E.Synset, with_example: bool) -> str:
+def _gloss_sentence(s: Synset, with_example: bool) -> str:
     text = s.definition
     if with_example and s.examples:
         text = f'{text}; "{s.examples[0]}"'
