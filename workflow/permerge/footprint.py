@@ -52,16 +52,6 @@ LOSS_ROW_BYTES = 400  # one λ row of a loss table (loss, metric, counts, the un
 FLUSH_EVERY = 4  # stats._FLUSH_EVERY: queued rank-one corrections per feature (2 float64 vectors per model)
 
 # Examples per split of the real GLUE tasks (nyu-mll/glue), and the eval split the workflow uses.
-GLUE_SIZES = {
-    "mnli": (392_702, 9_832),
-    "qqp": (363_846, 40_430),
-    "qnli": (104_743, 5_463),
-    "sst2": (67_349, 872),
-    "cola": (8_551, 1_043),
-    "stsb": (5_749, 1_500),
-    "mrpc": (3_668, 408),
-    "rte": (2_490, 277),
-}
 # Token counts assumed where the configuration does not bound them (hub/local sources without a cap).
 MLM_EVAL_TOKENS = 300_000  # Wikitext-103 validation: ~218k words, ~250k WordPiece tokens
 TEXT_LINES_UNCAPPED = 1_000_000  # a statistics text (hub/local) without sample/max_lines
@@ -324,7 +314,9 @@ def glue_sizes(config, task: str) -> tuple[int, int]:
 
         info = TASKS[task]
         return info.sizes["train"], info.sizes[info.eval_split]
-    return GLUE_SIZES[task]
+    from .tasks import glue_task
+
+    return glue_task(task).hub_sizes
 
 
 def _finetune_hp(config, task: str) -> dict:

@@ -24,6 +24,7 @@ class Task:
     splits: tuple[str, ...]
     eval_split: str
     label_names: tuple[str, ...]  # () for regression
+    hub_sizes: tuple[int, int]  # (train, evaluation-split) examples of the real GLUE task (sizes the paper grid)
 
 
 _STD = ("train", "validation")
@@ -39,8 +40,19 @@ TASKS: dict[str, Task] = {
             ("train", "validation_matched", "validation_mismatched"),
             "validation_mismatched",
             ("entailment", "neutral", "contradiction"),
+            (392_702, 9_832),
         ),
-        Task("qqp", "QQP", ("question1", "question2"), 2, "f1", _STD, "validation", ("not_duplicate", "duplicate")),
+        Task(
+            "qqp",
+            "QQP",
+            ("question1", "question2"),
+            2,
+            "f1",
+            _STD,
+            "validation",
+            ("not_duplicate", "duplicate"),
+            (363_846, 40_430),
+        ),
         Task(
             "qnli",
             "QNLI",
@@ -50,11 +62,34 @@ TASKS: dict[str, Task] = {
             _STD,
             "validation",
             ("entailment", "not_entailment"),
+            (104_743, 5_463),
         ),
-        Task("sst2", "SST-2", ("sentence",), 2, "accuracy", _STD, "validation", ("negative", "positive")),
-        Task("cola", "CoLA", ("sentence",), 2, "matthews", _STD, "validation", ("unacceptable", "acceptable")),
-        Task("stsb", "STS-B", ("sentence1", "sentence2"), 1, "pearson", _STD, "validation", ()),
-        Task("mrpc", "MRPC", ("sentence1", "sentence2"), 2, "f1", _STD, "validation", ("not_equivalent", "equivalent")),
+        Task(
+            "sst2", "SST-2", ("sentence",), 2, "accuracy", _STD, "validation", ("negative", "positive"), (67_349, 872)
+        ),
+        Task(
+            "cola",
+            "CoLA",
+            ("sentence",),
+            2,
+            "matthews",
+            _STD,
+            "validation",
+            ("unacceptable", "acceptable"),
+            (8_551, 1_043),
+        ),
+        Task("stsb", "STS-B", ("sentence1", "sentence2"), 1, "pearson", _STD, "validation", (), (5_749, 1_500)),
+        Task(
+            "mrpc",
+            "MRPC",
+            ("sentence1", "sentence2"),
+            2,
+            "f1",
+            _STD,
+            "validation",
+            ("not_equivalent", "equivalent"),
+            (3_668, 408),
+        ),
         Task(
             "rte",
             "RTE",
@@ -64,6 +99,7 @@ TASKS: dict[str, Task] = {
             _STD,
             "validation",
             ("entailment", "not_entailment"),
+            (2_490, 277),
         ),
     )
 }
