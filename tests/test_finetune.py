@@ -99,12 +99,12 @@ def test_regression_finetuning_learns_and_saves(mlm_dirs, tmp_path):
         out_dir=out,
         seed=1,
         lr=2e-3,
-        epochs=6,
+        epochs=10,
         batch_size=16,
         max_length=32,
     )
     assert m["train_loss_final"] < 0.5 * m["train_loss_first"], m
-    assert m["eval_loss"] < 1.0 and m["value"] == m["eval_pearson"] > 0.5, m
+    assert m["eval_loss"] < 1.0 and m["value"] == m["eval_pearson"] > 0.5, m  # label variance 1.06
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["value"] == pytest.approx(m["value"]) and saved["metric"] == "pearson"
     model = BertForSequenceClassification.from_pretrained(str(out))
