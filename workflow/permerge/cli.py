@@ -20,28 +20,12 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .models import ARCHITECTURES
+
 log = logging.getLogger("permerge")
 
 # The encoders permerge.spec supports (post-LN, absolute positions); align/merge load them by this name.
-MODEL_CLASSES = (
-    "BertForPreTraining",
-    "BertForMaskedLM",
-    "BertForSequenceClassification",
-    "BertModel",
-    "RobertaForMaskedLM",
-    "RobertaForSequenceClassification",
-    "RobertaModel",
-    "XLMRobertaForMaskedLM",
-    "XLMRobertaForSequenceClassification",
-    "XLMRobertaModel",
-    "CamembertForMaskedLM",
-    "CamembertForSequenceClassification",
-    "CamembertModel",
-    "ElectraForPreTraining",
-    "ElectraForMaskedLM",
-    "ElectraForSequenceClassification",
-    "ElectraModel",
-)
+MODEL_CLASSES = ARCHITECTURES
 MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "electra")
 PERMUTATIONS_FILE = "permutations.safetensors"
 
