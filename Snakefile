@@ -6,10 +6,11 @@
 #   config.effective.yaml                               the merged, validated configuration of the last run
 #   data/            embedded texts and GLUE-shaped tasks (or local copies of hub data)
 #   models/{task}/seed{seed}/                           pre-trained (mlm) or fine-tuned checkpoints
+#   models/mlm_step{k}/seed{seed}/                      a checkpoint at pre-training step k (trajectory:)
 #   stats/{task}/fraction{f}.safetensors                activation statistics of all seeds; one pass per task
 #   permutations/{task}/{variant}/seed{a}-seed{b}.safetensors
 #   losses/{task}/{variant}/seed{a}-seed{b}.tsv         one row per λ
-#   tables/barriers.tsv, tables/summary.tsv, figures/all.pdf
+#   tables/barriers.tsv, tables/summary.tsv, tables/trajectory.tsv, figures/all.pdf
 #   merged/{task}/{variant}/seed{a}-seed{b}/lambda{λ}/  merged checkpoints: their own target, `snakemake merged`
 
 from snakemake.utils import min_version

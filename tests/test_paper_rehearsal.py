@@ -185,4 +185,4 @@ def test_nothing_left_to_do_and_embedded_root_untouched(rehearsal):
     assert planned_jobs(wd, f"{R}/figures/all.pdf", *rehearsal["args"]) == {}
     # the demo's plan is independent of the paper outputs sitting beside it
     demo = planned_jobs(wd, "results/figures/all.pdf")
-    assert demo["pretrain_seed"] == 5 and demo["collect_statistics"] == 9
+    assert demo["pretrain_seed"] == 5 and demo["collect_statistics"] == 9 + 2  # + the trajectory's 2 steps

@@ -14,7 +14,17 @@ def test_report_contains_figures_and_tables(smoke_run, tmp_path):
     html = (wd / "results" / "report.html").read_text()
 
     # Every figure and table of the run is embedded (file name, and the PNG bytes themselves).
-    for name in ("all.pdf", "mlm.png", "sst2.png", "stsb.png", "barriers.tsv", "summary.tsv", "finetune.tsv"):
+    for name in (
+        "all.pdf",
+        "mlm.png",
+        "sst2.png",
+        "stsb.png",
+        "trajectory.png",
+        "barriers.tsv",
+        "summary.tsv",
+        "finetune.tsv",
+        "trajectory.tsv",
+    ):
         assert name in html, f"{name} missing from the report"
     png = base64.b64encode((wd / "results" / "figures" / "mlm.png").read_bytes()).decode()
     assert png[:2000] in html, "the mlm figure's data is not embedded"

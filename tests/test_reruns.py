@@ -74,15 +74,17 @@ def test_variant_option_reruns_only_that_variant(smoke_run, smoke_config, tmp_pa
     ov = overlay(wd, "residual_first", variants=changed)
     args = (*TARGETS, "--configfile", SMOKE, str(ov.relative_to(wd)))
 
-    # One permutation/merge/sweep job per (task, variant), each covering all pairs: mlm, sst2, stsb.
+    # One permutation/merge/sweep job per (task, variant), each covering all pairs: mlm, sst2, stsb, and
+    # the trajectory's mlm_step20 (permutations and sweeps only: no merged checkpoints at a step).
     jobs = planned_jobs(wd, *args)
     assert dict(jobs) == {
-        "compute_permutations": 3,
+        "compute_permutations": 4,
         "merge_checkpoints": 3,
-        "sweep_lambdas": 3,
+        "sweep_lambdas": 4,
         "merge_many": 3,
         "tabulate_barriers": 1,
         "tabulate_many": 1,
+        "tabulate_trajectory": 1,
         "plot_barriers": 1,
         "merged": 1,  # the target rule of the merged checkpoints (no output: runs when they change)
     }, jobs
@@ -118,6 +120,8 @@ def test_variant_option_reruns_only_that_variant(smoke_run, smoke_config, tmp_pa
         "results/benchmarks/merge_checkpoints/*/all.tsv",
         "results/logs/tabulate_barriers.log",
         "results/logs/plot_barriers.log",
+        "results/tables/trajectory.tsv",
+        "results/logs/tabulate_trajectory.log",
         "results/config.effective.yaml",  # the provenance of the last run: now with the overlay
     ]
     changed_files = sorted(k for k in after if before.get(k) != after[k])
@@ -146,8 +150,13 @@ def test_new_lambda_reruns_only_sweeps(smoke_run, smoke_config, tmp_path):
     lambdas = sorted([*smoke_config["lambdas"], 0.6])
     ov = overlay(wd, "more_lambdas", lambdas=lambdas)
     jobs = planned_jobs(wd, *TARGETS, "--configfile", SMOKE, str(ov.relative_to(wd)))
-    n_sweeps = 4 + 2 * 2  # (task, variant)s: mlm variants + glue tasks x glue variants
-    assert dict(jobs) == {"sweep_lambdas": n_sweeps, "tabulate_barriers": 1, "plot_barriers": 1}, jobs
+    n_sweeps = 4 + 2 * 2 + 2  # (task, variant)s: mlm variants + glue tasks x glue variants + mlm_step20's
+    assert dict(jobs) == {
+        "sweep_lambdas": n_sweeps,
+        "tabulate_barriers": 1,
+        "tabulate_trajectory": 1,
+        "plot_barriers": 1,
+    }, jobs
 
 
 def test_new_seed_keeps_existing_seed_models(smoke_run, smoke_config, tmp_path):
@@ -165,17 +174,21 @@ def test_new_seed_keeps_existing_seed_models(smoke_run, smoke_config, tmp_path):
         assert rule not in jobs, f"{rule} rescheduled by a new seed"
     # The statistics pass covers all seeds (one pass over the data), so every task's statistics and hence
     # every permutation, merge and sweep job reruns (each covers all pairs, the 3 old ones included).
-    task_variants = 4 + 2 * 2
+    # (mlm_step20 too: the new seed's checkpoint at step 20 is extracted from its own pre-training)
+    task_variants, step_variants = 4 + 2 * 2, 2
+    assert jobs["extract_step"] == ["step=20, seed=4"], jobs["extract_step"]
     assert counts == {
-        "collect_statistics": 3,
-        "compute_permutations": task_variants,
+        "collect_statistics": 3 + 1,
+        "compute_permutations": task_variants + step_variants,
+        "extract_step": 1,
         "finetune": 2,
         "merge_checkpoints": task_variants,
         "plot_barriers": 1,
         "pretrain_seed": 1,
-        "sweep_lambdas": task_variants,
+        "sweep_lambdas": task_variants + step_variants,
         "tabulate_barriers": 1,
         "tabulate_finetuning": 1,
+        "tabulate_trajectory": 1,
         "merge_many": 3 + 2 * 2,
         "tabulate_many": 1,
         "merged": 1,

@@ -24,15 +24,18 @@ def test_embedded_full_grid(wf):
     jobs = planned_jobs(wf, "results/figures/all.pdf")
     mlm_variants, glue_tasks, glue_variants = 10, len(GLUE_TASKS), 2
     per_pair = mlm_variants + glue_tasks * glue_variants
-    assert jobs["pretrain_seed"] == 5
+    # barrier vs pre-training step: mlm at 2 intermediate steps with vanilla and all (tests/test_trajectory.py)
+    steps, step_variants = 2, 2
+    assert jobs["pretrain_seed"] == 5 and jobs["extract_step"] == 5 * steps
     assert jobs["finetune"] == 5 * glue_tasks
-    assert jobs["collect_statistics"] == 1 + glue_tasks
+    assert jobs["collect_statistics"] == 1 + glue_tasks + steps
     # one job per (task, variant), each covering all pairs
-    assert jobs["compute_permutations"] == per_pair
-    assert jobs["sweep_lambdas"] == per_pair
+    assert jobs["compute_permutations"] == per_pair + steps * step_variants
+    assert jobs["sweep_lambdas"] == per_pair + steps * step_variants
     assert "merge_checkpoints" not in jobs  # merged checkpoints are their own target
     assert jobs["build_mlm_evalset"] == 1
     assert jobs["tabulate_barriers"] == jobs["plot_barriers"] == jobs["tabulate_finetuning"] == 1
+    assert jobs["tabulate_trajectory"] == 1
     # all seeds at once: vanilla, all and wm_all on mlm; vanilla and all on each GLUE task
     assert jobs["merge_many"] == 3 + glue_tasks * 2 and jobs["tabulate_many"] == 1
     assert planned_jobs(wf, "merged")["merge_checkpoints"] == per_pair
@@ -84,7 +87,8 @@ def test_smoke_plan(wf):
     jobs = planned_jobs(wf, "results/figures/all.pdf", "--configfile", "configs/smoke.yaml")
     assert jobs["pretrain_seed"] == 3
     assert jobs["finetune"] == 3 * 2
-    assert jobs["compute_permutations"] == 4 + 2 * 2
+    assert jobs["compute_permutations"] == 4 + 2 * 2 + 2  # + mlm_step20: vanilla, all
+    assert jobs["extract_step"] == 3 and jobs["tabulate_trajectory"] == 1
 
 
 def _planned_inputs(wf, *targets) -> dict[tuple[str, str], str]:

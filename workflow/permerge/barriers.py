@@ -178,3 +178,20 @@ def read_tsv(path: str | Path) -> list[dict]:
     """The rows of a TSV with a header line, as {column: text}."""
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh, delimiter="\t"))
+
+
+# ------------------------------------------------------------------------------------------- trajectory
+TRAJECTORY_COLUMNS = ["task", "variant", "step", "mean", "se", "n", "barrier_true_mean", "barrier_true_se"]
+
+
+def trajectory(summary_rows: list[dict], final_step: int) -> list[dict]:
+    """Barrier vs pre-training step: `summarize`'s rows of tasks at intermediate steps (mlm_step250) and of
+    their final tasks (mlm, at `final_step`), as rows (task, variant, step, mean, se, n, ...), sorted by task,
+    variant and step."""
+    from .tasks import base_task, step_of
+
+    out = []
+    for s in summary_rows:
+        step = step_of(s["task"])
+        out.append({**s, "task": base_task(s["task"]), "step": final_step if step is None else step})
+    return sorted(out, key=lambda r: (r["task"], r["variant"], int(r["step"])))

@@ -11,7 +11,7 @@ from typing import Any
 
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 ROOT = Path(__file__).resolve().parents[2]  # the repository (config.yaml, configs/)
-from .tasks import ORDER  # noqa: E402  (the task registry)
+from .tasks import ORDER, at_step, is_mlm, step_of  # noqa: E402  (the task registry)
 
 
 class ConfigError(ValueError):
@@ -33,6 +33,7 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     _check_variants(config)
     _check_sources(config)
     _check_many(config)
+    _check_trajectory(config)
     return config
 
 
@@ -52,7 +53,10 @@ def lambdas(config) -> list[float]:
 
 
 def variants_for(config, task: str) -> list[str]:
-    """Variant names evaluated for `task` (a GLUE task falls back to the `glue` entry)."""
+    """Variant names evaluated for `task` (a GLUE task falls back to the `glue` entry; a task at an
+    intermediate pre-training step runs `trajectory.variants`)."""
+    if step_of(task) is not None:
+        return list(config["trajectory"]["variants"])
     tv = config["task_variants"]
     if task in tv:
         return list(tv[task])
@@ -76,7 +80,7 @@ def stats_fraction(config, task: str, variant: str) -> float:
     own = variant_options(config, variant).stats_fraction
     if own is not None:
         return float(own)
-    return float(config["statistics"]["mlm_fraction"]) if task == "mlm" else 1.0
+    return float(config["statistics"]["mlm_fraction"]) if is_mlm(task) else 1.0
 
 
 def stats_fractions(config, task: str) -> list[float]:
@@ -96,6 +100,33 @@ def needs_weights(config, variant: str) -> bool:
     """Whether a variant's permutations read the seed checkpoints (weight and hybrid matching)."""
     opts = config["variants"][variant]
     return bool(opts.get("components")) and opts.get("method", "activation") != "activation"
+
+
+def trajectory_steps(config) -> list[int]:
+    """The intermediate pre-training steps of the trajectory, ascending (empty: no trajectory)."""
+    return sorted(int(k) for k in config["trajectory"]["steps"])
+
+
+def step_tasks(config) -> list[str]:
+    """The tasks at intermediate steps the trajectory runs ("mlm_step250", ...), task by task, step by step."""
+    return [at_step(t, k) for t in config["trajectory"]["tasks"] for k in trajectory_steps(config)]
+
+
+def final_step(config) -> int | None:
+    """The pre-training step of the final checkpoints (the tasks themselves): models.pretrain.steps when the
+    seeds are pre-trained here, else trajectory.final_step."""
+    if config["models"]["source"] == "pretrain":
+        return int(config["models"]["pretrain"]["steps"])
+    return config["trajectory"]["final_step"]
+
+
+def step_hub_id(config, seed, step: int) -> str:
+    """The hub id of a seed's checkpoint at an intermediate step (trajectory.hub_id with {seed}, {step} and
+    {step_k} = thousands of steps replaced; MultiBERTs names its steps in thousands: step_20k)."""
+    template = config["trajectory"]["hub_id"]
+    return (
+        template.replace("{seed}", str(seed)).replace("{step_k}", str(int(step) // 1000)).replace("{step}", str(step))
+    )
 
 
 def load_merged(*configfiles, overrides: dict | None = None) -> dict[str, Any]:
@@ -228,6 +259,79 @@ def _check_sources(config):
                 )
         if spec["source"] == "local" and not spec.get("path"):
             raise ConfigError(f"data.{role}.path: a file or folder is required with source: local")
+
+
+def _check_trajectory(config):
+    tr = config["trajectory"]
+    steps = trajectory_steps(config)
+    if not steps:
+        return
+    for i, task in enumerate(tr["tasks"]):
+        if task not in config["tasks"]:
+            raise ConfigError(
+                f"trajectory.tasks[{i}] = {task!r}: not in tasks {config['tasks']} (its final checkpoint is the last point)"
+            )
+    for v in tr["variants"]:
+        for task in tr["tasks"]:
+            if v not in variants_for(config, task):
+                key = task if task in config["task_variants"] else "glue"
+                raise ConfigError(
+                    f"trajectory.variants: {v!r} does not run for task {task!r} (task_variants.{key}: "
+                    f"{variants_for(config, task)}); the trajectory's variants must be a subset of each of its tasks'"
+                )
+    source = config["models"]["source"]
+    if source == "pretrain":
+        pre = config["models"]["pretrain"]
+        every, total = int(pre["checkpoint_every"]), int(pre["steps"])
+        if tr["final_step"] is not None and int(tr["final_step"]) != total:
+            raise ConfigError(
+                f"trajectory.final_step = {tr['final_step']}: with models.source pretrain the final step is "
+                f"models.pretrain.steps = {total}; leave trajectory.final_step null"
+            )
+        for k in steps:
+            if k >= total:
+                raise ConfigError(
+                    f"trajectory.steps: step {k} is not before the end of pre-training (models.pretrain.steps = "
+                    f"{total}); the final checkpoint is the task itself, the trajectory's last point"
+                )
+            if not every:
+                raise ConfigError(
+                    f"trajectory.steps = {steps} needs intermediate checkpoints: set models.pretrain.checkpoint_every "
+                    "(0 saves none)"
+                )
+            if k % every:
+                raise ConfigError(
+                    f"trajectory.steps: step {k} is not a multiple of models.pretrain.checkpoint_every = {every} "
+                    "(pre-training saves only those)"
+                )
+    elif source == "hub":
+        hub_id = tr["hub_id"]
+        if "{seed}" not in hub_id or ("{step}" not in hub_id and "{step_k}" not in hub_id):
+            raise ConfigError(f"trajectory.hub_id {hub_id!r} must contain '{{seed}}' and '{{step}}' or '{{step_k}}'")
+        if "{step_k}" in hub_id:
+            odd = [k for k in steps if k % 1000]
+            if odd:
+                raise ConfigError(
+                    f"trajectory.steps: {odd} are not whole thousands, but trajectory.hub_id {hub_id!r} names "
+                    "steps in thousands ({step_k})"
+                )
+        final = tr["final_step"]
+        if final is None:
+            raise ConfigError(
+                "trajectory.final_step: required with models.source hub (the pre-training step of the final "
+                "checkpoints models.hub_id names, e.g. 2000000 for the MultiBERTs); or set trajectory.steps: []"
+            )
+        late = [k for k in steps if k >= final]
+        if late:
+            raise ConfigError(
+                f"trajectory.steps: {late} are not before trajectory.final_step = {final} (the final checkpoint is "
+                "the task itself, the trajectory's last point)"
+            )
+    else:
+        raise ConfigError(
+            f"trajectory.steps = {steps}: models.source {source} has no intermediate checkpoints (they come from "
+            "pre-training here or from trajectory.hub_id); set trajectory.steps: []"
+        )
 
 
 def check_device(config):

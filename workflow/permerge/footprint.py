@@ -34,6 +34,7 @@ import sys
 from dataclasses import dataclass, field
 
 from . import config as cfg
+from .tasks import base_task
 
 MB = 10**6
 
@@ -414,6 +415,8 @@ def estimate(rule: str, config, task: str | None = None, variant: str | None = N
         )
     if task is None:
         raise ValueError(f"footprint: rule {rule!r} needs a task")
+    # a task at an intermediate step (mlm_step250) has the task's shapes and data, and a subset of its variants
+    task = base_task(task)
     if rule == "finetune" and task == "mlm":
         raise ValueError("footprint: finetune runs on GLUE tasks, not 'mlm'")
     shape, arch, labels = task_shape(config, task)

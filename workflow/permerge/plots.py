@@ -12,9 +12,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.backends.backend_pdf import PdfPages  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from permerge.barriers import parse_loss_path, read_losses  # noqa: E402
-from permerge.tasks import ORDER, TITLES  # noqa: E402
+from permerge.tasks import ORDER, TITLES, is_mlm  # noqa: E402
 
 TASK_ORDER = list(ORDER)
 TASK_TITLES = TITLES
@@ -56,7 +57,7 @@ def plot_task(ax, task: str, by_variant: dict, *, pair_lines: bool = True) -> No
         ax.fill_between(lams, m - se, m + se, alpha=0.2, color=style["color"])
     ax.set_title(f"{TASK_TITLES.get(task, task)}: loss along θ(λ) = (1−λ)θ_A + λπ(θ_B)")
     ax.set_xlabel("λ  (0 = model A, 1 = aligned model B)")
-    ax.set_ylabel("MLM loss (nats)" if task == "mlm" else ("MSE" if task == "stsb" else "cross-entropy"))
+    ax.set_ylabel("MLM loss (nats)" if is_mlm(task) else ("MSE" if task.startswith("stsb") else "cross-entropy"))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
 
@@ -117,11 +118,38 @@ def plot_many(ax, many_rows: list[dict]) -> None:
     ax.legend(fontsize=7, ncol=2)
 
 
+def plot_trajectory(axes, trajectory_rows: list[dict]) -> None:
+    """Barrier vs pre-training step (barriers.trajectory's rows): one panel per task, one line per variant,
+    mean ± s.e. over pairs; the last point of each line is the final checkpoint."""
+    tasks = ordered_tasks({r["task"] for r in trajectory_rows})
+    cmap = plt.get_cmap("tab10")
+    for ax, task in zip(axes, tasks):
+        rows = [r for r in trajectory_rows if r["task"] == task]
+        for i, v in enumerate(_variant_order({r["variant"] for r in rows})):
+            pts = sorted((int(r["step"]), float(r["mean"]), float(r["se"])) for r in rows if r["variant"] == v)
+            steps, means, ses = (np.asarray(x) for x in zip(*pts))
+            style = dict(color="black", ls="--") if v == BASELINE else dict(color=cmap(i % 10))
+            ax.errorbar(steps, means, yerr=np.nan_to_num(ses), marker="o", capsize=3, label=v, **style)
+        ax.set_title(f"{TASK_TITLES.get(task, task)}: barrier vs pre-training step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("pre-training step (last point: the final checkpoint)")
+        ax.set_ylabel("loss barrier: max_λ L − ½(L_A + L_B)")
+        ax.axhline(0, color="black", lw=0.5)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+
+
 def write_figures(
-    loss_paths, summary_rows: list[dict], pdf_path, png_dir, tasks, many_rows: list[dict] | None = None
+    loss_paths,
+    summary_rows: list[dict],
+    pdf_path,
+    png_dir,
+    tasks,
+    many_rows: list[dict] | None = None,
+    trajectory_rows: list[dict] | None = None,
 ) -> list[Path]:
-    """all.pdf (a page per task, mlm first, then the summary, then the all-seed merges if given) and one
-    PNG per task."""
+    """all.pdf (a page per task, mlm first, then the summary, then the all-seed merges and the barrier vs
+    pre-training step if given) and one PNG per task (and trajectory.png)."""
     curves = load_curves(loss_paths)
     written = []
     with PdfPages(pdf_path) as pdf:
@@ -144,5 +172,15 @@ def write_figures(
             plot_many(ax, many_rows)
             fig.tight_layout()
             pdf.savefig(fig)
+            plt.close(fig)
+        if trajectory_rows:
+            n = len({r["task"] for r in trajectory_rows})
+            fig, axes = plt.subplots(1, n, figsize=(6.5 * n, 5), squeeze=False)
+            plot_trajectory(axes[0], trajectory_rows)
+            fig.tight_layout()
+            pdf.savefig(fig)
+            png = Path(png_dir) / "trajectory.png"
+            fig.savefig(png, dpi=110)
+            written.append(png)
             plt.close(fig)
     return written

@@ -7,6 +7,10 @@
   types) trained with BERT's dynamic 15% / 80-10-10 masking by the shared loop of train.py. The seed controls the initialisation, the data
   order and the masks. For speed the MLM head runs only at the masked positions (the vocabulary projection
   dominates a tiny model's cost).
+* `checkpoint_every`: the weights at every multiple of it below the final step (step 0, the initialisation,
+  included) are also saved, weights only, as `steps/step{k}.safetensors` inside the seed's folder; saving
+  draws nothing random, so the final weights are the same with or without it. `export_step` turns one into
+  a HuggingFace model directory (the workflow's `mlm_step{k}` task).
 * `unigram_loss_from_ids`: the unigram plateau — the masked-token cross-entropy of a model that ignores the context and
   predicts training-text token frequencies. A pre-trained seed must beat it clearly.
 
@@ -35,6 +39,7 @@ from .models import load_tokenizer
 from .train import train
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+STEPS_DIR = "steps"  # intermediate checkpoints inside a seed's folder
 
 
 def _read_lines(path) -> Iterable[str]:
@@ -227,6 +232,7 @@ def pretrain_bert(
     heldout_file=None,
     heldout_max_blocks: int | None = 256,
     heldout_every: int = 0,
+    checkpoint_every: int = 0,
     log_every: int = 50,
     log: logging.Logger | None = None,
 ) -> dict:
@@ -237,6 +243,8 @@ def pretrain_bert(
     from a seed-dependent generator. `heldout_file` (optional): lines scored at the end with a fixed masked
     set (block size max_position_embeddings, mask seed 0), reported with the unigram baseline of the same set;
     with `heldout_every` > 0 the first 32 of those blocks are also scored (and logged) every that many steps.
+    `checkpoint_every` > 0: the weights after every multiple k of it below `steps` (k = 0: the initialisation)
+    are saved as `out_dir/steps/step{k}.safetensors` (`step_file`).
 
     `initializer_range` None: 0.02·sqrt(768/hidden_size), i.e. BERT-base's init gain (std·sqrt(d)) kept for
     narrower models (0.049 for d=128; 0.02 at d=768). With BERT's 0.02 a d=128 model sits on the unigram
@@ -252,6 +260,8 @@ def pretrain_bert(
         raise ValueError(f"seq_len {seq_len} > max_position_embeddings {max_position_embeddings}")
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
+    if checkpoint_every < 0:
+        raise ValueError(f"checkpoint_every must be 0 (none) or positive, got {checkpoint_every}")
 
     ids = corpus_ids(tokenizer, tokenizer_dir, text_file, log=log)
     blocks = blocks_from_ids(ids, seq_len)
@@ -301,13 +311,22 @@ def pretrain_bert(
         )
         return mlm_step_loss(model, x, y)
 
-    def heldout(done):
+    saved: list[int] = []
+
+    def checkpoint(done):
+        if checkpoint_every and done % checkpoint_every == 0 and done < steps:
+            save_step(model, out_dir, done)
+            saved.append(done)
+
+    def after_step(done):
+        checkpoint(done)
         if evalset is not None and heldout_every and done % heldout_every == 0:
             h = mlm_loss(model, {k: v[:32] for k, v in evalset.items()})["loss"]
             model.train()
             curve.append([done, h])
             log.info("step %d held-out (32 blocks) loss %.4f", done, h)
 
+    checkpoint(0)  # the initialisation
     run = train(
         model,
         block_batches(blocks, batch_size, data_gen, progress),
@@ -322,7 +341,7 @@ def pretrain_bert(
         eps=1e-6,
         log=log,
         log_every=log_every,
-        after_step=heldout,
+        after_step=after_step,
     )
     losses, train_s, tokens = run.losses, run.seconds, progress["tokens"]
 
@@ -343,6 +362,8 @@ def pretrain_bert(
     }
     if curve:
         metrics["heldout_curve"] = curve
+    if saved:
+        metrics["checkpoint_steps"] = saved
     if evalset is not None:
         t_eval = time.time()
         res = mlm_loss(model, evalset)
@@ -367,6 +388,46 @@ def pretrain_bert(
         "saved %s: %s", out_dir, json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
     )
     return metrics
+
+
+# ------------------------------------------------------------------------------------------- steps
+def step_file(seed_dir, step: int) -> Path:
+    """The weights-only checkpoint of a pre-trained seed at an intermediate step."""
+    return Path(seed_dir) / STEPS_DIR / f"step{int(step)}.safetensors"
+
+
+def save_step(model, seed_dir, step: int) -> Path:
+    """Save the model's weights (tied weights once) as `step_file(seed_dir, step)`."""
+    from safetensors.torch import save_model
+
+    path = step_file(seed_dir, step)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_model(model, str(path), metadata={"step": str(int(step))})
+    return path
+
+
+def export_step(seed_dir, step: int, out_dir) -> Path:
+    """The seed's checkpoint at `step` as a HuggingFace model directory (the final checkpoint's config and
+    tokenizer, the step's weights): `AutoModelForMaskedLM.from_pretrained(out_dir)` loads it. `out_dir` is
+    written directly: wrap the call in `io.atomic_path`."""
+    import transformers
+    from safetensors.torch import load_model
+    from transformers import AutoConfig
+
+    path = step_file(seed_dir, step)
+    if not path.is_file():
+        saved = sorted(int(f.stem.removeprefix("step")) for f in path.parent.glob("step*.safetensors"))
+        raise FileNotFoundError(
+            f"{seed_dir} has no checkpoint at step {step} (saved: {saved or 'none'}); pre-training saves every "
+            "models.pretrain.checkpoint_every steps"
+        )
+    config = AutoConfig.from_pretrained(str(seed_dir))
+    model = getattr(transformers, config.architectures[0])(config)
+    load_model(model, str(path), strict=True)  # every weight from the step file (tied ones included)
+    out_dir = Path(out_dir)
+    model.save_pretrained(str(out_dir), safe_serialization=True)
+    load_tokenizer(seed_dir).save_pretrained(str(out_dir))
+    return out_dir
 
 
 # ------------------------------------------------------------------------------------------- unigram

@@ -122,3 +122,44 @@ def split_signatures() -> dict[tuple[str, ...], list[str]]:
     for t in TASKS.values():
         groups.setdefault(t.splits, []).append(t.name)
     return groups
+
+
+# ------------------------------------------------------------------------------------------- steps
+# A task at an intermediate pre-training step is a task of its own in the DAG: `mlm_step250` is the MLM
+# checkpoint after 250 pre-training steps, `sst2_step250` that checkpoint fine-tuned on SST-2. Everything
+# that depends on what a task *is* (its data, evaluation, head, fine-tuning settings) asks `base_task`;
+# only the model directories and the trajectory table see the step.
+STEP_SEP = "_step"
+
+
+def base_task(task: str) -> str:
+    """The task a (possibly step-suffixed) task name evaluates: base_task("mlm_step250") == "mlm"."""
+    name, sep, step = task.rpartition(STEP_SEP)
+    return name if sep and step.isdigit() else task
+
+
+def step_of(task: str) -> int | None:
+    """The pre-training step of a step task (step_of("sst2_step250") == 250); None for a final checkpoint."""
+    name, sep, step = task.rpartition(STEP_SEP)
+    return int(step) if sep and step.isdigit() else None
+
+
+def at_step(task: str, step: int) -> str:
+    """The name of `task` at pre-training step `step` (at_step("mlm", 250) == "mlm_step250")."""
+    return f"{base_task(task)}{STEP_SEP}{int(step)}"
+
+
+def is_mlm(task: str) -> bool:
+    """Whether the task is the pre-trained models themselves (at the end of pre-training or at a step)."""
+    return base_task(task) == MLM
+
+
+def pretrained_of(task: str) -> str:
+    """The MLM checkpoint a task's models start from: "mlm" for a final task, "mlm_step250" at a step."""
+    step = step_of(task)
+    return MLM if step is None else at_step(MLM, step)
+
+
+def task_pattern(tasks=ORDER) -> str:
+    """Regex of the task names (final or at a step) over `tasks`: a wildcard constraint."""
+    return f"(?:{'|'.join(tasks)})(?:{STEP_SEP}\\d+)?"

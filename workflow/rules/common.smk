@@ -53,7 +53,10 @@ onstart:
 
 SEEDS = sorted(config["seeds"])
 TASKS = list(config["tasks"])
-GLUE = [t for t in TASKS if t != "mlm"]
+GLUE = [t for t in TASKS if not TASK_REGISTRY.is_mlm(t)]
+# Barrier vs pre-training step: the trajectory's tasks at intermediate steps (mlm_step250, ...) are tasks of
+# their own, planned like any task; TASK_REGISTRY.base_task says what they evaluate (mlm_step250 -> mlm).
+STEP_TASKS = cfg.step_tasks(config)
 PAIRS = cfg.pairs(config)
 LAMBDAS = cfg.lambdas(config)
 ENV = "../../envs/permerge.yaml"
@@ -61,10 +64,11 @@ GPU = 1 if config["device"].startswith("cuda") else 0  # heavy jobs ask for a GP
 
 
 wildcard_constraints:
-    task="|".join(TASK_REGISTRY.ORDER),
+    task=TASK_REGISTRY.task_pattern(),  # mlm, sst2, ... or one at a step: mlm_step250
     glue_task="|".join(TASK_REGISTRY.GLUE_TASKS),
     variant="|".join(config["variants"]),
     seed=r"\d+",
+    step=r"\d+",
     a=r"\d+",
     b=r"\d+",
     fraction=r"[0-9.]+(e-?\d+)?",
@@ -150,29 +154,54 @@ def merged_models(task):
     ]
 
 
+def model_location(task, seed):
+    """Where fetch_model copies a seed's MLM checkpoint from: models.hub_id / models.local_dir for the final
+    one, trajectory.hub_id for one at an intermediate step."""
+    step = TASK_REGISTRY.step_of(task)
+    if step is not None:
+        if config["models"]["source"] != "hub":
+            raise WorkflowError(f"{task}: checkpoints at a step come from trajectory.hub_id (models.source: hub)")
+        return cfg.step_hub_id(config, seed, step)
+    models = config["models"]
+    return (models["hub_id"] if models["source"] == "hub" else models["local_dir"]).replace("{seed}", str(seed))
+
+
 def eval_split(task):
     """The split a task is evaluated on (GLUE's validation; mnli: validation_mismatched)."""
-    return TASK_REGISTRY.glue_task(task).eval_split
+    return TASK_REGISTRY.glue_task(TASK_REGISTRY.base_task(task)).eval_split
 
 
 def finetune_params(task):
     """Fine-tuning hyper-parameters of one task: the defaults with the task's overrides."""
     ft = config["finetune"]
     hp = {k: v for k, v in ft.items() if k != "tasks"}
-    hp.update(ft["tasks"].get(task, {}))
+    hp.update(ft["tasks"].get(TASK_REGISTRY.base_task(task), {}))
     return hp
 
 
 def stats_text(wildcards):
-    if wildcards.task == "mlm":
+    task = TASK_REGISTRY.base_task(wildcards.task)  # a task at a step reads the task's data
+    if task == TASK_REGISTRY.MLM:
         return res("data/text/books.txt")
-    return f"{R}/data/glue/{wildcards.task}/train.jsonl"
+    return f"{R}/data/glue/{task}/train.jsonl"
 
 
 def evaluation_data(wildcards):
-    if wildcards.task == "mlm":
+    task = TASK_REGISTRY.base_task(wildcards.task)
+    if task == TASK_REGISTRY.MLM:
         return res("data/evalsets/mlm.safetensors")
-    return f"{R}/data/glue/{wildcards.task}/{eval_split(wildcards.task)}.jsonl"
+    return f"{R}/data/glue/{task}/{eval_split(task)}.jsonl"
+
+
+def trajectory_loss_files():
+    """The loss files of the trajectory: every step task's, and its final task's (the last point)."""
+    tasks = [*STEP_TASKS, *config["trajectory"]["tasks"]] if STEP_TASKS else []
+    return [
+        f"{R}/losses/{t}/{v}/{pair_name(a, b)}.tsv"
+        for t in tasks
+        for v in config["trajectory"]["variants"]
+        for a, b in PAIRS
+    ]
 
 
 # Data (data.smk)

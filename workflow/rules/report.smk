@@ -6,6 +6,7 @@ localrules:
     tabulate_barriers,
     plot_barriers,
     tabulate_finetuning,
+    tabulate_trajectory,
 
 
 rule tabulate_barriers:
@@ -52,12 +53,34 @@ rule tabulate_finetuning:
         "../scripts/tabulate_finetuning.py"
 
 
+# Barrier vs pre-training step (trajectory:): the trajectory's tasks at each step and at the end.
+rule tabulate_trajectory:
+    input:
+        losses=trajectory_loss_files(),
+    output:
+        report(
+            res("tables/trajectory.tsv"),
+            caption="../report/trajectory.rst",
+            category="Tables",
+            labels={"table": "barrier vs pre-training step"},
+        ),
+    log:
+        res("logs/tabulate_trajectory.log"),
+    conda:
+        ENV
+    params:
+        final_step=cfg.final_step(config),
+    script:
+        "../scripts/tabulate_trajectory.py"
+
+
 rule plot_barriers:
     input:
         losses=[f for task in TASKS for f in loss_files(task)],
         summary=res("tables/summary.tsv"),
         finetune=[res("tables/finetune.tsv")] if GLUE else [],
         many=[res("tables/many.tsv")] if any(cfg.many_variants(config, t) for t in TASKS) else [],
+        trajectory=[res("tables/trajectory.tsv")] if STEP_TASKS else [],
     output:
         pdf=report(
             res("figures/all.pdf"),
@@ -73,7 +96,19 @@ rule plot_barriers:
                 labels={"figure": f"loss along λ: {task}"},
             )
             for task in TASKS
-        ],
+        ]
+        + (
+            [
+                report(
+                    res("figures/trajectory.png"),
+                    caption="../report/figure_trajectory.rst",
+                    category="Figures",
+                    labels={"figure": "barrier vs pre-training step"},
+                )
+            ]
+            if STEP_TASKS
+            else []
+        ),
     log:
         res("logs/plot_barriers.log"),
     conda:

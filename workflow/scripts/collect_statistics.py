@@ -77,9 +77,9 @@ with atomic_path(snakemake.output[0], is_dir=True) as folder:  # replaces the fo
             tokenizer = load_tokenizer(snakemake.input.models[0])
             if text.endswith(".jsonl"):  # a GLUE task's training split: sentence (pairs)
                 from permerge.data.jsonl import read_jsonl
-                from permerge.tasks import TASKS
+                from permerge.tasks import TASKS, base_task
 
-                keys = TASKS[snakemake.wildcards.task].text_keys
+                keys = TASKS[base_task(snakemake.wildcards.task)].text_keys
                 examples = read_jsonl(text)
             else:  # one sentence per line
                 keys = ("text",)

@@ -9,6 +9,7 @@ from permerge.io import atomic_path, setup_job
 log = setup_job(snakemake)
 from permerge.data.jsonl import read_jsonl, validate_task_files  # noqa: E402
 from permerge.finetune import finetune, task_info  # noqa: E402
+from permerge.tasks import base_task  # noqa: E402
 
 p = snakemake.params
 hp = dict(p.hparams)
@@ -27,7 +28,7 @@ KEYS = (
 missing = [k for k in KEYS if k not in hp]
 if missing:
     raise SystemExit(f"finetune: params.hparams lacks {missing} (the config schema's `finetune` defaults fill them)")
-task = snakemake.wildcards.glue_task
+task = base_task(snakemake.wildcards.glue_task)  # sst2_step250: SST-2 on the step-250 checkpoint
 seed = int(snakemake.wildcards.seed)
 info = task_info(task)
 # A missing split, text or label column fails here, naming the task and the file.

@@ -15,6 +15,7 @@ from permerge.io import atomic_path, setup_job
 from permerge.many import average, into_model, iterative, to_reference
 from permerge.models import load_model
 from permerge.spec import spec_for_model
+from permerge.tasks import base_task
 from permerge.variants import Variant
 from permerge.weight_matching import match_weights
 
@@ -25,7 +26,7 @@ seeds = list(p.seeds)
 model_dirs = dict(zip(seeds, snakemake.input.models))
 ref = seeds.index(p.reference)
 evaluate, num_labels = task_evaluator(
-    w.task,
+    base_task(w.task),  # mlm_step250 is evaluated as mlm
     snakemake.input.data,
     model_dirs[seeds[0]],
     batch_size=p.evaluation["batch_size"],

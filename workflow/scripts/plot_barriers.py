@@ -1,4 +1,5 @@
-"""results/figures/all.pdf and a PNG per task from the loss files and the summary table."""
+"""results/figures/all.pdf and a PNG per task from the loss files and the summary table (and the barrier vs
+pre-training step page, trajectory.png, from the trajectory table when trajectory.steps are configured)."""
 
 from pathlib import Path
 
@@ -11,6 +12,7 @@ pdf = Path(snakemake.output.pdf)
 with atomic_path(pdf) as tmp_pdf:
     # PNGs are written next to the PDF's temp file's dir, then moved one by one.
     many = read_tsv(snakemake.input.many[0]) if snakemake.input.many else None
+    trajectory = read_tsv(snakemake.input.trajectory[0]) if snakemake.input.trajectory else None
     pngs = write_figures(
         snakemake.input.losses,
         read_tsv(snakemake.input.summary),
@@ -18,6 +20,7 @@ with atomic_path(pdf) as tmp_pdf:
         tmp_pdf.parent,
         snakemake.params.tasks,
         many_rows=many,
+        trajectory_rows=trajectory,
     )
     for png in pngs:
         png.replace(pdf.parent / png.name)

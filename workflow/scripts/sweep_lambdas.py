@@ -9,12 +9,13 @@ from permerge.evaluate import lambda_sweep, task_evaluator, write_loss_table
 from permerge.io import setup_job
 from permerge.models import load_model
 from permerge.permute import apply_permutations
+from permerge.tasks import base_task
 
 log = setup_job(snakemake)
 p, w = snakemake.params, snakemake.wildcards
 model_dirs = dict(zip(p.seeds, snakemake.input.models))
 evaluate, num_labels = task_evaluator(
-    w.task,
+    base_task(w.task),  # mlm_step250 is evaluated as mlm
     snakemake.input.data,
     model_dirs[p.seeds[0]],
     batch_size=p.evaluation["batch_size"],
