@@ -86,6 +86,8 @@ def test_paper_protocol_is_in_effect_after_merging():
     assert (ft["lr"], ft["epochs"], ft["batch_size"], ft["max_length"], ft["warmup"]) == (2e-5, 3, 8, 128, 0.0)
     assert (ft["head_seed"], ft["data_seed"], ft["fp16"], ft["max_train_examples"]) == (42, 42, True, None)
     assert ft["group_by_length"] is False and ft["tasks"] == {"mrpc": {"epochs": 5}}
+    assert ft["dropout"] is None  # the checkpoint's own (the MultiBERTs: 0.1), as run_glue
+    assert c["many"]["tasks"] is None  # every task
     assert cfg.variants_for(c, "rte") == ["vanilla", "all", "paper_glue"]
     glue_method = cfg.variant_options(c, "paper_glue")
     assert (glue_method.components, glue_method.residual) == ({"ff", "attn", "res"}, "first")

@@ -74,6 +74,7 @@ def test_effective_configuration_is_the_papers(rehearsal):
         "data_seed",
         "fp16",
         "max_train_examples",
+        "dropout",
         "tasks",
     ):
         assert ft[key] == paper_ft[key], key

@@ -36,8 +36,9 @@ def test_embedded_full_grid(wf):
     assert jobs["build_mlm_evalset"] == 1
     assert jobs["tabulate_barriers"] == jobs["plot_barriers"] == jobs["tabulate_finetuning"] == 1
     assert jobs["tabulate_trajectory"] == 1
-    # all seeds at once: vanilla, all and wm_all on mlm; vanilla and all on each GLUE task
-    assert jobs["merge_many"] == 3 + glue_tasks * 2 and jobs["tabulate_many"] == 1
+    # all seeds at once (many.tasks: [mlm]): vanilla, all and wm_all on mlm only
+    assert jobs["merge_many"] == 3 and jobs["tabulate_many"] == 1
+    assert jobs["bow_baseline"] == 1
     assert planned_jobs(wf, "merged")["merge_checkpoints"] == per_pair
 
 

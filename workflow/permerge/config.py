@@ -157,7 +157,11 @@ def effective_yaml(config, configfiles=()) -> str:
 
 
 def many_variants(config, task: str) -> list[str]:
-    """The variants merged all at once on `task` (those of many.variants the task runs)."""
+    """The variants merged all at once on `task` (those of many.variants the task runs; none for a task
+    outside many.tasks)."""
+    tasks = config["many"].get("tasks")
+    if tasks is not None and task not in tasks:
+        return []
     return [v for v in config["many"]["variants"] if v in variants_for(config, task)]
 
 
@@ -173,6 +177,9 @@ def _check_many(config):
             raise ConfigError(
                 f"many.variants: unknown variant '{v}' (defined: {', '.join(sorted(config['variants']))})"
             )
+    for t in many.get("tasks") or []:
+        if t not in config["tasks"]:
+            raise ConfigError(f"many.tasks: '{t}' is not in tasks {config['tasks']}")
     if not many["variants"]:
         return
     ref = many_reference(config)

@@ -75,9 +75,10 @@ def checkpoint_has_pooler(model_dir) -> bool:
     return any(k.endswith("pooler.dense.weight") for k in _checkpoint_keys(model_dir))
 
 
-def load_for_classification(model_dir, *, num_labels: int, head_seed: int = 0, log=None):
+def load_for_classification(model_dir, *, num_labels: int, head_seed: int = 0, dropout: float | None = None, log=None):
     """BertForSequenceClassification from a pre-trained directory (BertForPreTraining or BertForMaskedLM):
-    the checkpoint's own pooler when it has one, the classifier (and a missing pooler) from `head_seed`."""
+    the checkpoint's own pooler when it has one, the classifier (and a missing pooler) from `head_seed`.
+    `dropout` (None: the checkpoint's) sets the hidden, attention and classifier dropout of fine-tuning."""
     import transformers
     from transformers import BertForSequenceClassification
 
@@ -85,6 +86,8 @@ def load_for_classification(model_dir, *, num_labels: int, head_seed: int = 0, l
     kwargs = {"num_labels": int(num_labels)}
     if num_labels == 1:
         kwargs["problem_type"] = "regression"
+    if dropout is not None:
+        kwargs.update(hidden_dropout_prob=float(dropout), attention_probs_dropout_prob=float(dropout))
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # the "newly initialized head" warning is expected here
     try:
@@ -168,6 +171,7 @@ def finetune(
     group_by_length: bool = True,
     device: str = "cpu",
     eval_batch_size: int = 64,
+    dropout: float | None = None,
     log: logging.Logger | None = None,
 ) -> dict:
     """Fine-tune one seed and save it (safetensors + tokenizer + metrics.json). Returns the metrics.
@@ -183,7 +187,7 @@ def finetune(
     regression = num_labels == 1
     train_set = build_glue_evalset(tokenizer, train_examples, text_keys, max_length=max_length, regression=regression)
     evalset = build_glue_evalset(tokenizer, eval_examples, text_keys, max_length=max_length, regression=regression)
-    model = load_for_classification(model_dir, num_labels=num_labels, head_seed=head_seed, log=log)
+    model = load_for_classification(model_dir, num_labels=num_labels, head_seed=head_seed, dropout=dropout, log=log)
     pooler_init = "pretrained" if checkpoint_has_pooler(model_dir) else "head_seed"
     pooler_sha = _sha256_float32(model.bert.pooler.dense.weight)  # before any step: provenance of the pooler
     dev = torch.device(device)
@@ -264,6 +268,7 @@ def finetune(
         "warmup": float(warmup),
         "weight_decay": float(weight_decay),
         "grad_clip": float(grad_clip),
+        "dropout": float(model.config.hidden_dropout_prob),
         "group_by_length": bool(group_by_length),
         "fp16": bool(fp16),
         "fp16_in_effect": amp,

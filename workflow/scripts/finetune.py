@@ -1,7 +1,7 @@
 """Fine-tune one pre-trained seed on one GLUE(-shaped) task; the head is initialised identically across seeds.
 
 params.hparams: config `finetune` with the task's overrides (lr, epochs, batch_size, max_length, warmup,
-head_seed, data_seed, fp16, group_by_length, max_train_examples); params.device.
+head_seed, data_seed, fp16, group_by_length, max_train_examples, dropout); params.device.
 """
 
 from permerge.io import atomic_path, setup_job
@@ -24,6 +24,7 @@ KEYS = (
     "fp16",
     "group_by_length",
     "max_train_examples",
+    "dropout",
 )
 missing = [k for k in KEYS if k not in hp]
 if missing:
@@ -57,6 +58,7 @@ with atomic_path(snakemake.output[0], is_dir=True) as tmp:
         warmup=float(hp["warmup"]),
         fp16=bool(hp["fp16"]),
         group_by_length=bool(hp["group_by_length"]),
+        dropout=None if hp["dropout"] is None else float(hp["dropout"]),
         device=getattr(p, "device", "cpu") or "cpu",
         log=log,
     )
