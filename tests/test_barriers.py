@@ -93,6 +93,24 @@ def test_rows_and_summary_from_files(tmp_path):
     # old files: the true barrier falls back to the λ=1 loss; function preservation is not measured
     assert back[1]["barrier_true"] == "3.5" and back[1]["loss_b_unpermuted"] == "2" and back[1]["rel_diff_b"] == ""
     assert s["barrier_true_mean"] == 2.5 and s["max_rel_diff_b"] is None
+    assert s["vs_vanilla_mean"] is None and s["below_vanilla"] is None  # vanilla itself
+
+
+def test_summary_pairs_each_variant_with_vanilla(tmp_path):
+    lams = [0.0, 0.5, 1.0]
+    paths = []
+    mids = {"vanilla": (3.0, 5.0, 4.0), "all": (2.0, 5.5, 3.0)}
+    for variant, values in mids.items():
+        for pair, mid in zip(("seed1-seed2", "seed1-seed3", "seed2-seed3"), values):
+            p = tmp_path / "losses" / "mlm" / variant / f"{pair}.tsv"
+            write_losses(p, lams, [1.0, mid, 1.0])
+            paths.append(p)
+    s = {r["variant"]: r for r in summarize(barrier_rows(paths))}
+    diffs = [-1.0, 0.5, -1.0]
+    assert s["all"]["vs_vanilla_mean"] == pytest.approx(-0.5)
+    assert s["all"]["vs_vanilla_se"] == pytest.approx(math.sqrt(sum((d + 0.5) ** 2 for d in diffs) / 2) / math.sqrt(3))
+    assert s["all"]["below_vanilla"] == "2/3"
+    assert s["vanilla"]["vs_vanilla_mean"] is None
 
 
 def test_rows_and_summary_with_unpermuted_b(tmp_path):

@@ -218,6 +218,16 @@ def test_barrier_tables_equal_recomputation(smoke_run):
             assert float(s[col + "se"]) == pytest.approx(se, rel=1e-5, abs=1e-6), (s, key)
             assert se > 0  # three different pairs: a real spread, not a placeholder
         assert float(s["max_rel_diff_b"]) == pytest.approx(max(g["rel_diff_b"] for g in group), rel=1e-3, abs=1e-9)
+        if s["variant"] == "vanilla":
+            assert s["vs_vanilla_mean"] == s["below_vanilla"] == ""
+        else:  # paired with vanilla's barrier on the same pair
+            d = [
+                exact[s["task"], s["variant"], p]["barrier"] - exact[s["task"], "vanilla", p]["barrier"] for p in PAIRS
+            ]
+            m, se = mean_se(d)
+            assert float(s["vs_vanilla_mean"]) == pytest.approx(m, rel=1e-4, abs=1e-6), s
+            assert float(s["vs_vanilla_se"]) == pytest.approx(se, rel=1e-4, abs=1e-6), s
+            assert s["below_vanilla"] == f"{sum(x < 0 for x in d)}/{len(PAIRS)}"
 
 
 def test_merged_checkpoint_is_the_interpolation(smoke_run):

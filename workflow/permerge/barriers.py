@@ -41,7 +41,11 @@ SUMMARY_COLUMNS = [
     "barrier_linear_true_mean",
     "barrier_linear_true_se",
     "max_rel_diff_b",
+    "vs_vanilla_mean",
+    "vs_vanilla_se",
+    "below_vanilla",
 ]
+BASELINE_VARIANT = "vanilla"  # the paired differences of the summary are against plain weight averaging
 # Loss-file column with the unpermuted B's loss (the same on every row; see evaluate.lambda_sweep).
 UNPERMUTED_LOSS = "loss_b_unpermuted"
 
@@ -142,10 +146,16 @@ def _mean_se(values: list[float]) -> tuple[float, float]:
 
 def summarize(rows: list[dict]) -> list[dict]:
     """Mean and standard error over pairs of each barrier, per (task, variant), in first-seen order, and
-    `max_rel_diff_b`: the largest |L(π(B)) − L(B)| / L(B) over the pairs that measured it (None if none)."""
+    `max_rel_diff_b`: the largest |L(π(B)) − L(B)| / L(B) over the pairs that measured it (None if none).
+
+    Paired against `vanilla` of the same task (over the pairs both have; None for vanilla itself or a task
+    without it): `vs_vanilla_mean`/`_se` of barrier − vanilla's barrier, and `below_vanilla`, "k/n" pairs
+    where the variant's barrier is the lower. Pairs share their evaluation data, so the paired difference
+    is far less noisy than the two means side by side."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["task"], r["variant"]), []).append(r)
+    vanilla = {(r["task"], r["pair"]): r["barrier"] for r in rows if r["variant"] == BASELINE_VARIANT}
     out = []
     for (task, variant), rs in groups.items():
         m, se = _mean_se([r["barrier"] for r in rs])
@@ -154,6 +164,12 @@ def summarize(rows: list[dict]) -> list[dict]:
             row[f"{key}_mean"], row[f"{key}_se"] = _mean_se([r[key] for r in rs])
         diffs = [r["rel_diff_b"] for r in rs if r.get("rel_diff_b") is not None]
         row["max_rel_diff_b"] = max(diffs) if diffs else None
+        paired = [r["barrier"] - vanilla[task, r["pair"]] for r in rs if (task, r["pair"]) in vanilla]
+        if variant != BASELINE_VARIANT and paired:
+            row["vs_vanilla_mean"], row["vs_vanilla_se"] = _mean_se(paired)
+            row["below_vanilla"] = f"{sum(d < 0 for d in paired)}/{len(paired)}"
+        else:
+            row["vs_vanilla_mean"] = row["vs_vanilla_se"] = row["below_vanilla"] = None
         out.append(row)
     return out
 

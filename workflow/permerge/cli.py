@@ -262,9 +262,10 @@ def add_merge(sub: argparse._SubParsersAction) -> None:
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_align, add_merge]
 
 from .bench import add_bench  # noqa: E402  (permerge bench; its heavy imports happen when it runs)
+from .resultsmd import add_results  # noqa: E402
 from .runtime import add_runtime  # noqa: E402
 
-SUBCOMMANDS.extend([add_bench, add_runtime])
+SUBCOMMANDS.extend([add_bench, add_runtime, add_results])
 
 
 def _positive_int(text: str) -> int:
