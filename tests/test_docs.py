@@ -10,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SKIP_DIRS = {".venv", "results", ".git", "__pycache__", ".snakemake", ".pytest_cache"}
 SUFFIXES = {".py", ".smk", ".yaml", ".yml", ".md"}
-RUN = "bash envs/setup.sh && .venv/bin/snakemake -j 8 results/figures/all.pdf"
+RUN = "bash envs/setup.sh && .venv/bin/snakemake --cores all results/figures/all.pdf"
 TEST = "bash envs/setup.sh && .venv/bin/python -m pytest -q tests"
 
 # "docs/<name>.md" anywhere; a bare "<name>.md" (not part of a longer path or URL).
