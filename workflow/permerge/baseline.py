@@ -125,7 +125,7 @@ def bow_baseline(train: Sequence[Mapping], evaluation: Sequence[Mapping], task: 
 def summarize_finetuning(models: Sequence[Mapping], baseline: Sequence[Mapping]) -> list[dict]:
     """Per task (in `baseline`'s order): the seeds' metric (mean, s.e., min, max, n) beside chance, the
     bag-of-words score and the target; `learnt`: "yes" when the mean reaches the target, "n/a" without one."""
-    from scipy.stats import sem
+    from .barriers import _mean_se
 
     out = []
     for b in baseline:
@@ -133,19 +133,20 @@ def summarize_finetuning(models: Sequence[Mapping], baseline: Sequence[Mapping])
         if not len(values):
             continue
         target = float(b["target"])
+        mean, se = _mean_se(values.tolist())
         out.append(
             {
                 "task": b["task"],
                 "metric": b["metric"],
                 "n": len(values),
-                "mean": float(values.mean()),
-                "se": float(sem(values)) if len(values) > 1 else float("nan"),
+                "mean": float(mean),
+                "se": se,
                 "min": float(values.min()),
                 "max": float(values.max()),
                 "chance": float(b["chance"]),
                 "bow": float(b["bow"]),
                 "target": target,
-                "learnt": "n/a" if np.isnan(target) else ("yes" if values.mean() >= target else "no"),
+                "learnt": "n/a" if np.isnan(target) else ("yes" if mean >= target else "no"),
             }
         )
     return out
