@@ -8,6 +8,8 @@ import csv
 import os
 import re
 import shutil
+import subprocess
+import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -19,7 +21,8 @@ import yaml
 from permerge import config as cfg
 from permerge import pretrain as pretrain_module
 from permerge.barriers import barrier_rows, summarize
-from permerge.pretrain import export_step, pretrain_bert, step_file
+from permerge.pretrain import pretrain_bert
+from permerge.steps import export_step, step_file
 from permerge.tasks import at_step, base_task, is_mlm, pretrained_of, step_of, task_pattern
 from tests.workflow_utils import ROOT, copy_workflow, planned_jobs, snakemake
 
@@ -109,6 +112,27 @@ def test_export_step_is_a_model_directory(tokenizer_dir, corpus_dir, tmp_path): 
     assert len(AutoTokenizer.from_pretrained(str(tmp_path / "step2"))) == model.config.vocab_size
     with pytest.raises(FileNotFoundError, match=r"no checkpoint at step 3 \(saved: \[0, 2, 4\]\)"):
         export_step(tmp_path / "seed", 3, tmp_path / "step3")
+
+
+def test_export_step_refuses_a_foreign_weights_file(tmp_path):
+    from safetensors.torch import save_file
+
+    seed = tmp_path / "seed"
+    (seed / "steps").mkdir(parents=True)
+    (seed / "config.json").write_text("{}")
+    save_file({"w": torch.zeros(2)}, str(step_file(seed, 4)), metadata={"step": "4"})  # no format: pt
+    with pytest.raises(ValueError, match=r"step4.safetensors is not a step-4 checkpoint .*rerun pretrain_seed"):
+        export_step(seed, 4, tmp_path / "out")
+
+
+def test_extract_step_job_imports_neither_torch_nor_transformers():
+    # The extract_step script's imports: a job that copies files must not pay seconds of imports.
+    code = (
+        "import sys; from permerge.io import setup_job; setup_job(threads=1); import permerge.steps; "
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"
 
 
 # ----------------------------------------------------------------------------------------- configuration

@@ -48,18 +48,17 @@ def setup_job(snakemake=None, *, threads: int | None = None) -> logging.Logger:
         handlers=handlers,
         force=True,
     )
+    # Neither torch nor transformers is imported here (seconds per job): a light job (a file copy, a table)
+    # stays light. torch reads OMP_NUM_THREADS when first imported; one already imported is set directly.
     if threads:
-        import torch
-
-        torch.set_num_threads(int(threads))
-    # Progress bars of weight loading would land in snakemake's own output, not the job's log.
+        os.environ["OMP_NUM_THREADS"] = str(int(threads))
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(int(threads))
+    # Progress bars of weight loading would land in snakemake's own output, not the job's log (transformers
+    # reads this when imported; one already imported is told directly).
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    try:
-        import transformers
-
-        transformers.utils.logging.disable_progress_bar()
-    except (ImportError, AttributeError):
-        pass
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
     return logging.getLogger("permerge")
 
 

@@ -36,10 +36,10 @@ import torch.nn.functional as F
 
 from .evaluate import IGNORE_INDEX, bert_mask, blocks_from_ids, build_mlm_evalset, mlm_loss, special_ids, tokenize_lines
 from .models import load_tokenizer
+from .steps import step_file, step_metadata
 from .train import train
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-STEPS_DIR = "steps"  # intermediate checkpoints inside a seed's folder
 
 
 def _read_lines(path) -> Iterable[str]:
@@ -391,43 +391,14 @@ def pretrain_bert(
 
 
 # ------------------------------------------------------------------------------------------- steps
-def step_file(seed_dir, step: int) -> Path:
-    """The weights-only checkpoint of a pre-trained seed at an intermediate step."""
-    return Path(seed_dir) / STEPS_DIR / f"step{int(step)}.safetensors"
-
-
 def save_step(model, seed_dir, step: int) -> Path:
     """Save the model's weights (tied weights once) as `step_file(seed_dir, step)`."""
     from safetensors.torch import save_model
 
     path = step_file(seed_dir, step)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_model(model, str(path), metadata={"step": str(int(step))})
+    save_model(model, str(path), metadata=step_metadata(step))
     return path
-
-
-def export_step(seed_dir, step: int, out_dir) -> Path:
-    """The seed's checkpoint at `step` as a HuggingFace model directory (the final checkpoint's config and
-    tokenizer, the step's weights): `AutoModelForMaskedLM.from_pretrained(out_dir)` loads it. `out_dir` is
-    written directly: wrap the call in `io.atomic_path`."""
-    import transformers
-    from safetensors.torch import load_model
-    from transformers import AutoConfig
-
-    path = step_file(seed_dir, step)
-    if not path.is_file():
-        saved = sorted(int(f.stem.removeprefix("step")) for f in path.parent.glob("step*.safetensors"))
-        raise FileNotFoundError(
-            f"{seed_dir} has no checkpoint at step {step} (saved: {saved or 'none'}); pre-training saves every "
-            "models.pretrain.checkpoint_every steps"
-        )
-    config = AutoConfig.from_pretrained(str(seed_dir))
-    model = getattr(transformers, config.architectures[0])(config)
-    load_model(model, str(path), strict=True)  # every weight from the step file (tied ones included)
-    out_dir = Path(out_dir)
-    model.save_pretrained(str(out_dir), safe_serialization=True)
-    load_tokenizer(seed_dir).save_pretrained(str(out_dir))
-    return out_dir
 
 
 # ------------------------------------------------------------------------------------------- unigram
