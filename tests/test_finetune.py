@@ -10,7 +10,13 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import pytest
 import torch
 
-from permerge.finetune import finetune, length_grouped_batches, load_for_classification, task_info
+from permerge.finetune import (
+    finetune,
+    length_grouped_batches,
+    load_for_classification,
+    shared_pooler_init,
+    task_info,
+)
 from permerge.models import load_model
 from permerge.pretrain import pretrain_bert
 
@@ -289,3 +295,27 @@ def test_pretraining_checkpoint_finetunes_from_its_own_pooler(pretraining_dir, m
     fresh = load_for_classification(mlm_dirs[1], num_labels=2, head_seed=42).bert.pooler.dense.weight
     assert m1["pooler_init_sha256"] == _sha(fresh.detach())
     assert _tiny_finetune(mlm_dirs[0], tmp_path / "m3", head_seed=7)["pooler_init_sha256"] != m1["pooler_init_sha256"]
+    # What compute_permutations asks before aligning the pooler: shared only for one head_seed draw.
+    assert shared_pooler_init([tmp_path / "m1", tmp_path / "m2"]) == m1["pooler_init_sha256"]
+    assert shared_pooler_init([tmp_path / "m1", tmp_path / "m3"]) is None  # another head_seed
+    assert shared_pooler_init([tmp_path / "m1", tmp_path / "pre"]) is None  # a pre-trained pooler
+    assert shared_pooler_init([tmp_path / "m1", mlm_dirs[0]]) is None  # not fine-tuned here: no metrics.json
+
+
+def test_finetuning_with_dropout_is_reproducible(mlm_dirs, tmp_path):
+    """Dropout's masks come from the training seed, not from whatever state torch's global generator is in
+    (a fresh process seeds it at random): the same call gives the same weights."""
+    from safetensors.torch import load_file
+
+    runs = []
+    for k, noise in enumerate((1, 2)):
+        torch.manual_seed(noise)  # another process's global generator state
+        torch.rand(noise)
+        _tiny_finetune(mlm_dirs[0], tmp_path / f"r{k}", dropout=0.1)
+        runs.append(load_file(str(tmp_path / f"r{k}" / "model.safetensors")))
+    assert runs[0].keys() == runs[1].keys()
+    assert all(torch.equal(runs[0][n], runs[1][n]) for n in runs[0])
+    # ... and dropout is really on: without it the weights differ
+    _tiny_finetune(mlm_dirs[0], tmp_path / "nodrop", dropout=0.0)
+    nodrop = load_file(str(tmp_path / "nodrop" / "model.safetensors"))
+    assert not torch.equal(nodrop["classifier.weight"], runs[0]["classifier.weight"])

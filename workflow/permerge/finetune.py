@@ -75,6 +75,26 @@ def checkpoint_has_pooler(model_dir) -> bool:
     return any(k.endswith("pooler.dense.weight") for k in _checkpoint_keys(model_dir))
 
 
+def shared_pooler_init(model_dirs) -> str | None:
+    """The sha256 of the pooler initialisation that every fine-tuned model in `model_dirs` shares, when all of
+    them drew their pooler from `head_seed` (a checkpoint without one); None otherwise (pre-trained poolers,
+    such as the MultiBERTs', or models that are not fine-tuned here).
+
+    Such poolers start identical, so they are aligned by index, like the classifier that reads them; an
+    activation permutation of them is close to random (they see different encoders) and would undo that.
+    """
+    shas = set()
+    for d in model_dirs:
+        path = Path(d) / "metrics.json"
+        if not path.is_file():
+            return None
+        m = json.loads(path.read_text())
+        if m.get("pooler_init") != "head_seed" or not m.get("pooler_init_sha256"):
+            return None
+        shas.add(m["pooler_init_sha256"])
+    return shas.pop() if len(shas) == 1 else None
+
+
 def load_for_classification(model_dir, *, num_labels: int, head_seed: int = 0, dropout: float | None = None, log=None):
     """BertForSequenceClassification from a pre-trained directory (BertForPreTraining or BertForMaskedLM):
     the checkpoint's own pooler when it has one, the classifier (and a missing pooler) from `head_seed`.
@@ -199,6 +219,9 @@ def finetune(
     total_steps = max(1, math.ceil(steps_per_epoch * float(epochs)))
     data_seed = int(seed if data_seed is None else data_seed)
     gen = torch.Generator().manual_seed(data_seed)
+    # Dropout draws from torch's global generator, which every process seeds at random: seed it as
+    # run_glue's set_seed does (from the training seed), or a rerun fine-tunes to other weights.
+    torch.manual_seed(data_seed)
     log.info(
         "seed %d: %d train / %d eval examples, %d steps (%.3g epochs of %d), lr %.2e, warmup %.3g, "
         "batch %d, data_seed %d, head_seed %d, pooler %s, fp16 %s",
