@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForMaskedLM
 
 from permerge.barriers import read_losses, read_tsv
-from permerge.checkpoints import load_permutations
+from permerge.checkpoints import load_permutations, read_permutation_metadata
 from permerge.evaluate import load_evalset, mlm_loss
 from permerge.models import load_model
 from permerge.permute import apply_permutations
@@ -51,7 +51,8 @@ def model_dir(run, task, seed):
 
 def expected_permutations(options: dict, config: dict, has_pooler: bool) -> set[str]:
     """The permutation names a variant's components ask for (docs/method.md: ff per layer, attention ctx and
-    Q/K per layer, one residual permutation, the pooler output only where the model has a pooler)."""
+    Q/K per layer, one residual permutation, the pooler output only where the seeds have poolers of their own:
+    not for poolers all drawn from finetune.head_seed, which are aligned by index)."""
     comps = set(options.get("components") or [])
     L = config["num_hidden_layers"]
     names = set()
@@ -90,6 +91,17 @@ def test_permutation_files_hold_what_the_variant_asks_for(smoke_run, smoke_confi
     weights = load_file(model_dir(smoke_run, task, "seed1") / "model.safetensors")
     has_pooler = any(k.endswith("pooler.dense.weight") for k in weights)
     assert has_pooler == (task != "mlm")  # pre-trained smoke MLMs have none; fine-tuning adds one
+    # ... drawn from finetune.head_seed for every seed: the same draw, so no seed has a pooler of its own
+    inits = (
+        {
+            json.loads((model_dir(smoke_run, task, s) / "metrics.json").read_text())["pooler_init_sha256"]
+            for s in ("seed1", "seed2", "seed3")
+        }
+        if has_pooler
+        else set()
+    )
+    assert len(inits) == (1 if has_pooler else 0)
+    own_pooler = False
     sizes = {
         "ff": config["intermediate_size"],
         "attn": config["hidden_size"],
@@ -98,14 +110,17 @@ def test_permutation_files_hold_what_the_variant_asks_for(smoke_run, smoke_confi
         "pooler": config["hidden_size"],
     }
     for v in VARIANTS[task]:
-        want = expected_permutations(smoke_config["variants"][v], config, has_pooler)
+        want = expected_permutations(smoke_config["variants"][v], config, own_pooler)
+        comps = smoke_config["variants"][v]["components"]
         if v != "vanilla":
             assert {"ff.0", "attn.0", "qk.0"} <= want  # the expectation itself is not empty
-            comps = smoke_config["variants"][v]["components"]
-            assert ("res" in want) == ("res" in comps) and ("pooler" in want) == ("pooler" in comps and task != "mlm")
+            assert ("res" in want) == ("res" in comps) and "pooler" not in want
         for pair in PAIRS:
-            perms = load_permutations(smoke_run / "results" / "permutations" / task / v / f"{pair}.safetensors")
+            path = smoke_run / "results" / "permutations" / task / v / f"{pair}.safetensors"
+            perms = load_permutations(path)
             assert set(perms) == want, (task, v, pair)
+            note = read_permutation_metadata(path).get("pooler", "")
+            assert note.startswith("not permuted") == ("pooler" in comps and has_pooler), (task, v, pair, note)
             for name, p in perms.items():
                 n = sizes[name.split(".")[0]]
                 assert sorted(p.tolist()) == list(range(n)), (task, v, pair, name)  # a permutation of n

@@ -88,6 +88,10 @@ class Variant:
         # whichever the method (the weight matcher gives Q/K and V/O one head assignment, as Algorithm 1).
         return "attn" not in self.components or matchers.ATTENTION[self.attention].function_preserving
 
+    def without(self, *components: str) -> Variant:
+        """The same options with fewer components (e.g. no pooler where the poolers share their init)."""
+        return Variant(**{**self.__dict__, "components": self.components - set(components)})
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "components": sorted(self.components),

@@ -37,6 +37,7 @@ rule compute_permutations:
     input:
         stats=stats_dir,  # none for vanilla and weight matching
         models=matching_models,  # only for weight/hybrid matching
+        heads=pooler_models,  # where the variant aligns the pooler: do the seeds share its init?
         model_config=f"{R}/models/{{task}}/seed{SEEDS[0]}",
     output:
         [f"{R}/permutations/{{task}}/{{variant}}/{pair_name(a, b)}.safetensors" for a, b in PAIRS],

@@ -98,6 +98,11 @@ def matching_models(wildcards):
     return seed_models(wildcards) if cfg.needs_weights(config, wildcards.variant) else []
 
 
+def pooler_models(wildcards):
+    """The seed checkpoints, for the variants that align the pooler (their metrics say how it was drawn)."""
+    return seed_models(wildcards) if "pooler" in (config["variants"][wildcards.variant].get("components") or []) else []
+
+
 def stats_name(wildcards):
     """The file of the variant's statistics fraction inside the task's statistics folder."""
     return f"fraction{fmt(cfg.stats_fraction(config, wildcards.task, wildcards.variant))}.safetensors"

@@ -14,6 +14,7 @@ import zlib
 from transformers import AutoConfig
 
 from permerge.checkpoints import check_compatible, save_permutations
+from permerge.finetune import shared_pooler_init
 from permerge.io import atomic_path, setup_job
 from permerge.matching import compute_permutations, required_features
 from permerge.models import load_model
@@ -25,6 +26,13 @@ from permerge.weight_matching import match_weights
 log = setup_job(snakemake)
 w, p = snakemake.wildcards, snakemake.params
 variant = Variant.from_mapping(p.options, name=w.variant)
+pooler_note = {}
+shared = "pooler" in variant.components and shared_pooler_init(getattr(snakemake.input, "heads", None) or [])
+if shared:
+    # Poolers drawn from finetune.head_seed start identical: aligned by index, like the classifier.
+    variant = variant.without("pooler")
+    pooler_note = {"pooler": f"not permuted: every seed's pooler was drawn from finetune.head_seed (sha256 {shared})"}
+    log.info("%s %s: pooler %s", w.task, w.variant, pooler_note["pooler"])
 config = AutoConfig.from_pretrained(snakemake.input.model_config)
 aligns = bool(variant.components)
 use_stats = aligns and variant.method != "weight"
@@ -61,6 +69,7 @@ metadata = {
     "options": repr(variant.to_dict()),
     "method": variant.method,
     "function_preserving": str(variant.function_preserving),
+    **pooler_note,
 }
 loaded = {}  # seed -> model; only the current pair's models are kept
 for (a, b), out in zip(p.pairs, snakemake.output):
