@@ -24,6 +24,13 @@ try:
 except cfg.ConfigError as err:
     raise WorkflowError(str(err)) from None
 
+# Every job's thread pools sized to its share of the cores (a user's own setting wins): torch, OpenBLAS
+# (numpy/scipy) and the tokenizers' Rust pool would otherwise each start one thread per core, and jobs
+# sharing cores slow each other down (docs/performance.md).
+for _pool in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_pool, str(config["threads"]))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false" if config["threads"] == 1 else "true")
+
 if config["offline"]:
     # Hub calls fail at once instead of retrying DNS for ~20 s.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
