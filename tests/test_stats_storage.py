@@ -4,6 +4,8 @@ features its variants need) from one pass, or empty files for vanilla without ru
 
 import os
 import runpy
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,7 +17,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from permerge.checkpoints import load_permutations
+from permerge.checkpoints import load_permutations, read_permutation_metadata
 from permerge.matching import compute_permutations, required_features, union_features
 from permerge.stats import Statistics, collect_statistics, text_batches
 from permerge.variants import Variant
@@ -277,3 +279,19 @@ def test_vanilla_only_writes_an_empty_file_without_the_models(trained, tmp_path)
         wildcards=SimpleNamespace(task="mlm", variant="vanilla"),
     )
     assert load_permutations(perm) == {}  # identity everywhere
+
+
+def test_vanilla_permutation_job_imports_neither_torch_nor_transformers(tmp_path):
+    """Vanilla's job writes identities: it must not pay the seconds of importing torch and transformers."""
+    out = tmp_path / "seed1-seed2.safetensors"
+    code = f"""
+import runpy, sys
+from types import SimpleNamespace as NS
+sm = NS(input=NS(), output=[{str(out)!r}], params=NS(options={{}}, pairs=[(1, 2)]), threads=1, log=[],
+        wildcards=NS(task="mlm", variant="vanilla"))
+runpy.run_path({str(SCRIPTS / "compute_permutations.py")!r}, init_globals={{"snakemake": sm}}, run_name="__main__")
+print(sorted(m for m in ("torch", "transformers") if m in sys.modules))
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip().splitlines()[-1] == "[]"
+    assert load_permutations(out) == {} and read_permutation_metadata(out)["pair"] == "seed1-seed2"

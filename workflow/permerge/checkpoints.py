@@ -12,9 +12,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
-import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.numpy import save_file  # numpy, not torch: reading or writing permutations needs no torch
 
 from .io import atomic_path
 
@@ -58,19 +57,19 @@ def save_permutations(
     perms: Mapping[str, np.ndarray], path: str | os.PathLike, metadata: Mapping[str, str] | None = None
 ) -> None:
     """Write perms as int64 tensors to a safetensors file (atomically, io.atomic_path)."""
-    tensors = {k: torch.as_tensor(np.asarray(v, dtype=np.int64)).contiguous() for k, v in perms.items()}
+    tensors = {k: np.ascontiguousarray(v, dtype=np.int64) for k, v in perms.items()}
     meta = {str(k): str(v) for k, v in (metadata or {}).items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
 
 
 def load_permutations(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    with safe_open(str(path), framework="pt") as f:
-        return {k: f.get_tensor(k).numpy().astype(np.int64) for k in f.keys()}
+    with safe_open(str(path), framework="numpy") as f:
+        return {k: f.get_tensor(k).astype(np.int64) for k in f.keys()}
 
 
 def read_permutation_metadata(path: str | os.PathLike) -> dict[str, str]:
-    with safe_open(str(path), framework="pt") as f:
+    with safe_open(str(path), framework="numpy") as f:
         return dict(f.metadata() or {})
 
 
