@@ -41,10 +41,10 @@ def run_dir(tmp_path):
 
 def test_breakdown_sums_per_rule(run_dir):
     rows = breakdown(read_benchmarks(run_dir / "benchmarks"))
-    assert [r["rule"] for r in rows] == ["finetune", "pretrain_seed"]  # most CPU first
-    ft, pre = rows
+    assert [r["rule"] for r in rows] == ["pretrain_seed", "finetune"]  # most job wall time first
+    pre, ft = rows
     assert (ft["jobs"], ft["wall_s"], ft["cpu_s"], ft["max_rss_mb"]) == (2, 22.0, 18.0, 600.4)
-    assert (ft["cpu_share"], pre["cpu_share"]) == (0.9, 0.1)
+    assert (ft["wall_share"], pre["wall_share"]) == (round(22 / 52, 3), round(30 / 52, 3))
 
 
 def test_wall_seconds_from_log(run_dir):
@@ -77,9 +77,10 @@ def test_cli_writes_table_with_grid_row(run_dir, capsys):
         == 0
     )
     rows = read_tsv(out)
-    assert [r["rule"] for r in rows] == ["finetune", "pretrain_seed", GRID_ROW]
+    assert [r["rule"] for r in rows] == ["pretrain_seed", "finetune", GRID_ROW]
     assert float(rows[-1]["wall_s"]) == 520.0 and rows[-1]["jobs"] == "3" and float(rows[-1]["cpu_s"]) == 20.0
-    assert "8.7 min for 3 jobs" in capsys.readouterr().out
+    assert "8.7 min for 3 jobs" in (printed := capsys.readouterr().out)
+    assert "summed job wall time 52 s (0.10 jobs at a time)" in printed
 
 
 def test_cli_missing_benchmarks_is_a_clear_error(tmp_path, capsys):
@@ -95,6 +96,6 @@ def test_runtime_of_the_smoke_run(smoke_run, monkeypatch):
     for rule in ("pretrain_seed", "collect_statistics", "finetune", "compute_permutations", "sweep_lambdas"):
         files = list((smoke_run / "results/benchmarks" / rule).rglob("*.tsv"))
         assert int(rows[rule]["jobs"]) == len(files) > 0
-    shares = sum(float(r["cpu_share"]) for k, r in rows.items() if k != GRID_ROW)
+    shares = sum(float(r["wall_share"]) for k, r in rows.items() if k != GRID_ROW)
     assert shares == pytest.approx(1.0, abs=0.01)
     assert float(rows[GRID_ROW]["wall_s"]) > 0
