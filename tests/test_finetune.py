@@ -16,9 +16,11 @@ from permerge.finetune import (
     load_for_classification,
     shared_pooler_init,
     task_info,
+    without_shared_pooler,
 )
 from permerge.models import load_model
 from permerge.pretrain import pretrain_bert
+from permerge.variants import Variant
 
 from .test_evaluate import ADJS, corpus_dir, make_sentences, tokenizer, tokenizer_dir  # noqa: F401  (fixtures)
 
@@ -300,6 +302,10 @@ def test_pretraining_checkpoint_finetunes_from_its_own_pooler(pretraining_dir, m
     assert shared_pooler_init([tmp_path / "m1", tmp_path / "m3"]) is None  # another head_seed
     assert shared_pooler_init([tmp_path / "m1", tmp_path / "pre"]) is None  # a pre-trained pooler
     assert shared_pooler_init([tmp_path / "m1", mlm_dirs[0]]) is None  # not fine-tuned here: no metrics.json
+    full = Variant(components=frozenset({"ff", "pooler"}))
+    variant, note = without_shared_pooler(full, [tmp_path / "m1", tmp_path / "m2"])
+    assert variant.components == {"ff"} and note.startswith("not permuted") and m1["pooler_init_sha256"] in note
+    assert without_shared_pooler(full, [tmp_path / "m1", tmp_path / "pre"]) == (full, None)
 
 
 def test_finetuning_with_dropout_is_reproducible(mlm_dirs, tmp_path):

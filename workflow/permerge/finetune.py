@@ -95,6 +95,17 @@ def shared_pooler_init(model_dirs) -> str | None:
     return shas.pop() if len(shas) == 1 else None
 
 
+def without_shared_pooler(variant, model_dirs):
+    """(variant, note): `variant` without its `pooler` component when the seeds in `model_dirs` share their
+    pooler's initialisation (`shared_pooler_init`), with a note saying so; otherwise `variant` and None."""
+    sha = "pooler" in variant.components and shared_pooler_init(model_dirs)
+    if not sha:
+        return variant, None
+    return variant.without(
+        "pooler"
+    ), f"not permuted: every seed's pooler was drawn from finetune.head_seed (sha256 {sha})"
+
+
 def load_for_classification(model_dir, *, num_labels: int, head_seed: int = 0, dropout: float | None = None, log=None):
     """BertForSequenceClassification from a pre-trained directory (BertForPreTraining or BertForMaskedLM):
     the checkpoint's own pooler when it has one, the classifier (and a missing pooler) from `head_seed`.

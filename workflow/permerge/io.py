@@ -66,10 +66,10 @@ class DamagedFile(ValueError):
     """An input file is truncated, corrupt or not in the expected encoding; the message names it."""
 
 
-def check_safetensors(path: str | os.PathLike) -> None:
+def check_safetensors(path: str | os.PathLike) -> dict[str, str]:
     """Raise DamagedFile unless `path` is a complete safetensors file: the 8-byte header length, a JSON
     header, and tensor data that ends exactly at the end of the file (a file cut short fails here, by
-    name, instead of deep inside a loader)."""
+    name, instead of deep inside a loader). Returns the header's `__metadata__` (no tensor is read)."""
     import json
     import struct
 
@@ -93,6 +93,7 @@ def check_safetensors(path: str | os.PathLike) -> None:
             if 8 + n + end > size
             else f"{path}: {size - 8 - n - end} unexpected bytes after the tensors"
         )
+    return header.get("__metadata__", {})
 
 
 def read_text_lines(path: str | os.PathLike, max_lines: int | None = None) -> list[str]:

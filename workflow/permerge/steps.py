@@ -7,10 +7,10 @@ fraction of a second instead of importing torch and transformers.
 
 from __future__ import annotations
 
-import json
 import shutil
-import struct
 from pathlib import Path
+
+from .io import check_safetensors
 
 STEPS_DIR = "steps"  # intermediate checkpoints inside a seed's folder
 WEIGHTS = "model.safetensors"
@@ -28,13 +28,6 @@ def step_metadata(step: int) -> dict[str, str]:
     return {"format": "pt", "step": str(int(step))}
 
 
-def safetensors_metadata(path) -> dict[str, str]:
-    """The `__metadata__` of a safetensors file, read from its JSON header (no tensor is loaded)."""
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        return json.loads(f.read(n)).get("__metadata__", {})
-
-
 def export_step(seed_dir, step: int, out_dir) -> Path:
     """The seed's checkpoint at `step` as a HuggingFace model directory: the final checkpoint's config and
     tokenizer files, and the step file as its weights. `from_pretrained(out_dir)` loads it. `out_dir` is
@@ -47,7 +40,7 @@ def export_step(seed_dir, step: int, out_dir) -> Path:
             f"{seed_dir} has no checkpoint at step {step} (saved: {saved or 'none'}); pre-training saves every "
             "models.pretrain.checkpoint_every steps"
         )
-    meta = safetensors_metadata(path)
+    meta = check_safetensors(path)  # a step file cut short fails here, by name
     if meta.get("format") != "pt" or meta.get("step") != str(int(step)):
         raise ValueError(
             f"{path} is not a step-{step} checkpoint of this workflow (metadata {meta}); rerun pretrain_seed "

@@ -35,22 +35,18 @@ def align(variant):
     from transformers import AutoConfig
 
     from permerge.checkpoints import check_compatible
-    from permerge.finetune import shared_pooler_init
+    from permerge.finetune import without_shared_pooler
     from permerge.matching import compute_permutations, required_features
     from permerge.models import load_model
     from permerge.spec import check_spec, spec_for_model
     from permerge.stats import Statistics
     from permerge.weight_matching import match_weights
 
-    pooler_note = {}
-    shared = "pooler" in variant.components and shared_pooler_init(getattr(snakemake.input, "heads", None) or [])
-    if shared:
-        # Poolers drawn from finetune.head_seed start identical: aligned by index, like the classifier.
-        variant = variant.without("pooler")
-        pooler_note = {
-            "pooler": f"not permuted: every seed's pooler was drawn from finetune.head_seed (sha256 {shared})"
-        }
-        log.info("%s %s: pooler %s", w.task, w.variant, pooler_note["pooler"])
+    # Poolers drawn from finetune.head_seed start identical: aligned by index, like the classifier.
+    variant, note = without_shared_pooler(variant, getattr(snakemake.input, "heads", None) or [])
+    pooler_note = {"pooler": note} if note else {}
+    if note:
+        log.info("%s %s: pooler %s", w.task, w.variant, note)
     config = AutoConfig.from_pretrained(snakemake.input.model_config)
     use_stats = variant.method != "weight"
     use_weights = variant.method != "activation"

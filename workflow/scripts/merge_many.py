@@ -10,7 +10,7 @@ from pathlib import Path
 from permerge.barriers import write_tsv
 from permerge.checkpoints import load_permutations, save_pretrained_atomic
 from permerge.evaluate import task_evaluator
-from permerge.finetune import shared_pooler_init
+from permerge.finetune import without_shared_pooler
 from permerge.interpolate import model_tensors
 from permerge.io import atomic_path, setup_job
 from permerge.many import average, into_model, iterative, to_reference
@@ -25,10 +25,10 @@ p, w = snakemake.params, snakemake.wildcards
 variant = Variant.from_mapping(p.options, name=w.variant)
 seeds = list(p.seeds)
 model_dirs = dict(zip(seeds, snakemake.input.models))
-if "pooler" in variant.components and variant.method != "activation" and shared_pooler_init(model_dirs.values()):
-    # As compute_permutations (whose pair files the activation merges reuse): a shared pooler init stays.
-    variant = variant.without("pooler")
-    log.info("%s %s: pooler not permuted: every seed's pooler was drawn from finetune.head_seed", w.task, w.variant)
+if variant.method != "activation":  # activation merges reuse compute_permutations' pair files, which decided
+    variant, note = without_shared_pooler(variant, model_dirs.values())
+    if note:
+        log.info("%s %s: pooler %s", w.task, w.variant, note)
 ref = seeds.index(p.reference)
 evaluate, num_labels = task_evaluator(
     base_task(w.task),  # mlm_step250 is evaluated as mlm
