@@ -31,6 +31,12 @@ for _pool in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_pool, str(config["threads"]))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false" if config["threads"] == 1 else "true")
 
+# Script jobs forked from one interpreter that has imported torch and transformers once (seconds a job).
+if config["warm_jobs"] and workflow.local_exec and not workflow.remote_exec:
+    from permerge import warm
+
+    warm.install()
+
 if config["offline"]:
     # Hub calls fail at once instead of retrying DNS for ~20 s.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
