@@ -231,3 +231,25 @@ def test_unpermuted_columns_are_written_last(tmp_path):
     lines = (tmp_path / "t.tsv").read_text().splitlines()
     assert lines[0].split("\t") == ["lambda", "loss", "matthews", "loss_b_unpermuted", "matthews_b_unpermuted"]
     assert lines[1].split("\t") == ["0.0", "1.0", "", "2.0", "0.5"]
+
+
+def test_seed_scores_give_the_same_rows(pair, evalset, sweeps):
+    """sweep_lambdas evaluates each seed once per job: A's result as the λ=0 row and B's as the unpermuted
+    endpoint must be exactly the rows a sweep that evaluates them itself writes."""
+    a, b = pair
+    rng = np.random.default_rng(0)
+    fp = random_permutations(spec_for_model(b), rng)  # the "preserving" sweep's permutations
+
+    def evaluate(m):
+        return mlm_loss(m, evalset, batch_size=4)
+
+    calls = []
+
+    def counting(m):
+        calls.append(m)
+        return evaluate(m)
+
+    scores = {"a": evaluate(a), "b": evaluate(b)}
+    rows = lambda_sweep(a, apply_permutations(b, fp), LAMBDAS, counting, model_b=b, scores=scores)
+    assert rows == sweeps["preserving"]
+    assert len(calls) == len(LAMBDAS) - 1  # λ = 0 and the unpermuted B not evaluated again

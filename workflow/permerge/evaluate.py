@@ -409,6 +409,7 @@ def lambda_sweep(
     model_b=None,
     log=None,
     work_model=None,
+    scores: dict | None = None,
 ) -> list[dict]:
     """Evaluate θ(λ) = (1−λ)·θ_A + λ·θ_B for each λ: rows {"lambda": λ, **evaluate_fn(model)}.
 
@@ -423,6 +424,10 @@ def lambda_sweep(
     λ=1 is π(B); for a function-preserving permutation its loss equals `loss_b_unpermuted` up to float
     rounding, so every loss file checks function preservation; for one that is not (attention matched
     ignoring heads) the two differ and barriers against the true endpoint B need the unpermuted loss.
+
+    `scores` (optional): evaluate_fn's results already known for the seeds, {"a": A's, "b": the unpermuted
+    B's}. θ(0) is A exactly, so its row takes A's result, and B is not evaluated again: a job sweeping
+    several pairs evaluates each seed once (the same numbers: the same weights, data and kernels).
 
     The grid must hold at least two distinct finite values including 0 and 1 (ValueError otherwise).
     """
@@ -439,12 +444,13 @@ def lambda_sweep(
     def show(row):
         return " ".join(f"{k}={v:.5g}" for k, v in row.items() if isinstance(v, float) and k != "lambda")
 
+    scores = scores or {}
     extra: dict = {}
     if model_b is not None:
         was_training = model_b.training
         model_b.eval()  # like the working copy: no dropout
         try:
-            res = evaluate_fn(model_b)
+            res = scores["b"] if "b" in scores else evaluate_fn(model_b)
         finally:
             model_b.train(was_training)
         # Floats only: counts such as n_tokens are the same for every model.
@@ -454,9 +460,12 @@ def lambda_sweep(
     rows = []
     with torch.no_grad():
         for lam in grid:
-            for n, dst in tw.items():
-                torch.lerp(ta[n].detach(), tb[n].detach(), lam, out=dst.data)
-            row = {"lambda": lam, **evaluate_fn(work)}
+            if lam == 0.0 and "a" in scores:
+                row = {"lambda": lam, **scores["a"]}
+            else:
+                for n, dst in tw.items():
+                    torch.lerp(ta[n].detach(), tb[n].detach(), lam, out=dst.data)
+                row = {"lambda": lam, **evaluate_fn(work)}
             if log is not None:
                 log.info("lambda=%.3f %s", lam, show(row))
             rows.append({**row, **extra})

@@ -24,11 +24,22 @@ evaluate, num_labels = task_evaluator(
     log=log,
 )
 models = {s: load_model(d, device=p.device, num_labels=num_labels) for s, d in model_dirs.items()}
+scores = {}  # each seed evaluated once: A is every pair's λ=0 row, B its unpermuted endpoint
+
+
+def score(seed):
+    if seed not in scores:
+        scores[seed] = evaluate(models[seed])
+    return scores[seed]
+
+
 for (a, b), perm_file, out in zip(p.pairs, snakemake.input.permutations, snakemake.output):
     aligned_b = apply_permutations(models[b], load_permutations(perm_file))
     # model_b: the unpermuted B is scored too (loss_b_unpermuted, ...): π(B) is not B when the variant is
     # not function-preserving, and for one that is, the λ=1 row must match it.
-    rows = lambda_sweep(models[a], aligned_b, p.lambdas, evaluate, model_b=models[b])
+    rows = lambda_sweep(
+        models[a], aligned_b, p.lambdas, evaluate, model_b=models[b], scores={"a": score(a), "b": score(b)}
+    )
     loss_b, loss_pi_b = rows[0]["loss_b_unpermuted"], next(r["loss"] for r in rows if r["lambda"] == 1.0)
     log.info(
         "%s %s seed%s-seed%s: "
