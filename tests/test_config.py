@@ -101,7 +101,7 @@ def test_paper_protocol_is_in_effect_after_merging():
 
 def test_embedded_default_keeps_its_own_values():
     c = cfg.load_merged()
-    assert c["results"] == "results" and c["finetune"]["batch_size"] == 32 and c["finetune"]["warmup"] == 0.1
+    assert c["results"] == "results" and c["finetune"]["batch_size"] == 16 and c["finetune"]["warmup"] == 0.1
     assert c["evaluation"]["max_examples"] == 100 and c["finetune"]["data_seed"] is None
 
 
