@@ -309,14 +309,29 @@ def sentences(n, seed=0):
 def test_segmented_batches_never_straddle_a_prefix_end():
     tok = tiny_tokenizer()
     texts = sentences(23)
-    batches, after = segmented_batches(tok, texts, [5, 11, 23], batch_size=4, max_length=16)
+    batches, after = segmented_batches(tok, texts, [5, 11, 23], batch_size=4, max_length=16, by_length=False)
     batches = list(batches)
     assert after == [2, 4, 7]
     assert [len(b["input_ids"]) for b in batches] == [4, 1, 4, 2, 4, 4, 4]
     # the same examples in the same order as plain batching of the whole list
     plain = list(text_batches(tok, texts, batch_size=1, max_length=16))
-    got = [row[m.bool()].tolist() for b in batches for row, m in zip(b["input_ids"], b["attention_mask"])]
-    assert got == [b["input_ids"][0].tolist() for b in plain]
+    plain_rows = [b["input_ids"][0].tolist() for b in plain]
+
+    def rows(bs):
+        return [row[m.bool()].tolist() for b in bs for row, m in zip(b["input_ids"], b["attention_mask"])]
+
+    assert rows(batches) == plain_rows
+    # by length (the default): each segment holds the same examples, shortest first, so batches pad less
+    by_len, after_len = segmented_batches(tok, texts, [5, 11, 23], batch_size=4, max_length=16)
+    by_len = list(by_len)
+    assert after_len == after and [len(b["input_ids"]) for b in by_len] == [4, 1, 4, 2, 4, 4, 4]
+    got = rows(by_len)
+    for lo, hi in ((0, 5), (5, 11), (11, 23)):
+        assert sorted(got[lo:hi]) == sorted(plain_rows[lo:hi])
+        assert [len(r) for r in got[lo:hi]] == sorted(len(r) for r in plain_rows[lo:hi])
+    pads = [int((b["attention_mask"] == 0).sum()) for b in by_len]
+    assert sum(pads) < sum(int((b["attention_mask"] == 0).sum()) for b in batches)
+    assert all(b["token_type_ids"].shape == b["input_ids"].shape for b in by_len)
     # equal ends share their batch count; the fraction rounding is first_fraction's
     _, after = segmented_batches(tok, texts, [1, 1, 23], batch_size=4)
     assert after == [1, 1, 7]

@@ -212,11 +212,11 @@ def test_collect_script_writes_every_fraction_from_one_pass(trained, corpus_dir,
     assert files[1].features == [] and files[1].names == ["seed1", "seed2", "seed3"]
     assert files[2].features == ["res.0", "ctx.0", "ctx.1", "q.0", "q.1", "k.0", "k.1"]
     assert [int(s.metadata["examples"]) for s in files] == [12, 60, 120]  # max_lines caps the 500 lines
-    # fraction 0.1 equals a separate pass over the first 12 lines
+    # fraction 0.1 equals a separate pass over the first 12 lines (batched by length, as the script does)
     models = [BertForMaskedLM.from_pretrained(str(d)).eval() for d in trained]
     ref = collect_statistics(
         models,
-        text_batches(tokenizer, lines[:12], batch_size=16, max_length=32),
+        text_batches(tokenizer, lines[:12], batch_size=16, max_length=32, by_length=True),
         names=["seed1", "seed2", "seed3"],
         features=["ff.1"],
     )

@@ -253,3 +253,9 @@ def test_seed_scores_give_the_same_rows(pair, evalset, sweeps):
     rows = lambda_sweep(a, apply_permutations(b, fp), LAMBDAS, counting, model_b=b, scores=scores)
     assert rows == sweeps["preserving"]
     assert len(calls) == len(LAMBDAS) - 1  # λ = 0 and the unpermuted B not evaluated again
+    # vanilla: π(B) is B, so λ = 1 takes B's result as well, the row a sweep evaluating it writes
+    calls.clear()
+    rows = lambda_sweep(a, apply_permutations(b, {}), LAMBDAS, counting, model_b=b, scores=scores)
+    assert len(calls) == len(LAMBDAS) - 2
+    assert rows == lambda_sweep(a, apply_permutations(b, {}), LAMBDAS, evaluate, model_b=b)
+    assert rows[-1]["loss"] == rows[-1]["loss_b_unpermuted"] == scores["b"]["loss"]

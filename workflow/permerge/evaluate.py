@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .encode import encode_at
 from .io import atomic_path
 
 IGNORE_INDEX = -100
@@ -170,20 +171,17 @@ def _device(model) -> torch.device:
 
 def _masked_logits(model, input_ids: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
     """Logits at the selected positions only. For BERT-style MLMs (`.bert` + `.cls`), RoBERTa-style MLMs
-    (`.roberta` + `.lm_head`) and ELECTRA generators the head runs on the masked positions alone (the
-    vocabulary projection dominates small models); otherwise the full forward.
+    (`.roberta` + `.lm_head`) and ELECTRA generators the last layer and the head run on the masked positions
+    alone (encode.encode_at; the vocabulary projection dominates small models); otherwise the full forward.
     `cls.predictions` is the MLM head of both BertForMaskedLM and BertForPreTraining (whose `cls` also holds
     the NSP head and takes the pooled output)."""
     head = getattr(getattr(model, "cls", None), "predictions", None)
     if hasattr(model, "bert") and head is not None:
-        hidden = model.bert(input_ids=input_ids).last_hidden_state
-        return head(hidden[sel])
+        return head(encode_at(model.bert, sel, input_ids=input_ids))
     if hasattr(model, "roberta") and hasattr(model, "lm_head"):  # RoBERTa / XLM-R / CamemBERT MLMs
-        hidden = model.roberta(input_ids=input_ids).last_hidden_state
-        return model.lm_head(hidden[sel])
+        return model.lm_head(encode_at(model.roberta, sel, input_ids=input_ids))
     if hasattr(model, "electra") and hasattr(model, "generator_lm_head"):  # ELECTRA generator (ForMaskedLM)
-        hidden = model.electra(input_ids=input_ids).last_hidden_state
-        return model.generator_lm_head(model.generator_predictions(hidden[sel]))
+        return model.generator_lm_head(model.generator_predictions(encode_at(model.electra, sel, input_ids=input_ids)))
     return model(input_ids=input_ids).logits[sel]
 
 
@@ -300,13 +298,21 @@ def regression_metrics(preds: np.ndarray, labels: np.ndarray) -> dict:
 
 
 def glue_logits(model, data: dict[str, torch.Tensor], idx: torch.Tensor, dev) -> torch.Tensor:
-    """float32 logits of the examples `idx` of a GLUE set, cut to the longest of them (no padding waste)."""
+    """float32 logits of the examples `idx` of a GLUE set, cut to the longest of them (no padding waste).
+
+    A BertForSequenceClassification reads only [CLS] (its pooler takes position 0): its last layer runs
+    there alone (encode.encode_at), in training too (fine-tuning)."""
+    from transformers import BertForSequenceClassification
+
     width = int(data["lengths"][idx].max())
-    return model(
-        input_ids=data["input_ids"][idx, :width].to(dev),
-        token_type_ids=data["token_type_ids"][idx, :width].to(dev),
-        attention_mask=data["attention_mask"][idx, :width].to(dev),
-    ).logits.float()
+    inputs = {k: data[k][idx, :width].to(dev) for k in ("input_ids", "token_type_ids", "attention_mask")}
+    base = getattr(model, "bert", None)
+    if isinstance(model, BertForSequenceClassification) and base.pooler is not None:
+        first = torch.zeros_like(inputs["input_ids"], dtype=torch.bool)
+        first[:, 0] = True
+        cls = encode_at(base, first, **inputs)
+        return model.classifier(model.dropout(base.pooler(cls.unsqueeze(1)))).float()
+    return model(**inputs).logits.float()
 
 
 @torch.inference_mode()
@@ -427,7 +433,8 @@ def lambda_sweep(
 
     `scores` (optional): evaluate_fn's results already known for the seeds, {"a": A's, "b": the unpermuted
     B's}. θ(0) is A exactly, so its row takes A's result, and B is not evaluated again: a job sweeping
-    several pairs evaluates each seed once (the same numbers: the same weights, data and kernels).
+    several pairs evaluates each seed once (the same numbers: the same weights, data and kernels). When the
+    aligned B equals B tensor for tensor (vanilla), θ(1) is B and its row takes B's result too.
 
     The grid must hold at least two distinct finite values including 0 and 1 (ValueError otherwise).
     """
@@ -457,11 +464,18 @@ def lambda_sweep(
         extra = {f"{k}{UNPERMUTED_SUFFIX}": v for k, v in res.items() if isinstance(v, float)}
         if log is not None:
             log.info("unpermuted B: %s", show(res))
+    # θ(1) is π(B) exactly; when π is the identity (vanilla) that is B, whose result is known.
+    b_unchanged = model_b is not None and "b" in scores
+    if b_unchanged:
+        tub = _float_tensors(model_b)
+        b_unchanged = all(torch.equal(tb[n], tub[n]) for n in tb)
     rows = []
     with torch.no_grad():
         for lam in grid:
             if lam == 0.0 and "a" in scores:
                 row = {"lambda": lam, **scores["a"]}
+            elif lam == 1.0 and b_unchanged:
+                row = {"lambda": lam, **scores["b"]}
             else:
                 for n, dst in tw.items():
                     torch.lerp(ta[n].detach(), tb[n].detach(), lam, out=dst.data)

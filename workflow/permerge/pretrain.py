@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .encode import encode_at
 from .evaluate import IGNORE_INDEX, bert_mask, blocks_from_ids, build_mlm_evalset, mlm_loss, special_ids, tokenize_lines
 from .models import load_tokenizer
 from .steps import step_file, step_metadata
@@ -184,10 +185,9 @@ def default_initializer_range(hidden_size: int) -> float:
 
 
 def mlm_step_loss(model, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean masked-token CE with the MLM head applied at the masked positions only."""
-    hidden = model.bert(input_ids=input_ids).last_hidden_state
+    """Mean masked-token CE with the last layer and the MLM head applied at the masked positions only."""
     sel = labels != IGNORE_INDEX
-    logits = model.cls(hidden[sel])
+    logits = model.cls(encode_at(model.bert, sel, input_ids=input_ids))
     return F.cross_entropy(logits, labels[sel])
 
 

@@ -654,9 +654,20 @@ def write_safetensors(
 
 
 def text_batches(
-    tokenizer, examples: Iterable, *, batch_size: int = 32, max_length: int = 128, text_keys: Sequence[str] = ("text",)
+    tokenizer,
+    examples: Iterable,
+    *,
+    batch_size: int = 32,
+    max_length: int = 128,
+    text_keys: Sequence[str] = ("text",),
+    by_length: bool = False,
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Tokenized, padded batches. Examples are strings or dicts; two text_keys make sentence pairs."""
+    """Tokenized, padded batches. Examples are strings or dicts; two text_keys make sentence pairs.
+
+    by_length: batch the examples in order of their token count (stable), so that a batch pads little: the
+    statistics are sums over tokens, and padded positions cost attention (a masked, slower kernel) and
+    matmuls for nothing (a GLUE pair task's statistics pass took 3/4 of the time).
+    """
     if not 1 <= len(text_keys) <= 2:
         raise ValueError(f"text_keys must name one or two fields, got {text_keys}")
 
@@ -678,6 +689,21 @@ def text_batches(
             return_token_type_ids=True,
         )
         return {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+
+    if by_length:
+        rows = [fields(ex) for ex in examples]
+        if not rows:
+            return
+        keys = ("input_ids", "attention_mask", "token_type_ids")
+        enc = tokenizer(
+            *[list(c) for c in zip(*rows)], truncation=True, max_length=max_length, return_token_type_ids=True
+        )
+        order = sorted(range(len(rows)), key=lambda i: len(enc["input_ids"][i]))
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            padded = tokenizer.pad({k: [enc[k][i] for i in idx] for k in keys}, return_tensors="pt")
+            yield {k: padded[k] for k in keys}
+        return
 
     chunk: list[tuple] = []
     for ex in examples:
@@ -712,13 +738,15 @@ def segmented_batches(
     batch_size: int = 32,
     max_length: int = 128,
     text_keys: Sequence[str] = ("text",),
+    by_length: bool = True,
 ) -> tuple[Iterator[dict[str, torch.Tensor]], list[int]]:
-    """Batches over examples[:max(ends)], in order, none straddling an end; and for each end the number of
-    batches that covers exactly examples[:end] (the ``snapshots`` keys of collect_statistics).
+    """Batches over examples[:max(ends)], none straddling an end; and for each end the number of batches
+    that covers exactly examples[:end] (the ``snapshots`` keys of collect_statistics).
 
     Each segment between consecutive ends is batched on its own (its last batch may be short), so the
     batches of every prefix are those a separate pass over that prefix makes for the first segment, and
-    the same examples for every later one.
+    the same examples for every later one. by_length: within a segment, examples are batched in order of
+    length (text_batches); otherwise in their order.
     """
     ends = [int(e) for e in ends]
     if not ends or any(not 1 <= e <= len(examples) for e in ends):
@@ -736,7 +764,12 @@ def segmented_batches(
     def batches():
         for lo, hi in zip(bounds, bounds[1:]):
             yield from text_batches(
-                tokenizer, take(lo, hi), batch_size=batch_size, max_length=max_length, text_keys=text_keys
+                tokenizer,
+                take(lo, hi),
+                batch_size=batch_size,
+                max_length=max_length,
+                text_keys=text_keys,
+                by_length=by_length,
             )
 
     return batches(), [after[e] for e in ends]
