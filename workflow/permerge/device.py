@@ -112,6 +112,11 @@ def exercise(torch, index: int) -> None:
         raise RuntimeError(f"a 4x4 matmul on {dev} gave {y}, expected 3920")
 
 
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def _fail(device, torch, headline: str, log=None):
     msg = "\n".join([f"CUDA preflight failed on {socket.gethostname()}: {headline}", *describe(device, torch)])
     msg += "\n  fix: " + _hint(torch)
@@ -131,13 +136,13 @@ def preflight(device, log=None) -> str | None:
     try:
         available = torch.cuda.is_available()
     except Exception as err:  # noqa: BLE001
-        _fail(device, torch, f"device: {device!r} but CUDA fails to initialise: {err}", log)
+        _fail(device, torch, f"device: {device!r} but CUDA fails to initialise: {_first_line(err)}", log)
     if not available:
         why = ""
         try:  # the reason is_available() only warns about: no driver, a driver too old for this build, ...
             torch.cuda.init()
         except Exception as err:  # noqa: BLE001
-            why = f" (torch.cuda.init: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__})"
+            why = f" (torch.cuda.init: {_first_line(err)})"
         _fail(device, torch, f"device: {device!r} but torch sees no CUDA device{why}", log)
     count = torch.cuda.device_count()
     if index >= count:
@@ -145,8 +150,12 @@ def preflight(device, log=None) -> str | None:
     try:
         exercise(torch, index)
     except Exception as err:  # noqa: BLE001
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        _fail(device, torch, f"device: {device!r}: a tiny allocation and matmul on cuda:{index} failed: {first}", log)
+        _fail(
+            device,
+            torch,
+            f"device: {device!r}: a tiny allocation and matmul on cuda:{index} failed: {_first_line(err)}",
+            log,
+        )
     props = torch.cuda.get_device_properties(index)
     memory = f"{props.total_memory / 2**30:.1f} GiB"
     try:
