@@ -214,11 +214,13 @@ def test_gpu_script_runs_the_preflight_before_reading_inputs(rule):
 
 
 # ------------------------------------------------------------------------------------ a real job, SLURM-like
-def test_finetune_job_on_a_node_without_cuda_fails_at_once(tmp_path):
+def test_finetune_job_on_a_node_without_cuda_fails_at_once(tmp_path, monkeypatch):
     """A finetune job with device: cuda, run as a SLURM job step runs it (remote mode, no onstart hooks), on
     this CPU-only machine: it fails before reading its inputs (dummies here), with the report in its log."""
     if REAL_CUDA:
         pytest.skip("this machine has a GPU: the failure path cannot be exercised here")
+    for k, v in SLURM_ENV.items():  # as srun sets them on the node
+        monkeypatch.setenv(k, v)
     wd = copy_workflow(tmp_path / "wf")
     (wd / "cuda.yaml").write_text(yaml.safe_dump({"device": "cuda"}))
     results = wd / "results"
@@ -241,6 +243,7 @@ def test_finetune_job_on_a_node_without_cuda_fails_at_once(tmp_path):
     log = (results / "logs" / "finetune" / "sst2" / "seed1.log").read_text()
     assert "CUDA preflight failed on" in log and "device: 'cuda' but torch sees no CUDA device" in log, log
     assert f"torch: {torch.__version__}, CUDA build: none" in log and "NVIDIA driver:" in log, log
+    assert "CUDA_VISIBLE_DEVICES: '3'" in log and "SLURM_JOB_ID='4711'" in log and "SLURM_JOB_GPUS='3'" in log, log
     assert "CUDA preflight failed on" in text  # and on the job's stderr: the SLURM job's log
     assert "JSONDecodeError" not in text and "Traceback" not in log  # no input was read
     assert not (results / "models" / "sst2" / "seed1").exists()
