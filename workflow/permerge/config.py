@@ -5,6 +5,7 @@ Used by the Snakefile before planning, so bad input fails before any job runs, n
 
 from __future__ import annotations
 
+import os
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -342,19 +343,23 @@ def _check_trajectory(config):
 
 
 def check_device(config):
-    """device: cuda on a machine without a usable GPU fails before the first job (the Snakefile calls this
-    at the start of a local run; cluster runs plan on nodes without the GPUs their jobs get)."""
-    device = config["device"]
-    if not device.startswith("cuda"):
-        return
-    import torch
+    """device: cuda on a machine where CUDA does not work fails before the first job (the Snakefile calls this
+    at the start of a local run; cluster runs plan on nodes without the GPUs their jobs get, and each GPU job
+    runs the same preflight itself). The check (permerge.device.preflight: a device, a tiny matmul on it) runs
+    in a child process, so this process holds no CUDA context for the rest of the run."""
+    import subprocess
+    import sys
 
-    if not torch.cuda.is_available():
+    from .device import is_cuda
+
+    device = config["device"]
+    if not is_cuda(device):
+        return
+    lib = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [lib, os.environ.get("PYTHONPATH")])))
+    out = subprocess.run([sys.executable, "-m", "permerge.device", device], capture_output=True, text=True, env=env)
+    if out.returncode != 0:
         raise ConfigError(
-            f"device: {device!r} but torch sees no CUDA device on this machine (torch {torch.__version__}, "
-            f"CUDA build: {torch.version.cuda or 'none'}); run on a GPU machine or a cluster profile "
-            "(--profile workflow/profiles/slurm), or set device: cpu"
+            f"{out.stderr.strip() or out.stdout.strip()}\n  (run on a GPU machine or a cluster profile: "
+            "--profile workflow/profiles/slurm; or set device: cpu)"
         )
-    index = int(device.split(":", 1)[1]) if ":" in device else 0
-    if index >= torch.cuda.device_count():
-        raise ConfigError(f"device: {device!r} but only {torch.cuda.device_count()} CUDA device(s) are visible")

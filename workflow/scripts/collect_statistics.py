@@ -14,6 +14,7 @@ from pathlib import Path
 
 from transformers import AutoConfig
 
+from permerge.device import job_preflight
 from permerge.io import atomic_path, setup_job
 from permerge.matching import union_features
 from permerge.models import load_model, load_tokenizer
@@ -21,6 +22,7 @@ from permerge.stats import Statistics, collect_statistics, feature_names, fracti
 from permerge.variants import Variant
 
 log = setup_job(snakemake)
+job_preflight(snakemake.params.device, log)  # CUDA works here (a SLURM node too), before any input is read
 p = snakemake.params
 outputs = []  # the fraction files, inside the temporary folder (set below)
 names = [f"seed{s}" for s in p.seeds]

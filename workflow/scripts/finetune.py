@@ -4,9 +4,11 @@ params.hparams: config `finetune` with the task's overrides (lr, epochs, batch_s
 head_seed, data_seed, fp16, group_by_length, max_train_examples, dropout); params.device.
 """
 
+from permerge.device import job_preflight
 from permerge.io import atomic_path, setup_job
 
 log = setup_job(snakemake)
+job_preflight(getattr(snakemake.params, "device", "cpu") or "cpu", log)  # CUDA works here, before any input is read
 from permerge.data.jsonl import read_jsonl, validate_task_files  # noqa: E402
 from permerge.finetune import finetune, task_info  # noqa: E402
 from permerge.tasks import base_task  # noqa: E402

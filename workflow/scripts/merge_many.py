@@ -9,6 +9,7 @@ from pathlib import Path
 
 from permerge.barriers import write_tsv
 from permerge.checkpoints import load_permutations, save_pretrained_atomic
+from permerge.device import job_preflight
 from permerge.evaluate import task_evaluator
 from permerge.finetune import without_shared_pooler
 from permerge.interpolate import model_tensors
@@ -21,6 +22,7 @@ from permerge.variants import Variant
 from permerge.weight_matching import match_weights
 
 log = setup_job(snakemake)
+job_preflight(snakemake.params.device, log)  # CUDA works here (a SLURM node too), before any input is read
 p, w = snakemake.params, snakemake.wildcards
 variant = Variant.from_mapping(p.options, name=w.variant)
 seeds = list(p.seeds)

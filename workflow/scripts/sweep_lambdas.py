@@ -5,6 +5,7 @@ unpermuted B's values as `*_b_unpermuted` columns repeated on every row.
 """
 
 from permerge.checkpoints import load_permutations
+from permerge.device import job_preflight
 from permerge.evaluate import lambda_sweep, task_evaluator, write_loss_table
 from permerge.io import setup_job
 from permerge.models import load_model
@@ -12,6 +13,7 @@ from permerge.permute import apply_permutations
 from permerge.tasks import base_task
 
 log = setup_job(snakemake)
+job_preflight(snakemake.params.device, log)  # CUDA works here (a SLURM node too), before any input is read
 p, w = snakemake.params, snakemake.wildcards
 model_dirs = dict(zip(p.seeds, snakemake.input.models))
 evaluate, num_labels = task_evaluator(
