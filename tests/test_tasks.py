@@ -86,3 +86,12 @@ def test_mlm_compat_config_checks():
         with pytest.raises(cfg.ConfigError, match=match):
             cfg.load_merged(overrides=overrides)
 
+
+def test_paper_config_scores_the_papers_mlm_rows_on_character_spaced_text():
+    c = cfg.load_merged(cfg.ROOT / "configs/paper.yaml")
+    assert "mlm_compat" in c["tasks"] and not c["data"]["mlm_eval"]["paper_compat"]
+    compat = cfg.variants_for(c, "mlm_compat")
+    assert {"ff_only", "ff_attn", "ff_attn_monotonic", "ff_attn_ignore_heads"} <= set(compat)  # Table 1
+    assert {"vanilla", "res_only", "res_first", "res_last"} <= set(compat)  # Table 2
+    embedded = cfg.load_merged()
+    assert "mlm_compat" not in embedded["tasks"]
