@@ -9,7 +9,8 @@
 #   models/mlm_step{k}/seed{seed}/                      a checkpoint at pre-training step k (trajectory:)
 #   stats/{task}/fraction{f}.safetensors                activation statistics of all seeds; one pass per task
 #   permutations/{task}/{variant}/seed{a}-seed{b}.safetensors
-#   losses/{task}/{variant}/seed{a}-seed{b}.tsv         one row per λ
+#   losses/{task}/{variant}/seed{a}-seed{b}.tsv         one row per λ (task mlm_compat: mlm's models and
+#                                                       permutations on the character-spaced text the paper scored)
 #   tables/barriers.tsv, tables/summary.tsv, tables/trajectory.tsv, figures/all.pdf
 #   merged/{task}/{variant}/seed{a}-seed{b}/lambda{λ}/  merged checkpoints: their own target, `snakemake merged`
 

@@ -92,7 +92,10 @@ OTHER = [
     "an",
 ]
 WORDS = sorted(set(POSITIVE + NEGATIVE + NOUNS + VERBS + OTHER))
-VOCAB = SPECIALS + PUNCT + DIGITS + ["##" + d for d in DIGITS] + WORDS
+# Single letters, as in BERT's vocabulary: the reference's character-spaced text (task mlm_compat) is one
+# token per character. Last, so that every other token keeps its id.
+LETTERS = [c for c in "abcdefghijklmnopqrstuvwxyz" if c not in WORDS]
+VOCAB = SPECIALS + PUNCT + DIGITS + ["##" + d for d in DIGITS] + WORDS + LETTERS
 
 # GLUE (nyu-mll/glue): task -> (text columns, label names (empty: regression), splits)
 _STD = ("train", "validation", "test")

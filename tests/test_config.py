@@ -73,7 +73,7 @@ def test_paper_protocol_is_in_effect_after_merging():
     c = cfg.load_merged(ROOT / "configs/paper.yaml")
     assert c["results"] == "results/paper"
     assert (c["models"]["source"], c["models"]["hub_id"]) == ("hub", "google/multiberts-seed_{seed}")
-    assert c["seeds"] == [1, 2, 3, 4, 5] and c["tasks"][0] == "mlm" and len(c["tasks"]) == 9
+    assert c["seeds"] == [1, 2, 3, 4, 5] and c["tasks"][:2] == ["mlm", "mlm_compat"] and len(c["tasks"]) == 10
     books = c["data"]["stats_text"]
     assert books["source"] == "hub" and books["sample"] == 1_000_000 and books["max_lines"] is None
     assert c["statistics"]["max_lines"] is None and c["statistics"]["mlm_fraction"] == 0.1

@@ -24,6 +24,7 @@ from permerge.evaluate import (
     lambda_sweep,
     load_evalset,
     mlm_loss,
+    paper_compat_line,
     regression_metrics,
     save_evalset,
     tokenize_lines,
@@ -168,6 +169,24 @@ def test_paper_compat_spells_out_characters(tokenizer, corpus_dir):
     a = build_mlm_evalset(tokenizer, lines, block_size=32)
     b = build_mlm_evalset(tokenizer, lines, block_size=32, paper_compat=True)
     assert a["input_ids"].shape[0] < b["input_ids"].shape[0]
+
+
+def test_paper_compat_line_hand_worked():
+    """The reference's transformation (docs/method.md "MLM loss"): ``" ".join(line)`` on each (stripped)
+    Wikitext line, worked by hand on a heading and on a line with Wikitext's ``@-@`` escapes."""
+    assert paper_compat_line("= Valkyria Chronicles III =") == ("=   V a l k y r i a   C h r o n i c l e s   I I I   =")
+    assert paper_compat_line("the 2011 @-@ 12 season") == "t h e   2 0 1 1   @ - @   1 2   s e a s o n"
+    assert paper_compat_line("") == ""
+
+
+def test_paper_compat_tokenizes_each_character_of_the_stripped_line(tokenizer):
+    # a raw Wikitext line (leading space, newline): tokenized as [CLS], one token per character, [SEP]
+    raw = " the cat sees the dog . \n"
+    ids = tokenize_lines(tokenizer, [raw, "   \n"], paper_compat=True)  # the blank line is skipped
+    chars = [c for c in raw if not c.isspace()]
+    assert ids == tokenizer(" ".join(raw.strip()))["input_ids"]
+    assert ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id
+    assert tokenizer.convert_ids_to_tokens(ids[1:-1]) == chars
 
 
 def test_save_load_evalset_roundtrip(tokenizer, corpus_dir, tmp_path):

@@ -23,6 +23,7 @@ SEEDS = (1, 2, 3)
 GLUE_TASKS = ("mnli", "stsb")
 BOOK_ROWS, SAMPLE = 3000, 1000
 R = "results/paper"
+COMPAT_VARIANTS = ["vanilla", "ff_attn"]
 
 
 def pooler_sha256(state: dict) -> str:
@@ -48,10 +49,11 @@ def rehearsal(tmp_path_factory):
         "device": "cpu",
         "threads": 1,
         "seeds": list(SEEDS),
-        "tasks": ["mlm", *GLUE_TASKS],
+        "tasks": ["mlm", "mlm_compat", *GLUE_TASKS],
         "lambdas": [0.0, 0.5, 1.0],
         "task_variants": {
             "mlm": ["vanilla", "ff_attn", "ff_attn_ignore_heads", "ff_attn_frac0.01", "ff_attn_frac0.5"],
+            "mlm_compat": COMPAT_VARIANTS,  # a subset of paper.yaml's, which needs mlm variants cut here
             "glue": ["vanilla", "all", "paper_glue"],
         },
     }
@@ -153,6 +155,45 @@ def test_whole_evaluation_splits(rehearsal):
     log = (wd / R / "logs/sweep_lambdas/mnli/vanilla.log").read_text()
     assert f"{hub_fixtures.GLUE_SIZES['validation']} validation examples" in log
     assert "validation_mismatched" in log
+
+
+def test_mlm_compat_scores_mlms_permutations_on_character_spaced_text(rehearsal):
+    """paper.yaml's mlm_compat: the paper's MLM barriers come from character-spaced Wikitext; the same models
+    and permutations as mlm are scored on it, beside mlm's normal text, with rows of their own."""
+    wd = rehearsal["wd"]
+    assert set(rehearsal["paper"]["task_variants"]["mlm_compat"]) >= set(COMPAT_VARIANTS)
+    path = wd / R / "data/evalsets/mlm_compat.safetensors"
+    with safe_open(str(path), framework="pt") as f:
+        meta, ids, labels = f.metadata(), f.get_tensor("input_ids"), f.get_tensor("labels")
+    with safe_open(str(wd / R / "data/evalsets/mlm.safetensors"), framework="pt") as f:
+        normal_meta, n_normal = f.metadata(), f.get_tensor("input_ids").shape[0]
+    assert meta["paper_compat"] == "true" and normal_meta["paper_compat"] == "false"
+    assert meta["text"] == normal_meta["text"] and meta["mask_seed"] == normal_meta["mask_seed"]
+    assert ids.shape[0] > 2 * n_normal  # about one token per character
+    # the text before masking (labels hold the chosen positions' originals): every token one character
+    from permerge.models import load_tokenizer
+
+    tok = load_tokenizer(wd / R / "models/mlm/seed1")
+    original = torch.where(labels != -100, labels, ids)
+    special = set(tok.all_special_ids)
+    tokens = tok.convert_ids_to_tokens([i for i in original.flatten().tolist() if i not in special])
+    assert tokens and all(len(t) == 1 for t in tokens), sorted({t for t in tokens if len(t) != 1})[:10]
+    assert tok.unk_token_id not in original  # every character is in the vocabulary (as in BERT's)
+    # its sweeps read mlm's models and permutations: nothing of its own but the losses
+    for d in ("models", "stats", "permutations", "many"):
+        assert not (wd / R / d / "mlm_compat").exists(), d
+    for v in COMPAT_VARIANTS:
+        for a, b in ((1, 2), (1, 3), (2, 3)):
+            assert (wd / R / "losses/mlm_compat" / v / f"seed{a}-seed{b}.tsv").is_file(), (v, a, b)
+    rows = {(r["task"], r["variant"], r["pair"]): r for r in read_tsv(wd / R / "tables/barriers.tsv")}
+    compat = {k: r for k, r in rows.items() if k[0] == "mlm_compat"}
+    assert sorted({k[1] for k in compat}) == sorted(COMPAT_VARIANTS) and len(compat) == 3 * len(COMPAT_VARIANTS)
+    for (_, v, pair), r in compat.items():
+        normal = rows["mlm", v, pair]
+        assert r["barrier"] != normal["barrier"] and r["loss_a"] != normal["loss_a"], (v, pair)
+    summary = {(r["task"], r["variant"]) for r in read_tsv(wd / R / "tables/summary.tsv")}
+    assert {("mlm_compat", v) for v in COMPAT_VARIANTS} <= summary
+    assert (wd / R / "figures/mlm_compat.png").is_file()
 
 
 def test_paper_glue_and_all_align_what_they_say(rehearsal):

@@ -40,3 +40,25 @@ def test_render_tables(tmp_path):
 def test_render_needs_a_summary(tmp_path):
     with pytest.raises(ValueError, match="summary.tsv"):
         render(tmp_path)
+
+
+def test_mlm_compat_rows_get_their_own_table(tmp_path):
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    summary = [
+        _summary_row("mlm", "vanilla", 0.7, 0.07),
+        _summary_row("mlm_compat", "vanilla", 4.5, 0.2),
+        _summary_row("mlm_compat", "ff_attn", 3.9, 0.2, (-0.6, 0.1, "9/10")),
+        _summary_row("sst2", "vanilla", 0.2, 0.02),
+    ]
+    write_tsv(summary, tables / "summary.tsv", SUMMARY_COLUMNS)
+    ft = [
+        {"task": "sst2", "metric": "accuracy", "n": 5, "mean": 0.84, "se": 0.01, "min": 0.8, "max": 0.86}
+        | {"chance": 0.5, "bow": 0.857, "target": 0.678, "learnt": "yes"}
+    ]
+    write_tsv(ft, tables / "finetune_summary.tsv", list(ft[0]))
+    md = render(tmp_path)
+    glue, rest = md.split("### MLM\n", 1)
+    assert "ff_attn" not in glue  # not a GLUE column
+    mlm, compat = rest.split("character-spaced", 1)
+    assert "4.500" not in mlm and "| `ff_attn` | 3.900 ± 0.200 |" in compat

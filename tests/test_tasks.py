@@ -51,3 +51,47 @@ def test_unknown_task_is_named():
         cfg.validate_config(c)
     with pytest.raises(KeyError, match="known: mnli"):
         tasks.glue_task("wnli")
+
+
+def test_mlm_compat_scores_mlms_models_on_its_own_evaluation_set():
+    assert tasks.base_task("mlm_compat") == "mlm" and tasks.is_mlm("mlm_compat")
+    assert tasks.models_of("mlm_compat") == "mlm" and tasks.is_evaluation_only("mlm_compat")
+    assert tasks.mlm_evalset("mlm_compat") == "mlm_compat"
+    assert tasks.mlm_evalset("mlm") == tasks.mlm_evalset("mlm_step250") == "mlm"
+    assert tasks.models_of("mlm_step250") == "mlm_step250" and not tasks.is_evaluation_only("mlm")
+    assert tasks.ORDER[:2] == ("mlm", "mlm_compat") and "character-spaced" in tasks.TITLES["mlm_compat"]
+
+
+def test_mlm_compat_config_checks():
+    c = cfg.load_merged(overrides={"tasks": ["mlm", "mlm_compat"]})
+    assert cfg.variants_for(c, "mlm_compat") == cfg.variants_for(c, "mlm")  # default: mlm's
+    assert cfg.many_variants(c, "mlm_compat") == []  # the all-seed merges are mlm's
+    c = cfg.load_merged(overrides={"tasks": ["mlm", "mlm_compat"], "task_variants": {"mlm_compat": ["vanilla"]}})
+    assert cfg.variants_for(c, "mlm_compat") == ["vanilla"]
+    bad = (
+        ({"tasks": ["mlm_compat", "sst2"]}, "add 'mlm' to tasks"),
+        ({"tasks": ["mlm", "mlm_compat"], "task_variants": {"mlm_compat": ["paper_glue"]}}, "unknown variant|subset"),
+        (
+            {
+                "tasks": ["mlm", "mlm_compat"],
+                "variants": {"x": {"components": ["ff"]}},
+                "task_variants": {"mlm_compat": ["x"]},
+            },
+            r"task_variants.mlm_compat: \['x'\] do not run for 'mlm'",
+        ),
+        ({"tasks": ["mlm", "mlm_compat"], "data": {"mlm_eval": {"paper_compat": True}}}, "drop one"),
+        ({"tasks": ["mlm", "mlm_compat"], "trajectory": {"tasks": ["mlm_compat"]}}, "evaluation-only"),
+    )
+    for overrides, match in bad:
+        with pytest.raises(cfg.ConfigError, match=match):
+            cfg.load_merged(overrides=overrides)
+
+
+def test_paper_config_scores_the_papers_mlm_rows_on_character_spaced_text():
+    c = cfg.load_merged(cfg.ROOT / "configs/paper.yaml")
+    assert "mlm_compat" in c["tasks"] and not c["data"]["mlm_eval"]["paper_compat"]
+    compat = cfg.variants_for(c, "mlm_compat")
+    assert {"ff_only", "ff_attn", "ff_attn_monotonic", "ff_attn_ignore_heads"} <= set(compat)  # Table 1
+    assert {"vanilla", "res_only", "res_first", "res_last"} <= set(compat)  # Table 2
+    embedded = cfg.load_merged()
+    assert "mlm_compat" not in embedded["tasks"]

@@ -51,7 +51,9 @@ def test_paper_grid_dry_run(wf):
     # one pass per task: mlm's five data fractions come from the same pass over the Books sample
     assert jobs["collect_statistics"] == 9
     assert jobs["compute_permutations"] == 16 + 8 * 3  # each job: the 10 pairs of one (task, variant)
-    assert jobs["sweep_lambdas"] == 16 + 8 * 3
+    # + mlm_compat: 8 of mlm's variants re-scored on the character-spaced text, on mlm's permutations
+    assert jobs["sweep_lambdas"] == 16 + 8 * 3 + 8
+    assert jobs["build_mlm_evalset"] == 2  # the normal and the character-spaced evaluation sets
     assert jobs["merge_many"] == 4 + 8 * 2
     assert "merge_checkpoints" not in jobs
 

@@ -12,7 +12,7 @@ from typing import Any
 
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 ROOT = Path(__file__).resolve().parents[2]  # the repository (config.yaml, configs/)
-from .tasks import ORDER, at_step, is_mlm, step_of  # noqa: E402  (the task registry)
+from .tasks import ORDER, SCORES, at_step, is_evaluation_only, is_mlm, step_of  # noqa: E402  (the task registry)
 
 
 class ConfigError(ValueError):
@@ -55,12 +55,15 @@ def lambdas(config) -> list[float]:
 
 def variants_for(config, task: str) -> list[str]:
     """Variant names evaluated for `task` (a GLUE task falls back to the `glue` entry; a task at an
-    intermediate pre-training step runs `trajectory.variants`)."""
+    intermediate pre-training step runs `trajectory.variants`; an evaluation-only task such as mlm_compat
+    without an entry runs the variants of the task it scores)."""
     if step_of(task) is not None:
         return list(config["trajectory"]["variants"])
     tv = config["task_variants"]
     if task in tv:
         return list(tv[task])
+    if is_evaluation_only(task):
+        return variants_for(config, SCORES[task])
     if task == "mlm":
         raise ConfigError("task_variants: no entry for 'mlm'")
     if "glue" not in tv:
@@ -161,8 +164,8 @@ def many_variants(config, task: str) -> list[str]:
     """The variants merged all at once on `task` (those of many.variants the task runs; none for a task
     outside many.tasks)."""
     tasks = config["many"].get("tasks")
-    if tasks is not None and task not in tasks:
-        return []
+    if (tasks is not None and task not in tasks) or is_evaluation_only(task):
+        return []  # mlm_compat: no all-seed merges of its own (they would be mlm's, re-scored)
     return [v for v in config["many"]["variants"] if v in variants_for(config, task)]
 
 
@@ -205,6 +208,27 @@ def _check_tasks(config):
     for key in config["task_variants"]:
         if key not in (*ORDER, "glue"):
             raise ConfigError(f"task_variants.{key}: unknown task (keys: {', '.join(ORDER)} or glue)")
+    for task in config["tasks"]:
+        if not is_evaluation_only(task):
+            continue
+        scored = SCORES[task]
+        if scored not in config["tasks"]:
+            raise ConfigError(
+                f"tasks: {task!r} scores {scored!r}'s models and permutations on other evaluation data; "
+                f"add {scored!r} to tasks"
+            )
+        extra = [v for v in variants_for(config, task) if v not in variants_for(config, scored)]
+        if extra:
+            raise ConfigError(
+                f"task_variants.{task}: {extra} do not run for {scored!r} (task_variants.{scored}: "
+                f"{variants_for(config, scored)}); {task} re-scores {scored}'s permutations, so its variants "
+                f"must be a subset of {scored}'s"
+            )
+        if task == "mlm_compat" and config["data"]["mlm_eval"]["paper_compat"]:
+            raise ConfigError(
+                "tasks: mlm_compat scores the character-spaced text beside mlm's normal text, but "
+                "data.mlm_eval.paper_compat: true makes mlm score the character-spaced text too; drop one"
+            )
 
 
 def _check_pairs(config):
@@ -275,6 +299,10 @@ def _check_trajectory(config):
     if not steps:
         return
     for i, task in enumerate(tr["tasks"]):
+        if is_evaluation_only(task):
+            raise ConfigError(
+                f"trajectory.tasks[{i}] = {task!r}: an evaluation-only task has no checkpoints of its own at a step"
+            )
         if task not in config["tasks"]:
             raise ConfigError(
                 f"trajectory.tasks[{i}] = {task!r}: not in tasks {config['tasks']} (its final checkpoint is the last point)"

@@ -34,7 +34,7 @@ import sys
 from dataclasses import dataclass, field
 
 from . import config as cfg
-from .tasks import base_task
+from .tasks import base_task, is_evaluation_only, is_mlm, mlm_evalset
 
 MB = 10**6
 
@@ -57,6 +57,7 @@ FLUSH_EVERY = 4  # stats._FLUSH_EVERY: queued rank-one corrections per feature (
 # Examples per split of the real GLUE tasks (nyu-mll/glue), and the eval split the workflow uses.
 # Token counts assumed where the configuration does not bound them (hub/local sources without a cap).
 MLM_EVAL_TOKENS = 300_000  # Wikitext-103 validation: ~218k words, ~250k WordPiece tokens
+MLM_COMPAT_EVAL_TOKENS = 1_300_000  # the same lines character-spaced (mlm_compat): ~one token per character
 TEXT_LINES_UNCAPPED = 1_000_000  # a statistics text (hub/local) without sample/max_lines
 EMBEDDED_TEXT_LINES = 50_000  # the embedded Books stand-in: 20,000 lines
 
@@ -341,11 +342,12 @@ def stats_examples(config, task: str) -> int:
     return EMBEDDED_TEXT_LINES if spec["source"] == "embedded" else TEXT_LINES_UNCAPPED
 
 
-def mlm_eval_tokens(config) -> int:
+def mlm_eval_tokens(config, evalset: str = "mlm") -> int:
+    """Tokens of an MLM evaluation set (data/evalsets/{evalset}): max_blocks' worth, else Wikitext's."""
     spec = config["data"]["mlm_eval"]
     if spec.get("max_blocks"):
         return int(spec["max_blocks"]) * int(spec.get("block_size", 128))
-    return MLM_EVAL_TOKENS
+    return MLM_COMPAT_EVAL_TOKENS if evalset != "mlm" or spec.get("paper_compat") else MLM_EVAL_TOKENS
 
 
 # ---------------------------------------------------------------------------------------------- estimates
@@ -416,6 +418,7 @@ def estimate(rule: str, config, task: str | None = None, variant: str | None = N
     if task is None:
         raise ValueError(f"footprint: rule {rule!r} needs a task")
     # a task at an intermediate step (mlm_step250) has the task's shapes and data, and a subset of its variants
+    evalset = mlm_evalset(task)  # mlm_compat: mlm's models on its own (character-spaced) evaluation set
     task = base_task(task)
     if rule == "finetune" and task == "mlm":
         raise ValueError("footprint: finetune runs on GLUE tasks, not 'mlm'")
@@ -518,7 +521,7 @@ def estimate(rule: str, config, task: str | None = None, variant: str | None = N
         if task == "mlm":
             spec = config["data"]["mlm_eval"]
             T = int(spec.get("block_size", 128))
-            data = {"evaluation set": 16 * mlm_eval_tokens(config)}
+            data = {"evaluation set": 16 * mlm_eval_tokens(config, evalset)}
             masked = math.ceil(B * T * float(spec.get("mask_prob", 0.15)))
             logits = 2 * 4 * masked * shape.vocab
         else:
@@ -544,7 +547,11 @@ def estimates(rule: str, config) -> list[Estimate]:
     """One estimate per task the rule runs for (fetch_model: one)."""
     if rule == "fetch_model":
         return [] if config["models"]["source"] == "pretrain" else [estimate(rule, config)]
-    tasks = [t for t in config["tasks"] if not (rule == "finetune" and t == "mlm")]
+    tasks = [
+        t
+        for t in config["tasks"]
+        if not (rule == "finetune" and is_mlm(t)) and not (rule != "sweep_lambdas" and is_evaluation_only(t))
+    ]
     return [estimate(rule, config, t) for t in tasks]
 
 

@@ -4,7 +4,8 @@ For each GLUE task: its columns, label count (1 = regression), metric, splits (t
 included), label names, display title; the dict's order is the paper's (the figures and tables follow it).
 The schema, the config checks, the data rules, the hub export, the stand-in builders (permerge.data.standins
 adds how each stand-in is built), the plots and the tests read it from here. ``mlm`` is not a GLUE task:
-it is the pre-trained models themselves.
+it is the pre-trained models themselves. ``mlm_compat`` scores ``mlm``'s models and permutations on the
+reference implementation's character-spaced evaluation text (see "Evaluation-only tasks" below).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MLM = "mlm"
+MLM_COMPAT = "mlm_compat"
 
 
 @dataclass(frozen=True)
@@ -104,8 +106,12 @@ TASKS: dict[str, Task] = {
     )
 }
 GLUE_TASKS: tuple[str, ...] = tuple(TASKS)
-ORDER: tuple[str, ...] = (MLM, *GLUE_TASKS)
-TITLES: dict[str, str] = {MLM: "MLM", **{t.name: t.title for t in TASKS.values()}}
+ORDER: tuple[str, ...] = (MLM, MLM_COMPAT, *GLUE_TASKS)
+TITLES: dict[str, str] = {
+    MLM: "MLM",
+    MLM_COMPAT: "MLM, character-spaced text (paper_compat)",
+    **{t.name: t.title for t in TASKS.values()},
+}
 
 
 def glue_task(name: str) -> Task:
@@ -124,6 +130,32 @@ def split_signatures() -> dict[tuple[str, ...], list[str]]:
     return groups
 
 
+# ------------------------------------------------------------------------------ evaluation-only tasks
+# A task that scores another task's models and permutations on its own evaluation data, and has no models,
+# statistics or permutations of its own. `mlm_compat`: the `mlm` models and permutations on the reference
+# implementation's character-spaced Wikitext (each line's characters joined with spaces, the text behind
+# the paper's MLM barriers: docs/method.md "MLM loss"); its evaluation set is data/evalsets/mlm_compat.
+# The permutations do not depend on the evaluation text, so every variant's curve costs one λ sweep.
+SCORES: dict[str, str] = {MLM_COMPAT: MLM}  # evaluation-only task -> the task whose models it scores
+PAPER_COMPAT_EVALSETS: frozenset[str] = frozenset({MLM_COMPAT})  # evaluation sets built character-spaced
+
+
+def is_evaluation_only(task: str) -> bool:
+    """Whether `task` only re-scores another task's models and permutations (mlm_compat)."""
+    return task in SCORES
+
+
+def models_of(task: str) -> str:
+    """The task whose models and permutations `task` uses: models_of("mlm_compat") == "mlm"; itself otherwise."""
+    return SCORES.get(task, task)
+
+
+def mlm_evalset(task: str) -> str:
+    """The name of the MLM evaluation set (data/evalsets/{name}.safetensors) an MLM task is scored on:
+    "mlm_compat" for mlm_compat, "mlm" for mlm and mlm at a step."""
+    return task if task in PAPER_COMPAT_EVALSETS else MLM
+
+
 # ------------------------------------------------------------------------------------------- steps
 # A task at an intermediate pre-training step is a task of its own in the DAG: `mlm_step250` is the MLM
 # checkpoint after 250 pre-training steps, `sst2_step250` that checkpoint fine-tuned on SST-2. Everything
@@ -133,9 +165,11 @@ STEP_SEP = "_step"
 
 
 def base_task(task: str) -> str:
-    """The task a (possibly step-suffixed) task name evaluates: base_task("mlm_step250") == "mlm"."""
+    """The task a (possibly step-suffixed) task name evaluates: base_task("mlm_step250") == "mlm"; an
+    evaluation-only task evaluates the task it scores: base_task("mlm_compat") == "mlm"."""
     name, sep, step = task.rpartition(STEP_SEP)
-    return name if sep and step.isdigit() else task
+    name = name if sep and step.isdigit() else task
+    return SCORES.get(name, name)
 
 
 def step_of(task: str) -> int | None:

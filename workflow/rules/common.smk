@@ -70,6 +70,8 @@ GLUE = [t for t in TASKS if not TASK_REGISTRY.is_mlm(t)]
 # Barrier vs pre-training step: the trajectory's tasks at intermediate steps (mlm_step250, ...) are tasks of
 # their own, planned like any task; TASK_REGISTRY.base_task says what they evaluate (mlm_step250 -> mlm).
 STEP_TASKS = cfg.step_tasks(config)
+# Evaluation-only tasks (mlm_compat: mlm's models and permutations scored on the reference's character-spaced
+# text) run the λ sweep only; TASK_REGISTRY.models_of says whose models and permutations they read.
 PAIRS = cfg.pairs(config)
 LAMBDAS = cfg.lambdas(config)
 ENV = "../../envs/permerge.yaml"
@@ -156,7 +158,13 @@ def many_permutations(wildcards):
 
 
 def seed_models(wildcards):
-    return expand(res("models/{task}/seed{seed}"), task=wildcards.task, seed=SEEDS)
+    return expand(res("models/{task}/seed{seed}"), task=TASK_REGISTRY.models_of(wildcards.task), seed=SEEDS)
+
+
+def pair_permutations(wildcards):
+    """The variant's permutation file of every pair (mlm_compat: mlm's)."""
+    task = TASK_REGISTRY.models_of(wildcards.task)
+    return [f"{R}/permutations/{task}/{wildcards.variant}/{pair_name(a, b)}.safetensors" for a, b in PAIRS]
 
 
 def loss_files(task):
@@ -164,6 +172,8 @@ def loss_files(task):
 
 
 def merged_models(task):
+    if TASK_REGISTRY.is_evaluation_only(task):
+        return []  # mlm_compat's merges are mlm's
     return [
         f"{R}/merged/{task}/{v}/{pair_name(a, b)}/lambda{fmt(lam)}"
         for v in cfg.variants_for(config, task)
@@ -206,9 +216,21 @@ def stats_text(wildcards):
 
 def evaluation_data(wildcards):
     task = TASK_REGISTRY.base_task(wildcards.task)
-    if task == TASK_REGISTRY.MLM:
-        return res("data/evalsets/mlm.safetensors")
+    if task == TASK_REGISTRY.MLM:  # mlm, mlm at a step: data/evalsets/mlm; mlm_compat: its character-spaced set
+        return res(f"data/evalsets/{TASK_REGISTRY.mlm_evalset(wildcards.task)}.safetensors")
     return f"{R}/data/glue/{task}/{eval_split(task)}.jsonl"
+
+
+# the data.mlm_eval keys of the evaluation set (the text is the heldout role's)
+MLM_EVALSET_KEYS = ("block_size", "mask_prob", "mask_seed", "max_blocks", "paper_compat")
+
+
+def mlm_evalset_options(evalset):
+    """The options of an MLM evaluation set: data.mlm_eval's, character-spaced for mlm_compat."""
+    options = {k: config["data"]["mlm_eval"][k] for k in MLM_EVALSET_KEYS}
+    if evalset in TASK_REGISTRY.PAPER_COMPAT_EVALSETS:
+        options["paper_compat"] = True
+    return options
 
 
 def trajectory_loss_files():

@@ -1,14 +1,18 @@
 # Losses along θ(λ) = (1-λ)·θ_A + λ·π(θ_B), interpolated in memory (no checkpoint per λ).
 
 
+# mlm: the held-out text tokenized normally; mlm_compat: the same lines character-spaced as the reference
+# scored them (same masks' seed and block size), for the paper's MLM barriers.
 rule build_mlm_evalset:
     input:
         text=res("data/text/heldout.txt"),
         tokenizer=f"{R}/models/mlm/seed{SEEDS[0]}",
     output:
-        res("data/evalsets/mlm.safetensors"),
+        res("data/evalsets/{evalset}.safetensors"),
     log:
-        res("logs/build_mlm_evalset.log"),
+        res("logs/build_{evalset}_evalset.log"),
+    wildcard_constraints:
+        evalset="|".join([TASK_REGISTRY.MLM, *TASK_REGISTRY.PAPER_COMPAT_EVALSETS]),
     conda:
         ENV
     threads: 1
@@ -16,20 +20,15 @@ rule build_mlm_evalset:
         mem_mb=2000,
         runtime=10,
     params:
-        mlm_eval={
-            k: config["data"]["mlm_eval"][k]
-            for k in ("block_size", "mask_prob", "mask_seed", "max_blocks", "paper_compat")
-        },
+        mlm_eval=lambda w: mlm_evalset_options(w.evalset),
     script:
         "../scripts/build_mlm_evalset.py"
 
 
 rule sweep_lambdas:
     input:
-        models=seed_models,
-        permutations=lambda w: [
-            f"{R}/permutations/{w.task}/{w.variant}/{pair_name(a, b)}.safetensors" for a, b in PAIRS
-        ],
+        models=seed_models,  # mlm_compat: mlm's models and permutations
+        permutations=pair_permutations,
         data=evaluation_data,
     output:
         [f"{R}/losses/{{task}}/{{variant}}/{pair_name(a, b)}.tsv" for a, b in PAIRS],
