@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import shutil
+import struct
 import time
 from pathlib import Path
 
@@ -65,8 +66,50 @@ def sha256_tensors(tensors) -> str:
     for t in tensors:
         t = t.detach().to("cpu").contiguous()
         h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().data)  # no copy of the data
     return h.hexdigest()
+
+
+_DTYPES = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
+
+
+def write_safetensors(tensors: dict[str, torch.Tensor], path, metadata: dict[str, str]) -> None:
+    """Write a safetensors file one tensor at a time and fsync it.
+
+    safetensors.torch.save_file needs every tensor in host memory at once: off the GPU, bert-base's state
+    would be a 1.3 GB copy that the job's footprint (permerge/footprint.py) does not allow for (older
+    safetensors versions also serialize it into one more buffer). Here at most one tensor (the word
+    embeddings, 94 MB) is copied at a time. Same format (8-byte header length, JSON header padded to 8 bytes, the data); the tensors are laid
+    out widest dtype first, so each one's offset is a multiple of its element size."""
+    order = sorted(tensors, key=lambda k: -tensors[k].element_size())
+    header: dict = {}
+    offset = 0
+    for name in order:
+        t = tensors[name]
+        size = t.numel() * t.element_size()
+        header[name] = {"dtype": _DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    header["__metadata__"] = metadata
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as fh:
+        fh.write(struct.pack("<Q", len(raw)))
+        fh.write(raw)
+        for name in order:
+            fh.write(tensors[name].detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().data)
+        fh.flush()
+        os.fsync(fh.fileno())  # the bytes are on disk before the rename makes them the state
 
 
 def discard(directory, log: logging.Logger | None = None) -> None:
@@ -139,13 +182,11 @@ class TrainingState:
 
     def save(self, progress: Progress, model, opt, sched, scaler) -> None:
         """Write the state after `progress.step` steps atomically. Draws from no generator."""
-        from safetensors.torch import save_file
-
         t = time.perf_counter()
         names = _param_names(model)
         tensors: dict[str, torch.Tensor] = {}
         for name, p in model.named_parameters():
-            tensors[f"model/{name}"] = p.detach().to("cpu").contiguous()
+            tensors[f"model/{name}"] = p.detach()  # copied off the device one at a time, when written
         groups = []
         for group in opt.param_groups:
             hp = {k: (list(v) if isinstance(v, tuple) else v) for k, v in group.items() if k != "params"}
@@ -155,7 +196,7 @@ class TrainingState:
                 for key, value in opt.state.get(p, {}).items():
                     if not torch.is_tensor(value):
                         value = torch.tensor(value, dtype=torch.float64)
-                    tensors[f"optimizer/{names[id(p)]}/{key}"] = value.detach().to("cpu").contiguous()
+                    tensors[f"optimizer/{names[id(p)]}/{key}"] = value.detach()
         tensors["rng/torch"] = torch.get_rng_state()
         cuda = _rng_device(model)
         if cuda is not None:
@@ -173,9 +214,7 @@ class TrainingState:
             "scaler": scaler.state_dict() if scaler is not None else {},
         }
         with atomic_path(self.path) as tmp:
-            save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta)})
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())  # the bytes are on disk before the rename makes them the state
+            write_safetensors(tensors, tmp, {META_KEY: json.dumps(meta)})
         self.saves += 1
         self.save_seconds += time.perf_counter() - t
 
