@@ -114,7 +114,8 @@ ft.finetune(**args)
 def test_sigkilled_finetuning_resumes_bit_identical(mlm_dirs, reference, tmp_path, caplog):
     """A real kill (SIGKILL of a fine-tuning process) after its state reached step 5 or later, within the
     first or second epoch; the resumed run crosses an epoch boundary and ends with the reference's every
-    tensor and metric (dropout 0.1: the dropout RNG is restored)."""
+    tensor and metric (dropout 0.1: the dropout RNG is restored). Most of its time is the subprocess importing
+    torch and transformers (10-45 s, depending on the machine's load)."""
     ref_dir, ref = reference
     resume_dir = tmp_path / "resume"
     data = _classification_data(48)
