@@ -204,6 +204,8 @@ def finetune(
     eval_batch_size: int = 64,
     dropout: float | None = None,
     log: logging.Logger | None = None,
+    resume_dir=None,
+    resume_every_steps: int | None = None,
 ) -> dict:
     """Fine-tune one seed and save it (safetensors + tokenizer + metrics.json). Returns the metrics.
 
@@ -211,6 +213,11 @@ def finetune(
     `data_seed` (None: `seed`) alone decides the batch order. `fp16`: float16 autocast with a GradScaler on CUDA
     (as HF Trainer's fp16; optimizer steps skipped for overflowing gradients do not advance the schedule, as
     there); ignored on other devices. Evaluation runs in float32.
+    `resume_dir` (None: not resumable): the training state is saved there every `resume_every_steps`
+    optimizer steps (None: not within epochs), at every epoch end and after the last step; a later call with the same
+    arguments resumes from it and ends with the weights and metrics of an uninterrupted run
+    (permerge.resume; a state of other arguments, input model or data is ignored). The caller removes the
+    directory (permerge.resume.discard) once the output is in place.
     """
     log = log or logging.getLogger("permerge.finetune")
     t0 = time.time()
@@ -253,12 +260,63 @@ def finetune(
 
     order = hashlib.sha256()
 
-    def batches():
-        for idx in training_batches(
-            train_set["lengths"], batch_size, total_steps, gen, group_by_length=group_by_length
-        ):
-            order.update(idx.to(torch.int64).numpy().tobytes())
-            yield idx
+    def batches(start: int = 0):
+        """The batches from step `start` on. The order (and its hash) is replayed from the seed up to there
+        at once (also when no step is left), which rebuilds the epoch that a resumed run continues."""
+        gen.manual_seed(data_seed)
+        drawn = training_batches(train_set["lengths"], batch_size, total_steps, gen, group_by_length=group_by_length)
+        for _ in range(start):
+            order.update(next(drawn).to(torch.int64).numpy().tobytes())
+
+        def rest():
+            for idx in drawn:
+                order.update(idx.to(torch.int64).numpy().tobytes())
+                yield idx
+
+        return rest()
+
+    resume = None
+    if resume_dir is not None:
+        from .resume import TrainingState, model_identity, sha256_tensors
+
+        def data_state_at(step):
+            g = torch.Generator().manual_seed(data_seed)
+            for _ in training_batches(train_set["lengths"], batch_size, step, g, group_by_length=group_by_length):
+                pass
+            return g.get_state()
+
+        fingerprint = {
+            "model": model_identity(model_dir),
+            "train_data": sha256_tensors(train_set[k] for k in ("input_ids", "token_type_ids", "labels")),
+            "n_train": int(n),
+            "num_labels": int(num_labels),
+            "seed": int(seed),
+            "head_seed": int(head_seed),
+            "data_seed": data_seed,
+            "lr": float(lr),
+            "epochs": float(epochs),
+            "batch_size": int(batch_size),
+            "max_length": int(max_length),
+            "warmup": float(warmup),
+            "weight_decay": float(weight_decay),
+            "grad_clip": float(grad_clip),
+            "dropout": float(model.config.hidden_dropout_prob),
+            "group_by_length": bool(group_by_length),
+            "fp16_in_effect": amp,
+            "device": dev.type,
+            "total_steps": total_steps,
+            "steps_per_epoch": steps_per_epoch,
+        }
+        resume = TrainingState(
+            resume_dir,
+            every_steps=resume_every_steps,
+            steps_per_epoch=steps_per_epoch,
+            total_steps=total_steps,
+            fingerprint=fingerprint,
+            data_generator=gen,
+            data_state_at=data_state_at,
+            log=log,
+        )
 
     def step_loss(idx):
         logits = glue_logits(model, train_set, idx, dev)  # float32 logits: the loss is computed in float32
@@ -267,7 +325,7 @@ def finetune(
 
     run = train(
         model,
-        batches(),
+        batches,
         step_loss,
         total_steps=total_steps,
         lr=lr,
@@ -277,7 +335,12 @@ def finetune(
         fp16=fp16,
         log=log,
         log_every=max(1, min(50, total_steps // 10)),
+        resume=resume,
     )
+    if resume is not None and resume.saves:
+        log.info(
+            "resume state: %d saves, %.3f s each, in %s", resume.saves, resume.save_seconds / resume.saves, resume_dir
+        )
     losses, lrs, skipped = run.losses, run.lrs, run.skipped
     train_minutes = (time.time() - t0) / 60
     model.eval()

@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
@@ -64,9 +65,32 @@ class Trained:
     seconds: float  # wall time of the loop, `after_step` included
 
 
+@dataclass
+class Progress:
+    """Where a loop stands after `step` optimizer steps: what `Trained` reports about those steps."""
+
+    step: int
+    losses: list[float]
+    lrs: list[float]
+    skipped: int
+
+
+class Resumable(Protocol):
+    """Saves a loop's state now and then and restores it in a later process (permerge.resume)."""
+
+    def restore(self, model, opt, sched, scaler) -> Progress | None:
+        """Load a saved state into the model, optimizer, schedule, scaler and RNGs; None: start at step 0."""
+
+    def due(self, done: int) -> bool:
+        """Whether to save after `done` steps."""
+
+    def save(self, progress: Progress, model, opt, sched, scaler) -> None:
+        """Save everything the remaining steps depend on (without drawing from any generator)."""
+
+
 def train(
     model: torch.nn.Module,
-    batches: Iterable,
+    batches: Iterable | Callable[[int], Iterable],
     step_loss: Callable[[object], torch.Tensor],
     *,
     total_steps: int,
@@ -81,6 +105,7 @@ def train(
     log: logging.Logger | None = None,
     log_every: int = 50,
     after_step: Callable[[int], None] | None = None,
+    resume: Resumable | None = None,
 ) -> Trained:
     """Train `model` (in place) for `total_steps` steps on `step_loss(batch)` for the batches of `batches`.
 
@@ -89,6 +114,10 @@ def train(
     does not advance the schedule. A non-finite loss raises FloatingPointError naming the step (0-based).
     `after_step(steps_done)` runs after every step (e.g. a held-out evaluation); its time is left out of the
     logged s/step.
+    `resume`: restore a saved state before the first step (then `batches` must be a callable that returns
+    the batches from a given step on) and save one after each step it says is due (after `after_step`).
+    A loop resumed at step S ends exactly as an uninterrupted one (same weights, losses, lrs), provided
+    `batches(S)` yields the batches the uninterrupted loop would have drawn from step S on.
     """
     log = log or logging.getLogger("permerge.train")
     device = next(model.parameters()).device
@@ -102,10 +131,20 @@ def train(
 
     losses: list[float] = []
     lrs: list[float] = []
-    skipped = logged = 0  # logged: steps covered by the log lines so far
+    skipped = start = 0
+    if resume is not None:
+        progress = resume.restore(model, opt, sched, scaler)
+        if progress is not None:
+            start, losses, lrs, skipped = progress.step, list(progress.losses), list(progress.lrs), progress.skipped
+    if callable(batches):
+        batches = batches(start)
+    elif start:
+        raise ValueError("a resumed loop needs `batches` as a callable of the step to start from")
+    logged = start  # steps covered by the log lines so far
     t0 = t_window = time.perf_counter()
-    paused = 0.0  # time spent in after_step during the current log window
-    for step, batch in zip(range(total_steps), batches):  # range first: no batch is drawn past the last step
+    paused = 0.0  # time spent in after_step (and saving) during the current log window
+    # range first: no batch is drawn past the last step
+    for step, batch in zip(range(start, total_steps), batches):
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
             loss = step_loss(batch)
         value = float(loss.detach())
@@ -141,6 +180,10 @@ def train(
         if after_step is not None:
             t = time.perf_counter()
             after_step(done)
+            paused += time.perf_counter() - t
+        if resume is not None and resume.due(done):
+            t = time.perf_counter()
+            resume.save(Progress(done, losses, lrs, skipped), model, opt, sched, scaler)
             paused += time.perf_counter() - t
     if len(losses) < total_steps:
         raise ValueError(f"the batch iterator ran out after {len(losses)} of {total_steps} steps")

@@ -202,7 +202,8 @@ def eval_split(task):
 def finetune_params(task):
     """Fine-tuning hyper-parameters of one task: the defaults with the task's overrides."""
     ft = config["finetune"]
-    hp = {k: v for k, v in ft.items() if k != "tasks"}
+    # resume_every_steps: how often the state is saved, not what is trained (the script reads it from config)
+    hp = {k: v for k, v in ft.items() if k not in ("tasks", "resume_every_steps")}
     hp.update(ft["tasks"].get(TASK_REGISTRY.base_task(task), {}))
     return hp
 

@@ -113,5 +113,9 @@ rule finetune:
     params:
         hparams=lambda w: finetune_params(w.glue_task),
         device=config["device"],
+        # The training state (every finetune.resume_every_steps steps and at epoch ends), from which a job
+        # killed by a time limit or preemption resumes in its next attempt. Not an output: Snakemake deletes
+        # outputs before a rerun, and the state must survive a failed job. Removed after success.
+        resume_dir=lambda w: res(f"resume/finetune/{w.glue_task}/seed{w.seed}"),
     script:
         "../scripts/finetune.py"

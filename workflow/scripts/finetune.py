@@ -1,7 +1,10 @@
 """Fine-tune one pre-trained seed on one GLUE(-shaped) task; the head is initialised identically across seeds.
 
 params.hparams: config `finetune` with the task's overrides (lr, epochs, batch_size, max_length, warmup,
-head_seed, data_seed, fp16, group_by_length, max_train_examples, dropout); params.device.
+head_seed, data_seed, fp16, group_by_length, max_train_examples, dropout); params.device;
+params.resume_dir: where the training state is saved (config `finetune.resume_every_steps`) so that a
+killed job's next attempt resumes; outside the output, which Snakemake deletes before a rerun. It is
+removed once the output is in place.
 """
 
 from permerge.device import job_preflight
@@ -11,6 +14,7 @@ log = setup_job(snakemake)
 job_preflight(getattr(snakemake.params, "device", "cpu") or "cpu", log)  # CUDA works here, before any input is read
 from permerge.data.jsonl import read_jsonl, validate_task_files  # noqa: E402
 from permerge.finetune import finetune, task_info  # noqa: E402
+from permerge.resume import discard  # noqa: E402
 from permerge.tasks import base_task  # noqa: E402
 
 p = snakemake.params
@@ -40,6 +44,9 @@ validate_task_files(
 )
 train = read_jsonl(snakemake.input.train, hp["max_train_examples"])
 validation = read_jsonl(snakemake.input.validation)
+# The save cadence does not change the result: read from the configuration, not params (a change of it
+# must not rerun finished fine-tuning jobs). The schema fills the default.
+resume_every = snakemake.config.get("finetune", {}).get("resume_every_steps")
 with atomic_path(snakemake.output[0], is_dir=True) as tmp:
     finetune(
         model_dir=snakemake.input.model,
@@ -63,4 +70,7 @@ with atomic_path(snakemake.output[0], is_dir=True) as tmp:
         dropout=None if hp["dropout"] is None else float(hp["dropout"]),
         device=getattr(p, "device", "cpu") or "cpu",
         log=log,
+        resume_dir=p.resume_dir,
+        resume_every_steps=None if resume_every is None else int(resume_every),
     )
+discard(p.resume_dir, log)  # only now: the output is in place
