@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -200,6 +200,6 @@ def align_pair(variant: Variant, pair: Pair, *, init: dict[str, np.ndarray] | No
 
             spec = spec_for_model(pair.params_a)
             check_spec(spec, pair.params_b)
-            pair = Pair(**{**pair.__dict__, "spec": spec})
+            pair = replace(pair, spec=spec)
     perms, info = m.align(variant, pair, init)
     return Alignment(dict(perms), dict(info))

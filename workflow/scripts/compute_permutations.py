@@ -74,40 +74,39 @@ def align(variant):
     loaded = {}  # seed -> model; only the current pair's models are kept
     for (a, b), out in zip(p.pairs, snakemake.output):
         start = time.perf_counter()
-        pair = Pair(config=config, stats=stats, a=f"seed{a}", b=f"seed{b}", seed=pair_seed(f"seed{a}", f"seed{b}"))
+        name = f"seed{a}-seed{b}"
         if reads.weights:
             loaded = {s: loaded[s] if s in loaded else load_model(model_dirs[s]) for s in (a, b)}
             check_compatible(loaded[a].config, loaded[b].config)
-            pair = Pair(**{**pair.__dict__, "params_a": loaded[a], "params_b": loaded[b]})
+        pair = Pair(
+            config=config,
+            stats=stats,
+            a=f"seed{a}",
+            b=f"seed{b}",
+            params_a=loaded.get(a),
+            params_b=loaded.get(b),
+            seed=pair_seed(f"seed{a}", f"seed{b}"),
+        )
         result = align_pair(variant, pair)
-        if result.info:
-            log.info(
-                "%s %s %s: weight matching (%s) %s sweeps%s, objective %s -> %s",
-                w.task,
-                w.variant,
-                pair.a + "-" + pair.b,
-                variant.method,
-                result.info["iterations"],
-                "" if result.info["converged"] == "True" else " (not converged)",
-                result.info["objective_start"],
-                result.info["objective"],
-            )
-        perms = result.perms
+        perms, info = result.perms, result.info
         log.info(
-            "%s %s seed%s-seed%s: %d permutations (%s); method %s; function-preserving: %s; %.1fs, statistics held in memory %.1f MB",
+            "%s %s %s: %d permutations (%s); method %s%s; function-preserving: %s; %.1fs, statistics held in memory %.1f MB",
             w.task,
             w.variant,
-            a,
-            b,
+            name,
             len(perms),
             ", ".join(sorted(perms)[:4]) + (" …" if len(perms) > 4 else "") or "identity",
             variant.method,
+            f" ({info['iterations']} sweeps, converged {info['converged']}, objective {info['objective_start']} -> "
+            f"{info['objective']})"
+            if info
+            else "",
             variant.function_preserving,
             time.perf_counter() - start,
             stats.nbytes() / 1e6 if stats else 0.0,
         )
         with atomic_path(out) as tmp:
-            save_permutations(perms, tmp, metadata={**metadata, "pair": f"seed{a}-seed{b}", **result.info})
+            save_permutations(perms, tmp, metadata={**metadata, "pair": name, **info})
 
 
 if variant.components:
