@@ -1,8 +1,9 @@
 """Command line: ``permerge align`` and ``permerge merge`` (more subcommands register via SUBCOMMANDS).
 
   permerge align --model-a A --model-b B --text FILE --options VARIANT.yaml --out DIR
-      statistics on FILE (one text per line, tokenizer of A), matching, writes aligned B to DIR
-      (save_pretrained layout + tokenizer) and DIR/permutations.safetensors.
+      matching.align_pair with the variant's method (statistics on FILE, one text per line, tokenizer of A,
+      where the method reads them), writes aligned B to DIR (save_pretrained layout + tokenizer) and
+      DIR/permutations.safetensors.
   permerge merge --model-a A --aligned-b DIR --lam 0.5 --out DIR
       theta(lam) = (1 - lam) * A + lam * aligned B.
 
@@ -141,7 +142,9 @@ def cmd_align(args: argparse.Namespace) -> int:
     from transformers import AutoTokenizer
 
     from .checkpoints import check_compatible, json_metadata, save_permutations, save_pretrained_atomic
-    from .matching import compute_permutations
+    from .finetune import without_shared_pooler
+    from .matchers import method
+    from .matching import Pair, align_pair, pair_seed
     from .permute import apply_permutations
     from .stats import collect_statistics, first_fraction, text_batches
 
@@ -151,10 +154,20 @@ def cmd_align(args: argparse.Namespace) -> int:
     variant = read_variant(args.options, args.variant)
     config_a, config_b = load_config(dir_a, "--model-a"), load_config(dir_b, "--model-b")
     check_compatible(config_a, config_b)
-    if not has_tokenizer(dir_a):
-        raise CliError(f"--model-a: {dir_a} has no tokenizer files")
-    # The file prefix (capped by --max-lines) is the sample; stats_fraction takes its first part.
-    lines = first_fraction(read_lines(args.text, args.max_lines), variant.stats_fraction or 1.0)
+    # as the workflow: poolers that every seed drew from finetune.head_seed are aligned by index
+    variant, note = without_shared_pooler(variant, [dir_a, dir_b])
+    if note:
+        log.info("pooler %s", note)
+    reads = method(variant.method)
+    use_stats = bool(variant.components) and reads.statistics
+    lines = []
+    if use_stats:
+        if args.text is None:
+            raise CliError(f"--text is required: method {variant.method!r} matches activation statistics")
+        if not has_tokenizer(dir_a):
+            raise CliError(f"--model-a: {dir_a} has no tokenizer files")
+        # The file prefix (capped by --max-lines) is the sample; stats_fraction takes its first part.
+        lines = first_fraction(read_lines(args.text, args.max_lines), variant.stats_fraction or 1.0)
 
     log.info(
         "variant %s (%s)",
@@ -164,18 +177,28 @@ def cmd_align(args: argparse.Namespace) -> int:
     device = args.device or default_device()
     model_a = load_model(dir_a, config_a).to(device)
     model_b = load_model(dir_b, config_b).to(device)
-    tokenizer = AutoTokenizer.from_pretrained(str(dir_a))
 
-    perms = {}
-    num_tokens = 0
-    if variant.components:
-        batches = text_batches(tokenizer, lines, batch_size=args.batch_size, max_length=args.max_length)
+    stats = None
+    if use_stats:
+        # batched by length, as the workflow's statistics job does: the same sums over the same batches
+        tokenizer = AutoTokenizer.from_pretrained(str(dir_a))
+        batches = text_batches(tokenizer, lines, batch_size=args.batch_size, max_length=args.max_length, by_length=True)
         stats = collect_statistics([model_a, model_b], batches, names=["a", "b"], device=device)
-        num_tokens = stats.num_tokens
-        log.info("statistics on %d texts, %d tokens", len(lines), num_tokens)
-        perms = compute_permutations(stats, "a", "b", variant, config_a)
+        log.info("statistics on %d texts, %d tokens", len(lines), stats.num_tokens)
+    elif variant.components:
+        log.info("method %s: no statistics", variant.method)
     else:
         log.info("vanilla variant: no statistics, identity permutations")
+    # weight matching's visiting order: seeded by the pair's name, the two directories' (the workflow's seed{s})
+    pair = Pair(
+        config=config_a,
+        stats=stats,
+        params_a=model_a,
+        params_b=model_b,
+        seed=pair_seed(dir_a.name, dir_b.name),
+    )
+    result = align_pair(variant, pair)
+    perms = result.perms
     aligned = apply_permutations(model_b.cpu(), perms)
     log.info("permutations: %s", ", ".join(sorted(perms)) or "none")
 
@@ -186,7 +209,8 @@ def cmd_align(args: argparse.Namespace) -> int:
         model_b=str(dir_b),
         text=str(args.text),
         texts=len(lines),
-        tokens=num_tokens,
+        tokens=stats.num_tokens if stats is not None else 0,
+        **result.info,
     )
     tok_dir = dir_b if has_tokenizer(dir_b) else dir_a
     save_pretrained_atomic(
@@ -200,12 +224,15 @@ def add_align(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "align",
         help="permute model B into model A's basis",
-        description="Compute activation statistics of A and B on a text file, match "
-        "units by correlation and write the permuted (aligned) B.",
+        description="Match the units of B to A's by the variant's method (activation: statistics of A and B "
+        "on a text file, matched by correlation; weight: from the weights alone; hybrid: both) and write the "
+        "permuted (aligned) B: the permutations the workflow computes for the same variant and pair.",
     )
     p.add_argument("--model-a", required=True, help="reference model directory (save_pretrained layout)")
     p.add_argument("--model-b", required=True, help="model directory to permute")
-    p.add_argument("--text", required=True, help="text file, one sentence/paragraph per line")
+    p.add_argument(
+        "--text", default=None, help="text file, one sentence/paragraph per line (methods that read statistics)"
+    )
     p.add_argument("--options", required=True, help="YAML file with the variant options")
     p.add_argument(
         "--variant",

@@ -94,16 +94,22 @@ def stats_fractions(config, task: str) -> list[float]:
 
 
 def needs_statistics(config, variant: str) -> bool:
-    """Whether a variant's permutations read activation statistics: vanilla averaging (no components) and
-    data-free weight matching do not."""
-    opts = config["variants"][variant]
-    return bool(opts.get("components")) and opts.get("method", "activation") != "weight"
+    """Whether a variant's permutations read activation statistics (its method's registry entry,
+    permerge.matchers.METHOD, says): vanilla averaging (no components) and data-free weight matching do not."""
+    opts = variant_options(config, variant)
+    return bool(opts.components) and _method(opts).statistics
 
 
 def needs_weights(config, variant: str) -> bool:
     """Whether a variant's permutations read the seed checkpoints (weight and hybrid matching)."""
-    opts = config["variants"][variant]
-    return bool(opts.get("components")) and opts.get("method", "activation") != "activation"
+    opts = variant_options(config, variant)
+    return bool(opts.components) and _method(opts).weights
+
+
+def _method(variant):
+    from permerge.matchers import METHOD
+
+    return METHOD[variant.method]
 
 
 def trajectory_steps(config) -> list[int]:
@@ -192,10 +198,7 @@ def _check_many(config):
     # activation variants reuse the pair files (reference, b): every such pair must be in the grid
     have = set(pairs(config))
     missing = [(ref, b) for b in sorted(config["seeds"]) if b != ref and (ref, b) not in have]
-    if missing and any(
-        config["variants"][v].get("method", "activation") != "weight" and config["variants"][v].get("components")
-        for v in many["variants"]
-    ):
+    if missing and any(needs_statistics(config, v) for v in many["variants"]):
         raise ConfigError(
             f"many: activation variants align every seed to seed {ref} with the pair files, but pairs lacks {missing}"
         )

@@ -3,8 +3,8 @@
 Two ways to bring S models into one basis before averaging their parameters:
 
 * ``to_reference``: every model is aligned to one reference model (seed 1 in the workflow) with the pair's
-  permutations (activation matching reuses the pair files (ref, b); weight matching computes them), then
-  all S are averaged.
+  permutations (activation matching reuses the pair files (ref, b); weight matching computes them with
+  ``weight_matcher``, i.e. ``matching.align_pair``), then all S are averaged.
 * ``iterative``: MergeMany — start from the reference-aligned perms (or the identity); in each round visit
   the models in a random order and re-align model i to the average of the *others* (as currently aligned);
   stop when a round changes no permutation. Needs a matcher that can align to an average model, i.e. the
@@ -50,6 +50,19 @@ def average(params: Sequence[Params]) -> dict[str, torch.Tensor]:
         else:
             out[name] = first.clone()
     return out
+
+
+def weight_matcher(variant, spec: PermutationSpec, *, seed=0) -> Callable[..., dict[str, np.ndarray]]:
+    """The Match of a weight or hybrid variant: ``matching.align_pair`` on the weights, started from the
+    identity, or from ``init`` (match(target, params_b, init=None)). MergeMany aligns to averages of models,
+    which have no activation statistics: a hybrid variant starts from the identity there too."""
+    from .matching import Pair, align_pair
+
+    def match(target: Params, params_b: Params, init: Mapping[str, np.ndarray] | None = None):
+        pair = Pair(params_a=target, params_b=params_b, spec=spec, seed=seed)
+        return align_pair(variant, pair, init=dict(init or {})).perms
+
+    return match
 
 
 def _aligned(spec: PermutationSpec, params: Sequence[Params], perms: Sequence[Mapping[str, np.ndarray]]):

@@ -4,13 +4,15 @@ A new attention matcher is one entry of ``ATTENTION`` (which head pairs it score
 assignment from their scores); both the activation matcher (``permerge.matching``) and weight matching
 (``permerge.weight_matching``) run it through ``assign_heads``, ``permerge.variants`` validates it and
 derives function preservation from it, and the configuration accepts it. The same holds for the residual
-modes (which LayerNorm nodes drive the residual permutation), the Q/K modes and the methods.
+modes (which LayerNorm nodes drive the residual permutation), the Q/K modes and the methods: a new method
+is one entry of ``METHOD`` (what it reads and how it aligns a pair; ``matching.align_pair`` runs it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -65,8 +67,76 @@ RESIDUAL: dict[str, Callable[[int], Sequence[int]]] = {
 }
 # Q/K within-head order: V's (the reference) or one common order of their own (both exact symmetries)
 QK: tuple[str, ...] = ("shared", "separate")
+
+
+@dataclass(frozen=True)
+class Method:
+    """From what a variant's permutations are computed. ``align(variant, pair, init)`` returns (perms, info):
+    the permutations mapping B into A's basis and the str -> str facts worth recording with them;
+    ``pair`` is a ``matching.Pair`` holding what ``statistics`` / ``weights`` say the method reads; ``init``
+    the permutations to start from (None: the method's own start)."""
+
+    name: str
+    description: str
+    statistics: bool  # reads the pair's activation statistics
+    weights: bool  # reads the pair's weights (and their PermutationSpec)
+    # options whose value the method fixes, with why: another value is an error (never silently ignored)
+    fixed: dict[str, tuple[Any, str]]
+    align: Callable[..., tuple[dict[str, np.ndarray], dict[str, str]]]
+
+
+def _activation(variant, pair, init=None):
+    from .matching import compute_permutations
+
+    if init is not None:
+        raise ValueError("activation matching has no starting permutations (init); hybrid matching does")
+    return compute_permutations(pair.stats, pair.a, pair.b, variant, pair.config), {}
+
+
+def _weight(variant, pair, init=None):
+    from .weight_matching import match_weights
+
+    result = match_weights(pair.spec, pair.params_a, pair.params_b, variant, seed=pair.seed, init=init)
+    info = {
+        "iterations": str(result.sweeps),
+        "converged": str(result.converged),
+        "objective": repr(result.objective[-1]),
+        "objective_start": repr(result.objective[0]),
+        "seed": repr(pair.seed),
+    }
+    return result.perms, info
+
+
+def _hybrid(variant, pair, init=None):
+    if init is None:
+        init, _ = _activation(variant, pair)
+    return _weight(variant, pair, init)
+
+
+METHOD: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method(
+            "activation", "LSA on the correlations of the pair's activations (the paper)", True, False, {}, _activation
+        ),
+        Method(
+            "weight",
+            "data-free weight matching (Git Re-Basin's coordinate descent over the spec's permutations)",
+            False,
+            True,
+            {
+                # "all" nodes of the residual stream: the one residual permutation is solved from every weight it
+                # touches; first/last pick activation nodes, which weight matching has no counterpart of
+                "residual": ("all", "it solves the residual permutation from every weight of the stream"),
+                "stats_fraction": (None, "it reads no statistics"),
+            },
+            _weight,
+        ),
+        Method("hybrid", "weight matching started from the activation permutations", True, True, {}, _hybrid),
+    )
+}
 # from what the permutations are computed
-METHODS: tuple[str, ...] = ("activation", "weight", "hybrid")
+METHODS: tuple[str, ...] = tuple(METHOD)
 
 
 def attention_matcher(name: str) -> AttentionMatcher:
@@ -74,6 +144,13 @@ def attention_matcher(name: str) -> AttentionMatcher:
         return ATTENTION[name]
     except KeyError:
         raise ValueError(f"unknown attention mode {name!r} (allowed: {', '.join(ATTENTION)})") from None
+
+
+def method(name: str) -> Method:
+    try:
+        return METHOD[name]
+    except KeyError:
+        raise ValueError(f"unknown method {name!r} (allowed: {', '.join(METHOD)})") from None
 
 
 def residual_nodes(mode: str, num_layers: int) -> list[int]:

@@ -1,4 +1,5 @@
-"""Permutation matching by maximising summed *signed* Pearson correlation (linear sum assignment).
+"""Permutation matching by maximising summed *signed* Pearson correlation (linear sum assignment), and
+``align_pair``: the one way to align a pair, whatever the variant's method (``matchers.METHOD``).
 
 Convention: a permutation is an index array p with aligned_B[i] = B[p[i]]; p[i] is the unit of B matched
 to unit i of A.
@@ -6,11 +7,14 @@ to unit i of A.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
-from .matchers import assign_heads, attention_matcher, lsa, residual_nodes
+from .matchers import assign_heads, attention_matcher, lsa, method, residual_nodes
 from .stats import FEATURE_KINDS, Statistics
 from .variants import Variant
 
@@ -139,3 +143,63 @@ def compute_permutations(stats: Statistics, a: str, b: str, variant: Variant, co
     if "pooler" in comps and "pooler" in stats.features:
         perms["pooler"] = match_ff(stats.correlation("pooler", a, b))
     return perms
+
+
+def pair_seed(name_a: str, name_b: str, base: int = 0) -> list[int]:
+    """Weight matching's seed for a pair (the order it visits the permutations in): a stable hash of the
+    pair's name "{name_a}-{name_b}", never Python's salted hash(), so reruns give the same permutations.
+    The workflow names the pair seed{a}-seed{b}; ``permerge align`` by the two model directories' names,
+    which for the workflow's models are the same (results/models/{task}/seed{s})."""
+    return [int(base), zlib.crc32(f"{name_a}-{name_b}".encode())]
+
+
+@dataclass(frozen=True)
+class Pair:
+    """What aligning model B to model A may read; each method reads what its registry entry says.
+
+    statistics (activation, hybrid): ``stats`` holding the two models as ``a`` and ``b``, and ``config``
+    (the models' HF config: layers, heads). weights (weight, hybrid): ``params_a`` / ``params_b`` (modules,
+    or name -> tensor mappings with ``spec``), the ``spec`` (default: ``spec_for_model(params_a)``,
+    checked against B) and ``seed``, weight matching's visiting order (``pair_seed``)."""
+
+    config: Any = None
+    stats: Any = None  # permerge.stats.Statistics
+    a: str = "a"
+    b: str = "b"
+    params_a: Any = None
+    params_b: Any = None
+    spec: Any = None  # permerge.spec.PermutationSpec
+    seed: Any = 0
+
+
+@dataclass(frozen=True)
+class Alignment:
+    perms: dict[str, np.ndarray]  # B into A's basis; a perm not returned is the identity
+    info: dict[str, str]  # what the method reports (weight matching: sweeps, convergence, objective, seed)
+
+
+def align_pair(variant: Variant, pair: Pair, *, init: dict[str, np.ndarray] | None = None) -> Alignment:
+    """The permutations aligning B to A for ``variant``, by its method (``matchers.METHOD``): the one entry
+    point of the permutation jobs, the all-seed merge and ``permerge align``. Vanilla averaging (no
+    components) is the identity, read from nothing. ``init``: the permutations weight matching starts from
+    (hybrid: instead of the activation permutations)."""
+    if not variant.components:
+        return Alignment({}, {})
+    m = method(variant.method)
+    if m.statistics and init is None:
+        if pair.stats is None or pair.config is None:
+            raise ValueError(f"method {m.name!r} needs the pair's activation statistics and the models' config")
+        missing = [f for f in required_features(variant, pair.config.num_hidden_layers) if f not in pair.stats.features]
+        if missing:
+            raise ValueError(f"the statistics lack features the variant needs: {missing}")
+    if m.weights:
+        if pair.params_a is None or pair.params_b is None:
+            raise ValueError(f"method {m.name!r} needs the weights of both models")
+        if pair.spec is None:
+            from .spec import check_spec, spec_for_model
+
+            spec = spec_for_model(pair.params_a)
+            check_spec(spec, pair.params_b)
+            pair = replace(pair, spec=spec)
+    perms, info = m.align(variant, pair, init)
+    return Alignment(dict(perms), dict(info))

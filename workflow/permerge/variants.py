@@ -4,7 +4,9 @@ A variant says which permutations are computed (``components``) and how: the att
 Q/K get their own within-head permutation, which residual nodes drive the residual matching, and which
 fraction of the statistics data is used, and from what the permutations are computed (``method``:
 activation correlations, the paper; ``weight``, data-free weight matching; ``hybrid``, weight matching started
-from the activation permutations). The empty component set is vanilla averaging.
+from the activation permutations). The empty component set is vanilla averaging. A method may fix the value
+of an option it has no other use for (``matchers.METHOD``: weight matching solves the residual permutation
+from every weight of the stream, ``residual: all``, and reads no statistics); another value is an error.
 """
 
 from __future__ import annotations
@@ -125,6 +127,13 @@ def _validate(v: Mapping[str, Any], name: str) -> None:
         if value not in choices:
             raise VariantError(
                 f"variant {name!r}: option {key!r} has unknown value {value!r} (allowed: {', '.join(choices)})"
+            )
+    method = matchers.METHOD[v["method"]]
+    for key, (value, why) in method.fixed.items():
+        if v[key] != value:
+            raise VariantError(
+                f"variant {name!r}: option {key!r} is {v[key]!r}, but method {method.name!r} takes only {value!r}: "
+                f"{why}"
             )
     f = v["stats_fraction"]
     if f is None:

@@ -14,20 +14,21 @@ from permerge.evaluate import task_evaluator
 from permerge.finetune import without_shared_pooler
 from permerge.interpolate import model_tensors
 from permerge.io import atomic_path, setup_job
-from permerge.many import average, into_model, iterative, to_reference
+from permerge.many import average, into_model, iterative, to_reference, weight_matcher
+from permerge.matchers import method
 from permerge.models import load_model
 from permerge.spec import spec_for_model
 from permerge.tasks import base_task
 from permerge.variants import Variant
-from permerge.weight_matching import match_weights
 
 log = setup_job(snakemake)
 job_preflight(snakemake.params.device, log)  # CUDA works here (a SLURM node too), before any input is read
 p, w = snakemake.params, snakemake.wildcards
 variant = Variant.from_mapping(p.options, name=w.variant)
+reads = method(variant.method)  # what its matching reads: statistics (the pair files), weights
 seeds = list(p.seeds)
 model_dirs = dict(zip(seeds, snakemake.input.models))
-if variant.method != "activation":  # activation merges reuse compute_permutations' pair files, which decided
+if reads.weights:  # activation merges reuse compute_permutations' pair files, which decided
     variant, note = without_shared_pooler(variant, model_dirs.values())
     if note:
         log.info("%s %s: pooler %s", w.task, w.variant, note)
@@ -53,28 +54,24 @@ def score(name, model, **extra):
     return row
 
 
-def match(target, params_b):
-    return match_weights(spec, target, params_b, variant, seed=0).perms
+match = weight_matcher(variant, spec, seed=0)  # weight, hybrid: matching.align_pair on the weights
 
 
 rows = [score(f"seed{s}", m) for s, m in zip(seeds, models)]
 merged = {"average": into_model(models[ref], average(params))}
 rows.append(score("average", merged["average"], n_models=len(seeds)))
 if variant.components:
-    if variant.method == "weight":
+    if not reads.statistics:  # weight matching, here
         res = to_reference(spec, params, match, reference=ref)
     else:  # activation/hybrid: the pair files (reference, b) the workflow computed
         files = iter(snakemake.input.permutations)
         perms = [{} if i == ref else load_permutations(next(files)) for i in range(len(seeds))]
-        if variant.method == "hybrid":
-            perms = [
-                {} if i == ref else match_weights(spec, params[ref], params[i], variant, seed=0, init=perms[i]).perms
-                for i in range(len(seeds))
-            ]
+        if reads.weights:  # hybrid: weight matching from them
+            perms = [{} if i == ref else match(params[ref], params[i], init=perms[i]) for i in range(len(seeds))]
         res = to_reference(spec, params, perms=perms, reference=ref)
     merged["to_reference"] = into_model(models[ref], res.params)
     rows.append(score("to_reference", merged["to_reference"], n_models=len(seeds)))
-    if variant.method in ("weight", "hybrid"):  # MergeMany needs a matcher that aligns to an average
+    if reads.weights:  # MergeMany needs a matcher that aligns to an average
         it = iterative(spec, params, match, seed=0, max_rounds=p.max_rounds, init=res.perms)
         merged["iterative"] = into_model(models[ref], it.params)
         rows.append(
