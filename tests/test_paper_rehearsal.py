@@ -41,7 +41,8 @@ def rehearsal(tmp_path_factory):
         # where the hub repositories are (the fixture folders), nothing else about the data
         "models": {"hub_id": str(hub["models"] / "multiberts-seed_{seed}")},
         "data": {
-            "stats_text": {"id": str(hub["bookcorpus"]), "sample": SAMPLE},
+            # the fixture's own size (paper.yaml's expected_rows is the real corpus's 74,004,228)
+            "stats_text": {"id": str(hub["bookcorpus"]), "sample": SAMPLE, "expected_rows": BOOK_ROWS},
             "mlm_eval": {"id": str(hub["wikitext"])},
             "glue": {"id": str(hub["glue"])},
         },
@@ -126,6 +127,11 @@ def test_books_sample_is_spread_over_the_corpus(rehearsal):
     # the main runs' 10% is the first tenth of the sample: itself spread across the corpus
     assert {r * 5 // BOOK_ROWS for r in rows[: SAMPLE // 10]} == set(range(5))
     assert rows != sorted(rows)
+    # checked against the published size, and where it came from recorded beside it and in config.effective.yaml
+    meta = json.loads((rehearsal["wd"] / R / "data/text/books.meta.json").read_text())
+    assert meta["split_rows"] == meta["published_rows"] == BOOK_ROWS and meta["lines"] == SAMPLE
+    assert meta["revision"] == "refs/convert/parquet" and meta["resolved_revision"] == "local directory"
+    assert "#   books: " in (rehearsal["wd"] / R / "config.effective.yaml").read_text()
 
 
 def test_all_fractions_from_one_pass(rehearsal):
