@@ -134,7 +134,7 @@ def test_local_downloads_and_an_offline_compute_job(tmp_path):
     _run(
         wd,
         "--target-jobs",
-        "build_mlm_evalset:",
+        "build_mlm_evalset:evalset=mlm",
         "--allowed-rules",
         "build_mlm_evalset",
         "--cores",
