@@ -9,6 +9,7 @@ from permerge.io import atomic_path, setup_job
 log = setup_job(snakemake)
 from permerge.data.jsonl import read_jsonl, validate_task_files  # noqa: E402
 from permerge.finetune import finetune, task_info  # noqa: E402
+from permerge.footprint import check_finetune_gpu  # noqa: E402
 from permerge.tasks import base_task  # noqa: E402
 
 p = snakemake.params
@@ -30,6 +31,10 @@ missing = [k for k in KEYS if k not in hp]
 if missing:
     raise SystemExit(f"finetune: params.hparams lacks {missing} (the config schema's `finetune` defaults fill them)")
 task = base_task(snakemake.wildcards.glue_task)  # sst2_step250: SST-2 on the step-250 checkpoint
+# with device cuda: fail naming gpu_memory_gb when fine-tuning would not fit it (footprint.finetune_gpu_parts)
+check_finetune_gpu(
+    {**snakemake.config, "device": getattr(p, "device", "cpu") or "cpu", "finetune": {**hp, "tasks": {}}}, task
+)
 seed = int(snakemake.wildcards.seed)
 info = task_info(task)
 # A missing split, text or label column fails here, naming the task and the file.
