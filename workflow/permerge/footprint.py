@@ -932,6 +932,64 @@ def format_table(config, title: str = "", per_task: bool = False) -> str:
     return "\n".join(lines)
 
 
+def measure_config(config, layers: list[int], log=print) -> dict:
+    """measure_statistics_peak for the configuration's MLM statistics at each layer count (widths, seeds,
+    sequence length and the micro-batch planned at full depth under gpu_memory_gb), with the model's figure,
+    and both extrapolated linearly to the full depth."""
+    import dataclasses
+    import time
+
+    shape = model_shape(config)
+    S = len(config["seeds"])
+    T = int(config["statistics"]["max_length"])
+    plan = statistics_plan({**config, "device": "cuda"}, "mlm")
+    union = sorted({x for feats in fraction_features(config, "mlm").values() for x in feats})
+    rows = []
+    for L in layers:
+        sh = dataclasses.replace(shape, layers=L)
+        feats = [
+            f for f in union if f != "pooler" and int(f.partition(".")[2]) < (2 * L + 1 if f.startswith("res.") else L)
+        ]
+        start = time.perf_counter()
+        r = measure_statistics_peak(sh, S, feats, plan.micro_batch, T)
+        r["seconds"] = time.perf_counter() - start
+        log(
+            f"# {L} layers: measured {r['measured_peak'] / 1e9:.3f} GB, model {r['model_peak'] / 1e9:.3f} GB ({r['seconds']:.0f} s)"
+        )
+        rows.append(r)
+    out = {"plan": dataclasses.asdict(plan), "plan_peak": plan.peak, "budget": plan.budget, "rows": rows}
+    if len(rows) >= 2:
+        (a, b) = rows[0], rows[-1]
+        for key in ("measured_peak", "model_peak"):
+            slope = (b[key] - a[key]) / (b["layers"] - a["layers"])
+            out[f"{key}_at_{shape.layers}"] = a[key] + slope * (shape.layers - a["layers"])
+        out["ratio_at_full_depth"] = out[f"measured_peak_at_{shape.layers}"] / out[f"model_peak_at_{shape.layers}"]
+        out["layers"] = shape.layers
+    return out
+
+
+def format_measurement(r: dict) -> str:
+    lines = [
+        "| layers | features | micro-batch | measured peak | model | measured / model |",
+        "|--:|--:|--:|--:|--:|--:|",
+    ]
+    for x in r["rows"]:
+        lines.append(
+            f"| {x['layers']} | {x['features']} | {x['micro_batch']} x {x['seq_len']} | {x['measured_peak'] / 1e9:.3f} GB "
+            f"| {x['model_peak'] / 1e9:.3f} GB | {x['ratio']:.3f} |"
+        )
+    if "ratio_at_full_depth" in r:
+        L = r["layers"]
+        lines += [
+            f"| {L} (extrapolated) | | | {r[f'measured_peak_at_{L}'] / 1e9:.2f} GB | {r[f'model_peak_at_{L}'] / 1e9:.2f} GB "
+            f"| {r['ratio_at_full_depth']:.3f} |",
+            "",
+            f"Planned at {L} layers (with the pooler feature): peak {r['plan_peak'] / 1e9:.2f} GB, budget for tensors "
+            f"{r['budget'] / 1e9:.2f} GB (gpu_memory_gb less {CUDA_DEVICE_RESERVE / 1e9:.1f} GB).",
+        ]
+    return "\n".join(lines + ["", json.dumps(r, default=str)])
+
+
 def gpu_summary(config) -> str:
     """The GPU rules' planned peaks (the task with the largest) under gpu_memory_gb, and how they fit."""
     budget = gpu_budget_bytes(config)
@@ -975,11 +1033,21 @@ def main(argv=None) -> int:
         help="merged over config.yaml in order, as snakemake --configfile does",
     )
     ap.add_argument("--per-task", action="store_true", help="one row per rule and task")
+    ap.add_argument(
+        "--measure",
+        metavar="LAYERS",
+        help="instead: measure the MLM statistics pass's peak of live tensors on the CPU (random BERTs of the "
+        "configuration's widths, its seeds, the planned micro-batch) at these layer counts (e.g. 1,2), against "
+        "the model; both are affine in the layers, so the line through them is extrapolated to the real depth",
+    )
     args = ap.parse_args(argv)
     try:
         config = load_config(args.configfile)
     except cfg.ConfigError as err:
         raise SystemExit(f"footprint: {err}") from None
+    if args.measure:
+        print(format_measurement(measure_config(config, [int(x) for x in args.measure.split(",")])))
+        return 0
     title = " + ".join(["config.yaml", *args.configfile])
     print(format_table(config, title, per_task=args.per_task))
     return 0
