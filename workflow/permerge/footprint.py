@@ -701,6 +701,8 @@ def estimate(rule: str, config, task: str | None = None, variant: str | None = N
         )
         if rule == "merge_many":  # the seeds and their merges on the host, one model at a time on the GPU
             host.update({"seed models": S * m, "aligned/working copies": 3 * m})
+            if not _on_gpu(config):  # the model evaluated is one of those above
+                dev = {k: v for k, v in dev.items() if k != "model"}
             host, gpu = _place(config, host, dev, 0)
             jobs = sum(len(cfg.many_variants(config, t)) for t in [task])
             # merges saved as checkpoints: the average, to the reference, MergeMany's iterative one

@@ -462,13 +462,16 @@ def _assemble(
     pairs: Sequence[tuple[str, str]],
     pair_idx: Sequence[tuple[int, int]],
 ) -> Statistics:
-    """Statistics holding the accumulators' own tensors (no copies; pending corrections are flushed)."""
+    """Statistics holding the accumulators' own tensors (no copies, but for means and M2 beside host-resident
+    cross blocks; pending corrections are flushed)."""
     tensors: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
     for f, acc in accs.items():
         counts[f] = acc.n
-        tensors[f"mean/{f}"] = acc.mean
-        tensors[f"m2/{f}"] = acc.m2
+        # beside host-resident cross blocks, means and M2 are handed out on the host too (one device per
+        # Statistics: correlation() combines them)
+        tensors[f"mean/{f}"] = acc.mean.to(acc.cross_device)
+        tensors[f"m2/{f}"] = acc.m2.to(acc.cross_device)
         for (i, j), c in acc.cross.items():
             tensors[f"cross/{f}/{names[i]}/{names[j]}"] = c
     return Statistics(names, pairs, counts, tensors)
