@@ -141,3 +141,41 @@ def test_statistics_device_peak_measured_within_10_percent():
     feats = [f"res.{i}" for i in range(5)] + ["ff.0", "ff.1", "ctx.0", "ctx.1"]
     r = fp.measure_statistics_peak(shape, 3, feats, 4, 32, batches=2)
     assert 0.9 <= r["ratio"] <= 1.1, r
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: the plan's peak on a real GPU")
+def test_cuda_plan_same_statistics_and_peak_within_10_percent():
+    """On a GPU: cross blocks on the host and micro-batches give the CPU's statistics, and the pass's
+    torch.cuda.max_memory_allocated is within 10 % of statistics_device_bytes (cross blocks on the GPU)."""
+    shape = fp.Shape(layers=2, hidden=64, heads=2, ff=256, vocab=300, positions=128)
+    feats = [f"res.{i}" for i in range(5)] + ["ff.0", "ff.1", "ctx.0", "ctx.1"]
+    models = make_models(BertForMaskedLM, n=3)
+    batches = make_batches()
+    ref = collect_statistics(models, batches, names=["a", "b", "c"])
+    moved = [m.to("cuda") for m in make_models(BertForMaskedLM, n=3)]
+    got = collect_statistics(moved, batches, names=["a", "b", "c"], device="cuda", micro_batch=2, cross_device="cpu")
+    for f in ref.features:
+        c_ref, c_got = ref.correlation(f, "a", "c"), got.correlation(f, "a", "c")
+        assert c_got.device.type == "cpu" and torch.allclose(c_got, c_ref, atol=1e-5), f
+    config = type(models[0].config)(
+        vocab_size=300, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256
+    )
+    gpu = [BertForMaskedLM(config).eval().to("cuda") for _ in range(3)]
+    g = torch.Generator().manual_seed(0)
+    data = [{"input_ids": torch.randint(5, 300, (4, 32), generator=g), "attention_mask": torch.ones(4, 32, dtype=int)}]
+    del moved, got
+    # warm-up: cuBLAS's workspace (CUDA_DEVICE_RESERVE's share, not the model's) is allocated before the baseline
+    collect_statistics(gpu, data, names=["a", "b", "c"], features=["res.0"], device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    base = torch.cuda.memory_allocated()  # the models and cuBLAS's workspace
+    torch.cuda.reset_peak_memory_stats()
+    collect_statistics(gpu, data, names=["a", "b", "c"], features=feats, device="cuda", micro_batch=4)
+    torch.cuda.synchronize()
+    models_bytes = sum(t.numel() * t.element_size() for m in gpu for t in m.parameters())
+    measured = torch.cuda.max_memory_allocated() - base + models_bytes
+    dims = [fp.feature_dim(shape, f) for f in feats]
+    parts = fp.statistics_device_bytes(
+        shape, 3, 3, dims, 4, 32, cross_on_device=True, models=3 * fp.param_bytes(shape, "BertForMaskedLM")
+    )
+    assert 0.9 <= measured / sum(parts.values()) <= 1.1, (measured, parts)
