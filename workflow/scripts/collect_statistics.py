@@ -94,6 +94,7 @@ with atomic_path(snakemake.output[0], is_dir=True) as folder:  # replaces the fo
                 raise ValueError(f"{text}: no examples for the statistics")
             # with device cuda: the micro-batch and the cross blocks' place that keep the pass under
             # gpu_memory_gb (footprint.plan_statistics; a clear error naming the key if nothing fits)
+            conf = dict(getattr(snakemake, "config", None) or {})  # the whole configuration (gpu_memory_gb)
             mc = models[0].config
             shape = Shape(
                 layers=mc.num_hidden_layers,
@@ -105,9 +106,9 @@ with atomic_path(snakemake.output[0], is_dir=True) as folder:  # replaces the fo
             )
             plan = statistics_plan(
                 {
-                    **snakemake.config,
+                    **conf,
                     "device": p.device,
-                    "statistics": {**snakemake.config["statistics"], **p.statistics},
+                    "statistics": {**conf.get("statistics", {}), **p.statistics},
                 },
                 snakemake.wildcards.task,
                 shape=shape,

@@ -33,7 +33,12 @@ if missing:
 task = base_task(snakemake.wildcards.glue_task)  # sst2_step250: SST-2 on the step-250 checkpoint
 # with device cuda: fail naming gpu_memory_gb when fine-tuning would not fit it (footprint.finetune_gpu_parts)
 check_finetune_gpu(
-    {**snakemake.config, "device": getattr(p, "device", "cpu") or "cpu", "finetune": {**hp, "tasks": {}}}, task
+    {
+        **(getattr(snakemake, "config", None) or {}),
+        "device": getattr(p, "device", "cpu") or "cpu",
+        "finetune": {**hp, "tasks": {}},
+    },
+    task,
 )
 seed = int(snakemake.wildcards.seed)
 info = task_info(task)

@@ -32,7 +32,9 @@ if variant.method != "activation":  # activation merges reuse compute_permutatio
         log.info("%s %s: pooler %s", w.task, w.variant, note)
 ref = seeds.index(p.reference)
 # with device cuda, evaluation.batch_size lowered where the job would exceed gpu_memory_gb (footprint)
-batch_size = evaluation_batch({**snakemake.config, "evaluation": dict(p.evaluation)}, w.task, "merge_many")
+batch_size = evaluation_batch(
+    {**(getattr(snakemake, "config", None) or {}), "evaluation": dict(p.evaluation)}, w.task, "merge_many"
+)
 if batch_size != p.evaluation["batch_size"]:
     log.info("evaluation batch %d instead of %d: gpu_memory_gb", batch_size, p.evaluation["batch_size"])
 evaluate, num_labels = task_evaluator(

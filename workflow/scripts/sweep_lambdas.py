@@ -16,7 +16,9 @@ log = setup_job(snakemake)
 p, w = snakemake.params, snakemake.wildcards
 model_dirs = dict(zip(p.seeds, snakemake.input.models))
 # with device cuda, evaluation.batch_size lowered where the job would exceed gpu_memory_gb (footprint)
-batch_size = evaluation_batch({**snakemake.config, "evaluation": dict(p.evaluation)}, w.task, "sweep_lambdas")
+batch_size = evaluation_batch(
+    {**(getattr(snakemake, "config", None) or {}), "evaluation": dict(p.evaluation)}, w.task, "sweep_lambdas"
+)
 if batch_size != p.evaluation["batch_size"]:
     log.info("evaluation batch %d instead of %d: gpu_memory_gb", batch_size, p.evaluation["batch_size"])
 evaluate, num_labels = task_evaluator(
