@@ -43,6 +43,10 @@ OVERHEAD_BYTES = (
     500 * 10**6
 )  # python + torch + transformers + scipy imported: 380-427 MB measured (a clean venv is the larger)
 CUDA_HOST_BYTES = 2000 * MB  # host RSS of a CUDA context + cuBLAS/cuDNN (estimate, not measured here)
+# Of the card's gpu_memory_gb, what torch's tensors may not use: the CUDA context, cuBLAS workspaces and the
+# caching allocator's slack (an estimate: no GPU was at hand; a "16 GB" card holds 16 GiB = 17.2e9 bytes,
+# so 16e9 - this leaves a further 2.2 GB of the card unplanned).
+CUDA_DEVICE_RESERVE = 1000 * MB
 SAFETY = 1.25
 ROUND_MB = 500
 TOKENIZE_BYTES_PER_TOKEN = 200  # tokenizing a whole split: 185 B per padded token measured at peak
@@ -68,7 +72,9 @@ HEAVY_RULES = (
     "compute_permutations",
     "merge_checkpoints",
     "sweep_lambdas",
+    "merge_many",
 )
+GPU_RULES = ("collect_statistics", "finetune", "sweep_lambdas", "merge_many")  # resources: gpu=1 with cuda
 
 
 # ---------------------------------------------------------------------------------------------- shapes
@@ -234,6 +240,180 @@ def statistics_pass_bytes(
         "captured features": 4 * num_models * tokens * sum(dims),
         "centred copies": tokens * max(dims) * (4 * num_models + 8),
         "forward": inference_activation_bytes(shape, batch, seq_len),
+    }
+
+
+def statistics_device_bytes(
+    shape: Shape,
+    num_models: int,
+    num_pairs: int,
+    dims,
+    micro_batch: int,
+    seq_len: int,
+    *,
+    cross_on_device: bool,
+    models: int,
+) -> dict[str, int]:
+    """What collect_statistics holds on its device at its peak, with ``micro_batch`` sequences per update
+    and the float64 cross blocks on the device (``cross_on_device``) or in host memory.
+
+    The peak is the first update of a micro-batch (the largest feature is updated first): every model's
+    captured features of the micro-batch, the centred float32 copies of the largest feature for every model
+    and one float64 column temporary (larger than the last forward's own temporaries); beside them the
+    models, the means/M2 (and the cross blocks when on the device), the float32 product buffer and the queue
+    of rank-one corrections. Measured against the live tensors of a real pass in tests/test_footprint.py.
+    """
+    dims = list(dims)
+    tokens = micro_batch * seq_len
+    state = (
+        accumulator_bytes(num_models, num_pairs, dims) if cross_on_device else accumulator_bytes(num_models, 0, dims)
+    )
+    work = statistics_workspace_bytes(num_models, num_pairs, dims)
+    return {
+        "models": models,
+        "accumulators" if cross_on_device else "means + M2": state,
+        "product buffer + queue": work["workspace"] + work["queue"],
+        "captured features": 4 * num_models * tokens * sum(dims),
+        "centred copies": max(
+            tokens * max(dims) * (4 * num_models + 8), inference_activation_bytes(shape, micro_batch, seq_len)
+        ),
+    }
+
+
+def gpu_budget_bytes(config) -> int:
+    """Bytes of tensors a GPU job may hold: gpu_memory_gb (10^9 bytes) less CUDA_DEVICE_RESERVE."""
+    return int(float(config.get("gpu_memory_gb", 16)) * 10**9) - CUDA_DEVICE_RESERVE
+
+
+@dataclass(frozen=True)
+class StatisticsPlan:
+    """How collect_statistics runs within a GPU budget: sequences per update, where the cross blocks live,
+    and the device bytes by part at the peak."""
+
+    micro_batch: int
+    cross_on_device: bool
+    parts: dict
+    budget: int
+
+    @property
+    def peak(self) -> int:
+        return sum(self.parts.values())
+
+    @property
+    def cross_device(self) -> str | None:
+        """collect_statistics' cross_device: None (the device itself) or "cpu" (host memory)."""
+        return None if self.cross_on_device else "cpu"
+
+
+def plan_statistics(
+    shape: Shape, num_models: int, num_pairs: int, dims, batch: int, seq_len: int, budget: int, *, models: int
+) -> StatisticsPlan:
+    """The fastest plan whose device peak fits ``budget`` bytes: cross blocks on the device if they fit with
+    some micro-batch (the largest that fits, evened out over the batch: 64 with room for 11 runs 6 updates
+    of 11 or fewer), else in host memory with the largest micro-batch that fits (each product then crosses
+    to the host: fewer, larger updates are cheaper). Raises cfg.ConfigError naming gpu_memory_gb when even
+    one sequence per update with the cross blocks in host memory does not fit."""
+    dims = list(dims)
+    for on_device in (True, False):
+
+        def parts(m, on_device=on_device):
+            return statistics_device_bytes(
+                shape, num_models, num_pairs, dims, m, seq_len, cross_on_device=on_device, models=models
+            )
+
+        if sum(parts(1).values()) > budget:
+            continue
+        lo, hi = 1, batch  # the largest m in [1, batch] that fits (the peak grows with m)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if sum(parts(mid).values()) <= budget else (lo, mid - 1)
+        micro = math.ceil(batch / math.ceil(batch / lo))
+        return StatisticsPlan(micro, on_device, parts(micro), budget)
+    smallest = statistics_device_bytes(
+        shape, num_models, num_pairs, dims, 1, seq_len, cross_on_device=False, models=models
+    )
+    raise cfg.ConfigError(
+        f"gpu_memory_gb: collect_statistics needs at least {_size(sum(smallest.values()) + CUDA_DEVICE_RESERVE)} of "
+        f"GPU memory ({len(dims)} features of {num_models} models, one sequence of {seq_len} tokens per update, "
+        f"cross blocks in host memory: {', '.join(f'{k} {_size(v)}' for k, v in smallest.items())}); "
+        f"gpu_memory_gb plans for {_size(budget + CUDA_DEVICE_RESERVE)}"
+    )
+
+
+def measure_statistics_peak(
+    shape: Shape,
+    num_models: int,
+    features: list[str],
+    micro_batch: int,
+    seq_len: int,
+    *,
+    batches: int = 1,
+    threads: int | None = None,
+) -> dict:
+    """Run collect_statistics on random-init BertForMaskedLM of ``shape`` (all pairs of ``num_models``,
+    ``batches`` batches of ``micro_batch`` full sequences, one update each, cross blocks beside the
+    features) on the CPU, counting live tensors with memtrace.LiveTensorBytes through the torch elementwise
+    path a GPU runs; returns the measured peak (models included) and statistics_device_bytes' figure."""
+    import torch
+    import transformers
+
+    from .memtrace import LiveTensorBytes
+    from .stats import collect_statistics, force_path
+
+    if threads:
+        torch.set_num_threads(threads)
+    config = transformers.BertConfig(
+        vocab_size=shape.vocab,
+        hidden_size=shape.hidden,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        intermediate_size=shape.ff,
+        max_position_embeddings=shape.positions,
+        type_vocab_size=shape.type_vocab,
+    )
+    torch.manual_seed(0)
+    models = [transformers.BertForMaskedLM(config).eval() for _ in range(num_models)]
+    g = torch.Generator().manual_seed(0)
+    data = [
+        {
+            "input_ids": torch.randint(5, shape.vocab, (micro_batch, seq_len), generator=g),
+            "attention_mask": torch.ones(micro_batch, seq_len, dtype=torch.long),
+        }
+        for _ in range(batches)
+    ]
+    held = [t for m in models for t in (*m.parameters(), *m.buffers())] + [t for b in data for t in b.values()]
+    model_bytes = sum({id(t.untyped_storage()): t.untyped_storage().nbytes() for t in held[: -2 * batches]}.values())
+    names = [f"m{i}" for i in range(num_models)]
+    with force_path("torch"), LiveTensorBytes(ignore=held) as trace:
+        stats = collect_statistics(models, data, names=names, features=features, micro_batch=micro_batch)
+        del stats
+    pairs = num_models * (num_models - 1) // 2
+    dims = [feature_dim(shape, f) for f in features]
+    parts = statistics_device_bytes(
+        shape,
+        num_models,
+        pairs,
+        dims,
+        micro_batch,
+        seq_len,
+        cross_on_device=True,
+        models=num_models * param_bytes(shape, "BertForMaskedLM"),
+    )
+    measured = model_bytes + trace.peak
+    return {
+        "layers": shape.layers,
+        "hidden": shape.hidden,
+        "ff": shape.ff,
+        "models": num_models,
+        "pairs": pairs,
+        "features": len(features),
+        "micro_batch": micro_batch,
+        "seq_len": seq_len,
+        "model_bytes_measured": model_bytes,
+        "measured_peak": measured,
+        "model_peak": sum(parts.values()),
+        "ratio": measured / sum(parts.values()),
+        "parts": parts,
     }
 
 
@@ -437,9 +617,7 @@ def estimate(rule: str, config, task: str | None = None, variant: str | None = N
             "examples": (n_train + n_eval) * EXAMPLE_BYTES,
             "tokenized splits": (n_train + n_eval) * T * TOKENIZE_BYTES_PER_TOKEN,
         }
-        # weights, gradients, AdamW's two moments, and the step's temporaries (foreach ops: about one more)
-        dev = {"weights+grads+AdamW": 5 * m, "activations": training_activation_bytes(shape, B, T)}
-        host, gpu = _place(config, host, dev, m)
+        host, gpu = _place(config, host, finetune_gpu_parts(config, task), m)
         return Estimate(
             rule,
             task,
@@ -467,18 +645,18 @@ def estimate(rule: str, config, task: str | None = None, variant: str | None = N
             "examples": held * (LINE_BYTES if task == "mlm" else EXAMPLE_BYTES),
             "block being written": 4 * max(dims) ** 2,
         }
-        dev = {**statistics_pass_bytes(shape, S, P, dims, B, T), "models": S * m}
+        note = f"{len(union)} features, {len(files)} fraction files"
+        if _on_gpu(config):
+            plan = plan_statistics(shape, S, P, dims, B, T, gpu_budget_bytes(config), models=S * m)
+            dev = plan.parts
+            if not plan.cross_on_device:  # float64 cross blocks and a pinned float32 product in host memory
+                host["cross blocks"] = 8 * P * sum(d * d for d in dims)
+                host["product copy"] = 4 * max(dims) ** 2
+            note += f"; {plan.micro_batch} of {B} sequences per update, cross blocks on the {'GPU' if plan.cross_on_device else 'host'}"
+        else:
+            dev = {**statistics_pass_bytes(shape, S, P, dims, B, T), "models": S * m}
         host, gpu = _place(config, host, dev, m)
-        return Estimate(
-            rule,
-            task,
-            1,
-            host,
-            gpu,
-            len(files),
-            sum(files.values()),
-            note=f"{len(union)} features, {len(files)} fraction files",
-        )
+        return Estimate(rule, task, 1, host, gpu, len(files), sum(files.values()), note=note)
 
     if rule == "compute_permutations":
         by_fraction = fraction_features(config, task)
@@ -515,32 +693,127 @@ def estimate(rule: str, config, task: str | None = None, variant: str | None = N
         host = {"overhead": OVERHEAD_BYTES, "seed models": S * m, "aligned/working copies": 3 * m}
         return Estimate(rule, task, V, host, {}, P * M, P * M * checkpoint_bytes(shape, arch, labels))
 
-    if rule == "sweep_lambdas":
-        ev = config["evaluation"]
-        B = int(ev["batch_size"])
-        if task == "mlm":
-            spec = config["data"]["mlm_eval"]
-            T = int(spec.get("block_size", 128))
-            data = {"evaluation set": 16 * mlm_eval_tokens(config, evalset)}
-            masked = math.ceil(B * T * float(spec.get("mask_prob", 0.15)))
-            logits = 2 * 4 * masked * shape.vocab
-        else:
-            T = int(config["finetune"]["max_length"])
-            n_eval = glue_sizes(config, task)[1]
-            if ev.get("max_examples"):
-                n_eval = min(n_eval, int(ev["max_examples"]))
-            data = {"evaluation set": n_eval * (EXAMPLE_BYTES + T * TOKENIZE_BYTES_PER_TOKEN)}
-            logits = 0
-        host = {"overhead": OVERHEAD_BYTES, **data}
-        dev = {
-            "seed models": S * m,
-            "aligned/working copies": 3 * m,
-            "forward": inference_activation_bytes(shape, B, T) + logits,
-        }
+    if rule in ("sweep_lambdas", "merge_many"):
+        B = evaluation_batch(config, task, rule)
+        host = {"overhead": OVERHEAD_BYTES, "evaluation set": _evaluation_set_bytes(config, task, evalset)}
+        dev = evaluation_gpu_parts(config, task, rule, B)
+        note = f"evaluation batch {B}" + (
+            f" (evaluation.batch_size {config['evaluation']['batch_size']} lowered for gpu_memory_gb)"
+            if B < int(config["evaluation"]["batch_size"])
+            else ""
+        )
+        if rule == "merge_many":  # the seeds and their merges on the host, one model at a time on the GPU
+            host.update({"seed models": S * m, "aligned/working copies": 3 * m})
+            if not _on_gpu(config):  # the model evaluated is one of those above
+                dev = {k: v for k, v in dev.items() if k != "model"}
+            host, gpu = _place(config, host, dev, 0)
+            jobs = sum(len(cfg.many_variants(config, t)) for t in [task])
+            # merges saved as checkpoints: the average, to the reference, MergeMany's iterative one
+            return Estimate(rule, task, jobs, host, gpu, 1, 3 * checkpoint_bytes(shape, arch, labels), note=note)
         host, gpu = _place(config, host, dev, m)
         rows = len(cfg.lambdas(config))
-        return Estimate(rule, task, V, host, gpu, P, P * (LOSS_ROW_BYTES * (rows + 1)))
+        return Estimate(rule, task, V, host, gpu, P, P * (LOSS_ROW_BYTES * (rows + 1)), note=note)
     raise AssertionError(rule)
+
+
+def _evaluation_set_bytes(config, task: str, evalset: str = "mlm") -> int:
+    if task == "mlm":
+        return 16 * mlm_eval_tokens(config, evalset)
+    T = int(config["finetune"]["max_length"])
+    n_eval = glue_sizes(config, task)[1]
+    if config["evaluation"].get("max_examples"):
+        n_eval = min(n_eval, int(config["evaluation"]["max_examples"]))
+    return n_eval * (EXAMPLE_BYTES + T * TOKENIZE_BYTES_PER_TOKEN)
+
+
+def evaluation_gpu_parts(config, task: str, rule: str, batch: int) -> dict[str, int]:
+    """GPU bytes of an evaluating job with evaluation batches of ``batch``: sweep_lambdas holds the seed
+    models, the aligned B and the working copies; merge_many one model at a time; plus one no-grad forward
+    (and, for the MLM loss, the logits at the masked positions and their log-softmax)."""
+    shape, arch, labels = task_shape(config, base_task(task))
+    m = param_bytes(shape, arch, labels)
+    S = len(config["seeds"])
+    if base_task(task) == "mlm":
+        spec = config["data"]["mlm_eval"]
+        T = int(spec.get("block_size", 128))
+        masked = math.ceil(batch * T * float(spec.get("mask_prob", 0.15)))
+        logits = 2 * 4 * masked * shape.vocab
+    else:
+        T, logits = int(config["finetune"]["max_length"]), 0
+    models = {"seed models": S * m, "aligned/working copies": 3 * m} if rule == "sweep_lambdas" else {"model": m}
+    return {**models, "forward": inference_activation_bytes(shape, batch, T) + logits}
+
+
+def evaluation_batch(config, task: str, rule: str = "sweep_lambdas") -> int:
+    """evaluation.batch_size, lowered (to the largest that fits) where the job's GPU peak would exceed
+    gpu_memory_gb with device cuda; a batch of one that does not fit is a ConfigError naming the key."""
+    B = int(config["evaluation"]["batch_size"])
+    if not _on_gpu(config):
+        return B
+    budget = gpu_budget_bytes(config)
+
+    def fits(b):
+        return sum(evaluation_gpu_parts(config, task, rule, b).values()) <= budget
+
+    if not fits(1):
+        need = sum(evaluation_gpu_parts(config, task, rule, 1).values()) + CUDA_DEVICE_RESERVE
+        raise cfg.ConfigError(
+            f"gpu_memory_gb: {rule} for {task} needs at least {_size(need)} of GPU memory (evaluation batch 1), "
+            f"gpu_memory_gb plans for {_size(gpu_budget_bytes(config) + CUDA_DEVICE_RESERVE)}"
+        )
+    lo, hi = 1, B
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+    return lo
+
+
+def finetune_gpu_parts(config, task: str) -> dict[str, int]:
+    """GPU bytes of fine-tuning: weights, gradients, AdamW's two moments and the step's temporaries (foreach
+    ops: about one more), fp16 autocast's half-precision weight copies, and the saved activations."""
+    shape, arch, labels = task_shape(config, base_task(task))
+    m = param_bytes(shape, arch, labels)
+    hp = _finetune_hp(config, base_task(task))
+    T, B = int(hp.get("max_length", 128)), int(hp.get("batch_size", 32))
+    parts = {"weights+grads+AdamW": 5 * m, "activations": training_activation_bytes(shape, B, T)}
+    if hp.get("fp16"):
+        parts["fp16 weight copies"] = m // 2
+    return parts
+
+
+def check_finetune_gpu(config, task: str) -> None:
+    """With device cuda: a ConfigError naming gpu_memory_gb when fine-tuning's GPU peak exceeds it (no
+    gradient accumulation: lower finetune.batch_size or max_length yourself, knowing it changes the run)."""
+    if not _on_gpu(config):
+        return
+    parts = finetune_gpu_parts(config, task)
+    if sum(parts.values()) > gpu_budget_bytes(config):
+        hp = _finetune_hp(config, base_task(task))
+        raise cfg.ConfigError(
+            f"gpu_memory_gb: fine-tuning {task} (batch {hp.get('batch_size')} x {hp.get('max_length')}) needs about "
+            f"{_size(sum(parts.values()) + CUDA_DEVICE_RESERVE)} of GPU memory "
+            f"({', '.join(f'{k} {_size(v)}' for k, v in parts.items())}); gpu_memory_gb plans for "
+            f"{_size(gpu_budget_bytes(config) + CUDA_DEVICE_RESERVE)}"
+        )
+
+
+def statistics_plan(config, task: str, shape: Shape | None = None, dims=None, models: int | None = None):
+    """The StatisticsPlan of a collect_statistics job under gpu_memory_gb (None with device cpu). shape,
+    dims, models: the job's real ones (default: the configuration's)."""
+    if not _on_gpu(config):
+        return None
+    task = base_task(task)
+    cshape, arch, _ = task_shape(config, task)
+    shape = shape or cshape
+    if dims is None:
+        union = sorted({x for feats in fraction_features(config, task).values() for x in feats})
+        dims = [feature_dim(shape, x) for x in union]
+    S, P = len(config["seeds"]), len(cfg.pairs(config))
+    st = config["statistics"]
+    models = S * param_bytes(shape, arch) if models is None else models
+    return plan_statistics(
+        shape, S, P, dims, int(st["batch_size"]), int(st["max_length"]), gpu_budget_bytes(config), models=models
+    )
 
 
 def estimates(rule: str, config) -> list[Estimate]:
@@ -552,6 +825,8 @@ def estimates(rule: str, config) -> list[Estimate]:
         for t in config["tasks"]
         if not (rule == "finetune" and is_mlm(t)) and not (rule != "sweep_lambdas" and is_evaluation_only(t))
     ]
+    if rule == "merge_many":
+        tasks = [t for t in tasks if cfg.many_variants(config, t)]
     return [estimate(rule, config, t) for t in tasks]
 
 
@@ -643,12 +918,12 @@ def format_table(config, title: str = "", per_task: bool = False) -> str:
     """The Markdown table of ``table_rows`` and a line of disk totals."""
     lines = [f"#### {title}", ""] if title else []
     lines += [
-        "| rule | jobs | mem_mb per job | GPU per job | largest host parts (task) | disk per job | outputs "
+        "| rule | jobs | mem_mb per job | GPU peak per job | largest host parts (task) | disk per job | outputs "
         "| total disk |",
         "|---|--:|--:|--:|---|--:|--:|--:|",
     ]
     for r in table_rows(config, per_task):
-        gpu = f"{round_mb(SAFETY * r['gpu']):,} MB" if r["gpu"] else "—"
+        gpu = _size(r["gpu"]) if r["gpu"] else "—"
         lines.append(
             f"| {r['rule']} | {r['jobs']} | {r['mem_mb']:,} | {gpu} | {r['what']} ({r['task']}) | "
             f"{_size(r['disk_per_job'])} | {r['outputs']:,} | {_size(r['total_disk'])} |"
@@ -658,10 +933,88 @@ def format_table(config, title: str = "", per_task: bool = False) -> str:
         "",
         "Disk: " + "; ".join(f"{k} {_size(v)}" for k, v in parts.items()) + f"; total {_size(sum(parts.values()))}.",
         "",
-        f"mem_mb and GPU: {SAFETY:g} x the parts' sum, rounded up to {ROUND_MB} MB; the largest host parts "
+        f"mem_mb: {SAFETY:g} x the parts' sum, rounded up to {ROUND_MB} MB; the largest host parts "
         "are listed before that factor. Disk in 10^9 / 10^6 bytes.",
     ]
+    if _on_gpu(config):
+        lines += ["", gpu_summary(config)]
     return "\n".join(lines)
+
+
+def measure_config(config, layers: list[int], log=print) -> dict:
+    """measure_statistics_peak for the configuration's MLM statistics at each layer count (widths, seeds,
+    sequence length and the micro-batch planned at full depth under gpu_memory_gb), with the model's figure,
+    and both extrapolated linearly to the full depth."""
+    import dataclasses
+    import time
+
+    shape = model_shape(config)
+    S = len(config["seeds"])
+    T = int(config["statistics"]["max_length"])
+    plan = statistics_plan({**config, "device": "cuda"}, "mlm")
+    union = sorted({x for feats in fraction_features(config, "mlm").values() for x in feats})
+    rows = []
+    for L in layers:
+        sh = dataclasses.replace(shape, layers=L)
+        feats = [
+            f for f in union if f != "pooler" and int(f.partition(".")[2]) < (2 * L + 1 if f.startswith("res.") else L)
+        ]
+        start = time.perf_counter()
+        r = measure_statistics_peak(sh, S, feats, plan.micro_batch, T)
+        r["seconds"] = time.perf_counter() - start
+        log(
+            f"# {L} layers: measured {r['measured_peak'] / 1e9:.3f} GB, model {r['model_peak'] / 1e9:.3f} GB ({r['seconds']:.0f} s)"
+        )
+        rows.append(r)
+    out = {"plan": dataclasses.asdict(plan), "plan_peak": plan.peak, "budget": plan.budget, "rows": rows}
+    if len(rows) >= 2:
+        (a, b) = rows[0], rows[-1]
+        for key in ("measured_peak", "model_peak"):
+            slope = (b[key] - a[key]) / (b["layers"] - a["layers"])
+            out[f"{key}_at_{shape.layers}"] = a[key] + slope * (shape.layers - a["layers"])
+        out["ratio_at_full_depth"] = out[f"measured_peak_at_{shape.layers}"] / out[f"model_peak_at_{shape.layers}"]
+        out["layers"] = shape.layers
+    return out
+
+
+def format_measurement(r: dict) -> str:
+    lines = [
+        "| layers | features | micro-batch | measured peak | model | measured / model |",
+        "|--:|--:|--:|--:|--:|--:|",
+    ]
+    for x in r["rows"]:
+        lines.append(
+            f"| {x['layers']} | {x['features']} | {x['micro_batch']} x {x['seq_len']} | {x['measured_peak'] / 1e9:.3f} GB "
+            f"| {x['model_peak'] / 1e9:.3f} GB | {x['ratio']:.3f} |"
+        )
+    if "ratio_at_full_depth" in r:
+        L = r["layers"]
+        lines += [
+            f"| {L} (extrapolated) | | | {r[f'measured_peak_at_{L}'] / 1e9:.2f} GB | {r[f'model_peak_at_{L}'] / 1e9:.2f} GB "
+            f"| {r['ratio_at_full_depth']:.3f} |",
+            "",
+            f"Planned at {L} layers (with the pooler feature): peak {r['plan_peak'] / 1e9:.2f} GB, budget for tensors "
+            f"{r['budget'] / 1e9:.2f} GB (gpu_memory_gb less {CUDA_DEVICE_RESERVE / 1e9:.1f} GB).",
+        ]
+    return "\n".join(lines + ["", json.dumps(r, default=str)])
+
+
+def gpu_summary(config) -> str:
+    """The GPU rules' planned peaks (the task with the largest) under gpu_memory_gb, and how they fit."""
+    budget = gpu_budget_bytes(config)
+    out = [
+        f"GPU peak: the tensors a job holds at once (no safety factor), planned under gpu_memory_gb = "
+        f"{config.get('gpu_memory_gb', 16):g} ({_size(budget)} for tensors after {_size(CUDA_DEVICE_RESERVE)} for "
+        "the CUDA context, cuBLAS and the allocator):"
+    ]
+    for rule in GPU_RULES:
+        found = estimates(rule, config)
+        if not found:
+            continue
+        worst = max(found, key=lambda e: e.gpu_bytes)
+        parts = ", ".join(f"{k} {_size(v)}" for k, v in sorted(worst.gpu.items(), key=lambda kv: -kv[1]))
+        out.append(f"* {rule} ({worst.task}): {_size(worst.gpu_bytes)} = {parts}; {worst.note}")
+    return "\n".join(out)
 
 
 def load_config(configfiles=()) -> dict:
@@ -689,11 +1042,21 @@ def main(argv=None) -> int:
         help="merged over config.yaml in order, as snakemake --configfile does",
     )
     ap.add_argument("--per-task", action="store_true", help="one row per rule and task")
+    ap.add_argument(
+        "--measure",
+        metavar="LAYERS",
+        help="instead: measure the MLM statistics pass's peak of live tensors on the CPU (random BERTs of the "
+        "configuration's widths, its seeds, the planned micro-batch) at these layer counts (e.g. 1,2), against "
+        "the model; both are affine in the layers, so the line through them is extrapolated to the real depth",
+    )
     args = ap.parse_args(argv)
     try:
         config = load_config(args.configfile)
     except cfg.ConfigError as err:
         raise SystemExit(f"footprint: {err}") from None
+    if args.measure:
+        print(format_measurement(measure_config(config, [int(x) for x in args.measure.split(",")])))
+        return 0
     title = " + ".join(["config.yaml", *args.configfile])
     print(format_table(config, title, per_task=args.per_task))
     return 0

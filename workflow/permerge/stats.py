@@ -204,13 +204,23 @@ class _Accumulator:
     """
 
     def __init__(
-        self, num_models: int, dim: int, pairs: Sequence[tuple[int, int]], device, workspace: dict | None = None
+        self,
+        num_models: int,
+        dim: int,
+        pairs: Sequence[tuple[int, int]],
+        device,
+        workspace: dict | None = None,
+        cross_device=None,
     ):
         self.n = 0
         self._workspace = {} if workspace is None else workspace
+        self.device = torch.device(device)
+        # the float64 cross blocks live on cross_device (default: device); elsewhere than device (host memory
+        # beside a GPU), each float32 product is formed on device and added on cross_device, one at a time
+        self.cross_device = self.device if cross_device is None else torch.device(cross_device)
         self.mean = torch.zeros(num_models, dim, dtype=torch.float64, device=device)
         self.m2 = torch.zeros(num_models, dim, dtype=torch.float64, device=device)
-        self._cross = {p: torch.zeros(dim, dim, dtype=torch.float64, device=device) for p in pairs}
+        self._cross = {p: torch.zeros(dim, dim, dtype=torch.float64, device=self.cross_device) for p in pairs}
         # queued corrections: cross[i, j] += sum_k coef[k] * rows[i][k] rows[j][k]^T
         self._rows: list[list[torch.Tensor]] = [[] for _ in range(num_models)]
         self._coef: list[float] = []
@@ -220,19 +230,24 @@ class _Accumulator:
         self._flush()
         return self._cross
 
-    def _buffer(self, block: torch.Tensor) -> torch.Tensor:
-        """A float32 buffer shaped like block, carved from one flat buffer shared through the workspace."""
-        key = ("float32", block.device)
+    def _buffer(self, block: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
+        """A float32 buffer shaped like block on device (default: block's), carved from one flat buffer per
+        device shared through the workspace (pinned host memory when it receives copies from a GPU)."""
+        device = block.device if device is None else device
+        key = ("float32", device)
         flat = self._workspace.get(key)
         if flat is None or flat.numel() < block.numel():
-            flat = self._workspace[key] = torch.empty(block.numel(), dtype=torch.float32, device=block.device)
+            self._workspace.pop(key, None)  # free the smaller buffer before allocating the larger one
+            pin = device.type == "cpu" and self.device.type == "cuda"
+            flat = torch.empty(block.numel(), dtype=torch.float32, device=device, pin_memory=pin)
+            self._workspace[key] = flat
         return flat[: block.numel()].view(block.shape)
 
     def _flush(self) -> None:
         if not self._coef:
             return
-        coef = torch.tensor(self._coef, dtype=torch.float64, device=self.mean.device)
-        rows = [torch.stack(r) for r in self._rows]
+        coef = torch.tensor(self._coef, dtype=torch.float64, device=self.cross_device)
+        rows = [torch.stack(r).to(self.cross_device) for r in self._rows]
         for (i, j), c in self._cross.items():
             c.addmm_((rows[i] * coef[:, None]).T, rows[j])
         for r in self._rows:
@@ -261,7 +276,10 @@ class _Accumulator:
         delta = mu_b - self.mean
         w = n_old * nb / n_new
         for (i, j), c in self._cross.items():
-            _add_into(c, _matmul_fp32(xc[i].T, xc[j], out=self._buffer(c)))
+            product = _matmul_fp32(xc[i].T, xc[j], out=self._buffer(c, self.device))
+            if c.device != product.device:  # one product at a time through a (pinned) host buffer
+                product = self._buffer(c).copy_(product)
+            _add_into(c, product)
         # cross[i, j] += -nb r_i r_j^T + w delta_i delta_j^T, queued
         for k in range(len(xs)):
             self._rows[k] += [r[k], delta[k]]
@@ -285,6 +303,8 @@ def collect_statistics(
     device: str | torch.device = "cpu",
     progress: Callable[[int, int], None] | None = None,
     snapshots: Mapping[int, Callable[[Statistics], None]] | None = None,
+    micro_batch: int | None = None,
+    cross_device: str | torch.device | None = None,
 ) -> Statistics:
     """Run every model on every batch once and accumulate statistics of ``features`` (default: all).
 
@@ -297,6 +317,13 @@ def collect_statistics(
     first k batches) -- several data prefixes from one pass. The snapshot shares the live accumulators,
     which the following batches change: save it (or copy what you keep) inside the callback. Every k must
     be reached (ValueError otherwise).
+
+    Memory (``permerge.footprint.plan_statistics`` picks both for a GPU budget): micro_batch: run the models
+    and update the accumulators on at most this many sequences of a batch at a time (the captured features
+    of every model are held for one micro-batch only; progress and snapshots still count whole batches);
+    cross_device: where the float64 cross blocks live (default ``device``; "cpu" beside a GPU keeps them in
+    host memory: each float32 product is formed on ``device`` and added on the host, one block at a time).
+    Either choice changes the results only by float rounding.
     """
     names = list(names)
     if len(names) != len(models):
@@ -327,6 +354,8 @@ def collect_statistics(
         raise ValueError(f"features not available in these models: {unknown}")
     if not features:  # nothing to hook: running the models would be wasted (vanilla needs no statistics)
         raise ValueError("no features requested (a variant set without components needs no statistics)")
+    if micro_batch is not None and (isinstance(micro_batch, bool) or int(micro_batch) < 1):
+        raise ValueError(f"micro_batch must be a positive number of sequences, got {micro_batch!r}")
     snapshots = dict(snapshots or {})
     bad = [k for k in snapshots if isinstance(k, bool) or not isinstance(k, int) or k < 1]
     if bad:
@@ -369,26 +398,33 @@ def collect_statistics(
         for m in models:
             m.eval()
         for step, batch in enumerate(batches):
-            outs: list[dict[str, torch.Tensor]] = []
-            for base in runners:
-                dev = next(base.parameters()).device
-                inputs = {
-                    k: v.to(dev) for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")
-                }
-                if "attention_mask" not in inputs:
-                    inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
-                state["mask"] = inputs["attention_mask"].bool()
-                state["full"] = bool(state["mask"].all())
+            tokens = 0
+            for part in _micro_batches(batch, micro_batch):
+                outs: list[dict[str, torch.Tensor]] = []
+                for base in runners:
+                    dev = next(base.parameters()).device
+                    inputs = {k: v.to(dev) for k, v in part.items()}
+                    if "attention_mask" not in inputs:
+                        inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
+                    state["mask"] = inputs["attention_mask"].bool()
+                    state["full"] = bool(state["mask"].all())
+                    captured.clear()
+                    base(**inputs)
+                    outs.append({f: captured[f].to(device) for f in features})
                 captured.clear()
-                base(**inputs)
-                outs.append({f: captured[f].to(device) for f in features})
-            tokens = int(state["mask"].sum())
+                tokens += int(state["mask"].sum())
+                for f in features:
+                    if f not in accs:
+                        dim = outs[0][f].shape[-1]
+                        accs[f] = _Accumulator(len(models), dim, pair_idx, device, workspace, cross_device=cross_device)
+                # the widest features first, each model's captures freed once used: the peak is the first
+                # update (footprint.statistics_device_bytes)
+                for f in sorted(features, key=lambda f: -accs[f].mean.shape[-1]):
+                    accs[f].update([o[f] for o in outs])
+                    for o in outs:
+                        del o[f]
+                del outs
             total_tokens += tokens
-            for f in features:
-                xs = [o[f] for o in outs]
-                if f not in accs:
-                    accs[f] = _Accumulator(len(models), xs[0].shape[-1], pair_idx, device, workspace)
-                accs[f].update(xs)
             if progress is not None:
                 progress(step, tokens)
             if step + 1 in snapshots:
@@ -409,19 +445,33 @@ def collect_statistics(
     return _assemble(accs, names, pairs, pair_idx)
 
 
+def _micro_batches(batch: Mapping[str, torch.Tensor], size: int | None) -> Iterator[dict[str, torch.Tensor]]:
+    """The model inputs of a batch, in slices of at most ``size`` sequences (None: the whole batch)."""
+    inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    n = len(inputs["input_ids"])
+    if size is None or size >= n:
+        yield inputs
+        return
+    for start in range(0, n, size):
+        yield {k: v[start : start + size] for k, v in inputs.items()}
+
+
 def _assemble(
     accs: Mapping[str, _Accumulator],
     names: Sequence[str],
     pairs: Sequence[tuple[str, str]],
     pair_idx: Sequence[tuple[int, int]],
 ) -> Statistics:
-    """Statistics holding the accumulators' own tensors (no copies; pending corrections are flushed)."""
+    """Statistics holding the accumulators' own tensors (no copies, but for means and M2 beside host-resident
+    cross blocks; pending corrections are flushed)."""
     tensors: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
     for f, acc in accs.items():
         counts[f] = acc.n
-        tensors[f"mean/{f}"] = acc.mean
-        tensors[f"m2/{f}"] = acc.m2
+        # beside host-resident cross blocks, means and M2 are handed out on the host too (one device per
+        # Statistics: correlation() combines them)
+        tensors[f"mean/{f}"] = acc.mean.to(acc.cross_device)
+        tensors[f"m2/{f}"] = acc.m2.to(acc.cross_device)
         for (i, j), c in acc.cross.items():
             tensors[f"cross/{f}/{names[i]}/{names[j]}"] = c
     return Statistics(names, pairs, counts, tensors)

@@ -15,6 +15,7 @@ from pathlib import Path
 from transformers import AutoConfig
 
 from permerge.device import job_preflight
+from permerge.footprint import Shape, feature_dim, statistics_plan
 from permerge.io import atomic_path, setup_job
 from permerge.matching import union_features
 from permerge.models import load_model, load_tokenizer
@@ -93,6 +94,38 @@ with atomic_path(snakemake.output[0], is_dir=True) as folder:  # replaces the fo
                 examples = examples[:max_lines]
             if not examples:
                 raise ValueError(f"{text}: no examples for the statistics")
+            # with device cuda: the micro-batch and the cross blocks' place that keep the pass under
+            # gpu_memory_gb (footprint.plan_statistics; a clear error naming the key if nothing fits)
+            conf = dict(getattr(snakemake, "config", None) or {})  # the whole configuration (gpu_memory_gb)
+            mc = models[0].config
+            shape = Shape(
+                layers=mc.num_hidden_layers,
+                hidden=mc.hidden_size,
+                heads=mc.num_attention_heads,
+                ff=mc.intermediate_size,
+                vocab=mc.vocab_size,
+                positions=mc.max_position_embeddings,
+            )
+            plan = statistics_plan(
+                {
+                    **conf,
+                    "device": p.device,
+                    "statistics": {**conf.get("statistics", {}), **p.statistics},
+                },
+                snakemake.wildcards.task,
+                shape=shape,
+                dims=[feature_dim(shape, f) for f in features],
+                models=sum(t.numel() * t.element_size() for m in models for t in m.parameters()),
+            )
+            if plan is not None:
+                log.info(
+                    "GPU plan for gpu_memory_gb: %d of %d sequences per update, cross blocks on the %s, peak %.2f GB (%s)",
+                    plan.micro_batch,
+                    p.statistics["batch_size"],
+                    "GPU" if plan.cross_on_device else "host",
+                    plan.peak / 1e9,
+                    ", ".join(f"{k} {v / 1e9:.2f} GB" for k, v in plan.parts.items()),
+                )
             ends = [fraction_count(len(examples), f) for f in fractions]
             batches, after = segmented_batches(
                 tokenizer,
@@ -154,5 +187,7 @@ with atomic_path(snakemake.output[0], is_dir=True) as folder:  # replaces the fo
                 device=p.device,
                 progress=progress,
                 snapshots={k: saver(ix) for k, ix in by_count.items()},
+                micro_batch=None if plan is None else plan.micro_batch,
+                cross_device=None if plan is None else plan.cross_device,
             )
             log.info("done: %d tokens", seen["tokens"])

@@ -14,6 +14,7 @@ log = setup_job(snakemake)
 job_preflight(getattr(snakemake.params, "device", "cpu") or "cpu", log)  # CUDA works here, before any input is read
 from permerge.data.jsonl import read_jsonl, validate_task_files  # noqa: E402
 from permerge.finetune import finetune, task_info  # noqa: E402
+from permerge.footprint import check_finetune_gpu  # noqa: E402
 from permerge.resume import discard  # noqa: E402
 from permerge.tasks import base_task  # noqa: E402
 
@@ -36,6 +37,15 @@ missing = [k for k in KEYS if k not in hp]
 if missing:
     raise SystemExit(f"finetune: params.hparams lacks {missing} (the config schema's `finetune` defaults fill them)")
 task = base_task(snakemake.wildcards.glue_task)  # sst2_step250: SST-2 on the step-250 checkpoint
+# with device cuda: fail naming gpu_memory_gb when fine-tuning would not fit it (footprint.finetune_gpu_parts)
+check_finetune_gpu(
+    {
+        **(getattr(snakemake, "config", None) or {}),
+        "device": getattr(p, "device", "cpu") or "cpu",
+        "finetune": {**hp, "tasks": {}},
+    },
+    task,
+)
 seed = int(snakemake.wildcards.seed)
 info = task_info(task)
 # A missing split, text or label column fails here, naming the task and the file.

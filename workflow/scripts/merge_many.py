@@ -12,6 +12,7 @@ from permerge.checkpoints import load_permutations, save_pretrained_atomic
 from permerge.device import job_preflight
 from permerge.evaluate import task_evaluator
 from permerge.finetune import without_shared_pooler
+from permerge.footprint import evaluation_batch
 from permerge.interpolate import model_tensors
 from permerge.io import atomic_path, setup_job
 from permerge.many import average, into_model, iterative, to_reference, weight_matcher
@@ -33,11 +34,17 @@ if reads.weights:  # activation merges reuse compute_permutations' pair files, w
     if note:
         log.info("%s %s: pooler %s", w.task, w.variant, note)
 ref = seeds.index(p.reference)
+# with device cuda, evaluation.batch_size lowered where the job would exceed gpu_memory_gb (footprint)
+batch_size = evaluation_batch(
+    {**(getattr(snakemake, "config", None) or {}), "evaluation": dict(p.evaluation)}, w.task, "merge_many"
+)
+if batch_size != p.evaluation["batch_size"]:
+    log.info("evaluation batch %d instead of %d: gpu_memory_gb", batch_size, p.evaluation["batch_size"])
 evaluate, num_labels = task_evaluator(
     base_task(w.task),  # mlm_step250 is evaluated as mlm
     snakemake.input.data,
     model_dirs[seeds[0]],
-    batch_size=p.evaluation["batch_size"],
+    batch_size=batch_size,
     max_examples=p.evaluation["max_examples"],
     max_length=p.max_length,
     log=log,

@@ -7,6 +7,7 @@ unpermuted B's values as `*_b_unpermuted` columns repeated on every row.
 from permerge.checkpoints import load_permutations
 from permerge.device import job_preflight
 from permerge.evaluate import lambda_sweep, task_evaluator, write_loss_table
+from permerge.footprint import evaluation_batch
 from permerge.io import setup_job
 from permerge.models import load_model
 from permerge.permute import apply_permutations
@@ -16,11 +17,17 @@ log = setup_job(snakemake)
 job_preflight(snakemake.params.device, log)  # CUDA works here (a SLURM node too), before any input is read
 p, w = snakemake.params, snakemake.wildcards
 model_dirs = dict(zip(p.seeds, snakemake.input.models))
+# with device cuda, evaluation.batch_size lowered where the job would exceed gpu_memory_gb (footprint)
+batch_size = evaluation_batch(
+    {**(getattr(snakemake, "config", None) or {}), "evaluation": dict(p.evaluation)}, w.task, "sweep_lambdas"
+)
+if batch_size != p.evaluation["batch_size"]:
+    log.info("evaluation batch %d instead of %d: gpu_memory_gb", batch_size, p.evaluation["batch_size"])
 evaluate, num_labels = task_evaluator(
     base_task(w.task),  # mlm_step250 is evaluated as mlm
     snakemake.input.data,
     model_dirs[p.seeds[0]],
-    batch_size=p.evaluation["batch_size"],
+    batch_size=batch_size,
     max_examples=p.evaluation["max_examples"],
     max_length=p.max_length,
     log=log,
