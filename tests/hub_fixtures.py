@@ -24,7 +24,8 @@ Everything is tiny and deterministic; the whole set builds in a few seconds on a
   ``0001.parquet``, ... with one lower-cased, space-tokenised sentence per row in a ``text`` column. Each
   sentence carries its row number (``"row 123 : ..."``) so a test can tell where a sample came from.
   ``layout="arrow"`` writes the repository's ``main`` branch instead (``bookcorpus-train.arrow`` in the
-  datasets cache format + ``dataset_info.json``).
+  datasets cache format + ``dataset_info.json``); ``layout="partial_export"`` the truncated parquet export
+  (``default/partial-train/``), and ``declared_rows`` a README declaring the split's size.
 """
 
 from __future__ import annotations
@@ -283,12 +284,23 @@ def book_row(line: str) -> int:
     return int(m.group(1))
 
 
-def make_bookcorpus(root: str | Path, n_rows: int = 10_000, shards: int = 3, layout: str = "parquet_export") -> Path:
+def make_bookcorpus(
+    root: str | Path,
+    n_rows: int = 10_000,
+    shards: int = 3,
+    layout: str = "parquet_export",
+    declared_rows: int | None = None,
+) -> Path:
     """BookCorpus as ``SamuelYang/bookcorpus`` holds it, under ``root`` (returned).
 
     ``layout="parquet_export"``: the ``refs/convert/parquet`` revision (``default/train/{0000..}.parquet``,
     no README; datasets names the config ``default`` and the split ``train`` from the path).
+    ``layout="partial_export"``: the same revision when the hub converted only the first part of a large
+    dataset (its first 5 GB): ``default/partial-train/{0000..}.parquet``, which datasets loads as ``train``;
+    ``n_rows`` is then the part that was converted.
     ``layout="arrow"``: the ``main`` branch (``bookcorpus-train.arrow`` + ``dataset_info.json``).
+    ``declared_rows`` (parquet layouts): also write a README whose ``dataset_info`` declares that many train
+    rows (the dataset's own split metadata), whatever the parquet files hold.
     """
     import datasets
 
@@ -296,13 +308,28 @@ def make_bookcorpus(root: str | Path, n_rows: int = 10_000, shards: int = 3, lay
     root.mkdir(parents=True, exist_ok=True)
     features = datasets.Features({"text": datasets.Value("string")})
     texts = [book_sentence(i) for i in range(n_rows)]
-    if layout == "parquet_export":
-        out = root / "default" / "train"
+    if layout in ("parquet_export", "partial_export"):
+        folder = "train" if layout == "parquet_export" else "partial-train"
+        out = root / "default" / folder
         out.mkdir(parents=True, exist_ok=True)
         step = -(-n_rows // shards)
+        nbytes = 0
         for j in range(shards):
-            datasets.Dataset.from_dict({"text": texts[j * step : (j + 1) * step]}, features=features).to_parquet(
-                str(out / f"{j:04d}.parquet")
+            ds = datasets.Dataset.from_dict({"text": texts[j * step : (j + 1) * step]}, features=features)
+            ds.to_parquet(str(out / f"{j:04d}.parquet"))
+            nbytes += ds.data.nbytes
+        if declared_rows is not None:
+            _write_readme(
+                root,
+                [{"config_name": "default", "data_files": [{"split": "train", "path": f"default/{folder}/*"}]}],
+                [
+                    {
+                        "config_name": "default",
+                        "features": _features_yaml(features),
+                        "splits": [{"name": "train", "num_bytes": nbytes, "num_examples": declared_rows}],
+                    }
+                ],
+                "BookCorpus (offline fixture of SamuelYang/bookcorpus)",
             )
     elif layout == "arrow":
         from datasets.arrow_writer import ArrowWriter
@@ -315,7 +342,7 @@ def make_bookcorpus(root: str | Path, n_rows: int = 10_000, shards: int = 3, lay
         )
         (root / "LICENSE").write_text("")
     else:
-        raise ValueError(f"unknown bookcorpus layout {layout!r} (parquet_export or arrow)")
+        raise ValueError(f"unknown bookcorpus layout {layout!r} (parquet_export, partial_export or arrow)")
     return root
 
 

@@ -299,16 +299,114 @@ def test_revision_passed_only_when_set(books, tmp_path, monkeypatch):
     import datasets
 
     calls = []
-    real = datasets.load_dataset
+    real = datasets.load_dataset_builder
 
     def spy(*args, **kwargs):
         calls.append((args, kwargs))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(datasets, "load_dataset", spy)
+    monkeypatch.setattr(datasets, "load_dataset_builder", spy)
     H.write_text_role(books_spec(books, max_lines=3), tmp_path / "a.txt")
     H.write_text_role({**books_spec(books, max_lines=3), "revision": None}, tmp_path / "b.txt")
     assert calls == [
-        ((str(books), None), {"split": "train", "revision": "refs/convert/parquet"}),
-        ((str(books), None), {"split": "train"}),
+        ((str(books), None), {"revision": "refs/convert/parquet"}),
+        ((str(books), None), {}),
     ]
+
+
+# --------------------------------------------------------------------------------------------------
+# Integrity of the Books corpus: the split's size against the published one, and where it came from
+# --------------------------------------------------------------------------------------------------
+
+FULL_ROWS = 74_004_228  # SamuelYang/bookcorpus
+
+
+def test_partial_parquet_export_is_refused(tmp_path):
+    repo = F.make_bookcorpus(tmp_path / "partial", 600, layout="partial_export")
+    assert (repo / "default" / "partial-train" / "0000.parquet").is_file()
+    spec = books_spec(repo, sample=50, expected_rows=FULL_ROWS)
+    with pytest.raises(H.IncompleteDataset) as err:
+        H.write_text_role(spec, tmp_path / "b.txt", tmp_path / "b.meta.json")
+    msg = str(err.value)
+    for part in (str(repo), "revision refs/convert/parquet", "600 rows loaded", f"{FULL_ROWS} rows published"):
+        assert part in msg, msg
+    assert "partial-train" in msg and "expected_rows" in msg
+    assert not (tmp_path / "b.txt").exists() and not (tmp_path / "b.meta.json").exists()
+    # without a published size the partial layout alone is refused, and says the size is unknown
+    with pytest.raises(H.IncompleteDataset, match=r"600 rows loaded; the published size is unknown.*partial-train"):
+        H.load_hub_text(str(repo), revision="refs/convert/parquet", sample=5)
+
+
+def test_card_split_size_is_checked(tmp_path):
+    # a README whose dataset_info says 900 rows, parquet files holding 600: refused, both counts named
+    repo = F.make_bookcorpus(tmp_path / "short", 600, declared_rows=900)
+    with pytest.raises(H.IncompleteDataset) as err:
+        H.load_hub_text(str(repo), revision="v1", sample=5)
+    msg = str(err.value)
+    assert f"dataset {repo} at revision v1, split train: 600 rows loaded, but 900 rows published" in msg, msg
+    assert "split metadata" in msg
+    # the card and expected_rows agreeing with the data: accepted
+    repo = F.make_bookcorpus(tmp_path / "ok", 600, declared_rows=600)
+    assert len(H.load_hub_text(str(repo), sample=5, expected_rows=600)) == 5
+
+
+def test_expected_rows_mismatch_is_refused(books, tmp_path):
+    with pytest.raises(H.IncompleteDataset, match=rf"{BOOK_ROWS} rows loaded, but {FULL_ROWS} rows published"):
+        H.write_text_role(books_spec(books, sample=10, expected_rows=FULL_ROWS), tmp_path / "x.txt")
+
+
+def test_complete_export_passes_and_records_its_revision(books, tmp_path):
+    out, meta_out = tmp_path / "books.txt", tmp_path / "books.meta.json"
+    assert H.write_text_role(books_spec(books, sample=100, expected_rows=BOOK_ROWS), out, meta_out) == 100
+    meta = json.loads(meta_out.read_text())
+    assert meta == {
+        "source": "hub",
+        "id": str(books),
+        "config": None,
+        "split": "train",
+        "revision": "refs/convert/parquet",
+        "resolved_revision": "local directory",  # a fixture folder has no commit
+        "split_rows": BOOK_ROWS,
+        "published_rows": BOOK_ROWS,
+        "lines": 100,
+    }
+
+
+def test_resolved_revision_of_a_hub_dataset_is_the_builders_commit():
+    class Builder:  # what datasets' builder of a hub dataset carries: the commit the revision resolved to
+        hash = "0123456789abcdef0123456789abcdef01234567"
+
+    meta = H.provenance("SamuelYang/bookcorpus", None, "train", "refs/convert/parquet", Builder(), 7)
+    assert meta["resolved_revision"] == Builder.hash and meta["revision"] == "refs/convert/parquet"
+
+
+def test_provenance_in_config_effective_yaml(books, tmp_path):
+    import yaml
+
+    from permerge import config as cfg
+
+    root = tmp_path / "results"
+    (root / "data" / "text").mkdir(parents=True)
+    config = cfg.load_merged(cfg.ROOT / "configs" / "paper.yaml")
+    eff = root / "config.effective.yaml"
+    eff.write_text(cfg.effective_yaml(config, ["configs/paper.yaml"], cfg.provenance_comment(root)))
+    assert cfg.PROVENANCE_MARK not in eff.read_text()  # nothing prepared yet
+    text = root / "data" / "text"
+    H.write_text_role(
+        books_spec(books, sample=10, expected_rows=BOOK_ROWS), text / "books.txt", text / "books.meta.json"
+    )
+    H.write_text_role(
+        {"source": "local", "path": str(text / "books.txt")}, text / "heldout.txt", text / "heldout.meta.json"
+    )
+    for _ in range(2):  # rewriting replaces the block
+        cfg.record_provenance(root)
+    written = eff.read_text()
+    assert written.count(cfg.PROVENANCE_MARK) == 1
+    assert (
+        f"#   books: {books} config None split train revision refs/convert/parquet -> resolved local directory; "
+        f"{BOOK_ROWS} rows (published: {BOOK_ROWS})" in written
+    )
+    assert f"#   heldout: local {text / 'books.txt'} (local directory)" in written
+    assert yaml.safe_load(written) == yaml.safe_load(cfg.effective_yaml(config))  # still the same configuration
+    # the next run's onstart keeps the block
+    assert cfg.provenance_comment(root) in cfg.effective_yaml(config, (), cfg.provenance_comment(root))

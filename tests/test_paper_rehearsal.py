@@ -95,6 +95,11 @@ def test_books_sample_is_spread_over_the_corpus(rehearsal):
     # the main runs' 10% is the first tenth of the sample: itself spread across the corpus
     assert {r * 5 // BOOK_ROWS for r in rows[: SAMPLE // 10]} == set(range(5))
     assert rows != sorted(rows)
+    # checked against the published size, and where it came from recorded beside it and in config.effective.yaml
+    meta = json.loads((rehearsal["wd"] / R / "data/text/books.meta.json").read_text())
+    assert meta["split_rows"] == meta["published_rows"] == BOOK_ROWS and meta["lines"] == SAMPLE
+    assert meta["revision"] == "refs/convert/parquet" and meta["resolved_revision"] == "local directory"
+    assert "#   books: " in (rehearsal["wd"] / R / "config.effective.yaml").read_text()
 
 
 def test_all_fractions_from_one_pass(rehearsal):

@@ -229,7 +229,7 @@ def test_paper_grid_through_slurm(slurm_cluster, paper_rehearsal, tmp_path):
     assert not attempts, attempts
     guarded = {r["job"] for r in records}
     assert guarded == set(seen), f"jobs without a guarded Python process: {set(seen) - guarded}"
-    for r in records:
+    for r in records:  # as at exit (as at start for a process that ended without running atexit)
         assert r["HF_HUB_OFFLINE"] == "1" and r["HF_DATASETS_OFFLINE"] == "1", r
 
     # The same results as the local rehearsal: every loss and permutation file of this run.

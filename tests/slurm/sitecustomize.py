@@ -1,7 +1,8 @@
 """Network guard for the Python processes of SLURM jobs in tests/test_slurm.py (on their PYTHONPATH).
 
 Active only inside a SLURM job (SLURM_JOB_ID set) and when PERMERGE_NET_GUARD_DIR names a folder: records
-that it was active (job id, pid, command line, HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) in that folder, and
+that it was active (job id, pid, command line, HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) in that folder, at
+start and again at exit (a job's snakemake process sets the HF variables while it reads the Snakefile), and
 refuses every connection to anything but loopback or a unix socket, recording the attempt. The test reads
 the records: every compute job's Python processes guarded, no attempt.
 """
@@ -17,7 +18,7 @@ if _DIR and os.environ.get("SLURM_JOB_ID"):
 
     _JOB = os.environ["SLURM_JOB_ID"]
 
-    def _record(kind: str, **extra) -> None:
+    def _record(kind: str, name: str | None = None, **extra) -> None:
         try:
             with open("/proc/self/cmdline", "rb") as f:
                 cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
@@ -31,7 +32,7 @@ if _DIR and os.environ.get("SLURM_JOB_ID"):
             "HF_DATASETS_OFFLINE": os.environ.get("HF_DATASETS_OFFLINE"),
             **extra,
         }
-        path = os.path.join(_DIR, f"{kind}-{_JOB}-{os.getpid()}-{id(extra)}.json")
+        path = os.path.join(_DIR, f"{kind}-{_JOB}-{os.getpid()}-{name or id(extra)}.json")
         with open(path, "w") as f:
             json.dump(rec, f)
 
@@ -61,4 +62,7 @@ if _DIR and os.environ.get("SLURM_JOB_ID"):
         return _connect_ex(self, address)
 
     socket.socket.connect, socket.socket.connect_ex = connect, connect_ex
-    _record("guard")
+    import atexit
+
+    _record("guard", name="start", phase="start")
+    atexit.register(_record, "guard", name="start", phase="exit")  # replaces the start record

@@ -27,9 +27,7 @@ def is_placeholder(value) -> bool:
     return isinstance(value, str) and value.startswith(PLACEHOLDER)
 
 
-def placeholder_keys(
-    default_resources: Mapping | None, overwrite_resources: Mapping[str, Mapping] | None
-) -> list[str]:
+def placeholder_keys(default_resources: Mapping | None, overwrite_resources: Mapping[str, Mapping] | None) -> list[str]:
     """The profile keys whose partition is still a placeholder, as a user finds them in the profile:
     ``default-resources: slurm_partition`` and ``set-resources: <rule>: slurm_partition``."""
     keys = []

@@ -144,8 +144,9 @@ def load_merged(*configfiles, overrides: dict | None = None) -> dict[str, Any]:
     return validate_config(config)
 
 
-def effective_yaml(config, configfiles=()) -> str:
-    """The validated configuration of a run as YAML, with its provenance as comments."""
+def effective_yaml(config, configfiles=(), provenance: str = "") -> str:
+    """The validated configuration of a run as YAML, with its provenance as comments (``provenance``: the
+    block :func:`provenance_comment` writes, appended as comments so the file stays a valid configfile)."""
     import yaml
 
     head = [
@@ -153,7 +154,93 @@ def effective_yaml(config, configfiles=()) -> str:
         "# schema defaults filled). Written by the workflow; do not edit.",
         f"# configfiles: {', '.join(str(f) for f in configfiles) or 'config.yaml'}",
     ]
-    return "\n".join(head) + "\n" + yaml.safe_dump(config, sort_keys=True, default_flow_style=None, width=110)
+    body = yaml.safe_dump(config, sort_keys=True, default_flow_style=None, width=110)
+    return "\n".join(head) + "\n" + body + provenance
+
+
+# ------------------------------------------------------------------------------------------------------
+# Hub data: one cache, offline compute jobs, and where each downloaded text came from
+# ------------------------------------------------------------------------------------------------------
+
+HUB_OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+
+
+def hub_cache_dir(config, cwd: str | Path | None = None) -> Path | None:
+    """The absolute HuggingFace cache folder of ``hub_cache`` (``{results}`` replaced by the results root,
+    relative to the working directory), or None (``hub_cache: null``: HuggingFace's own defaults)."""
+    cache = config.get("hub_cache")
+    if cache is None:
+        return None
+    path = Path(str(cache).replace("{results}", config["results"].rstrip("/"))).expanduser()
+    return path if path.is_absolute() else (Path(cwd or Path.cwd()) / path).absolute()
+
+
+def hub_environ(config, *, compute: bool, cwd: str | Path | None = None) -> dict[str, str]:
+    """The environment variables a job of this configuration gets (common.smk puts them in os.environ of
+    every Snakemake process, so every job inherits them).
+
+    * ``hub_cache`` set: ``HF_HOME`` = it, ``HF_HUB_CACHE`` = it/hub (models, hub files),
+      ``HF_DATASETS_CACHE`` = it/datasets (prepared datasets): one cache on the login node and on the
+      compute nodes, whatever the user's shell sets.
+    * ``compute`` (a job run by a cluster or cloud executor, not on the submitting host): ``HF_HUB_OFFLINE=1``
+      and ``HF_DATASETS_OFFLINE=1``, overriding any setting: every download is a local rule, so a compute job
+      that asks the hub fails at once, naming the id, instead of retrying a network it may not have.
+    * ``PERMERGE_JOB_SITE``: ``compute`` or ``local`` (logged by every job, see io.setup_job).
+    """
+    env = {"PERMERGE_JOB_SITE": "compute" if compute else "local"}
+    cache = hub_cache_dir(config, cwd)
+    if cache is not None:
+        env.update(HF_HOME=str(cache), HF_HUB_CACHE=str(cache / "hub"), HF_DATASETS_CACHE=str(cache / "datasets"))
+    if compute:
+        env.update(dict.fromkeys(HUB_OFFLINE_VARS, "1"))
+    return env
+
+
+PROVENANCE_MARK = "# data provenance"
+
+
+def provenance_comment(results_root: str | Path) -> str:
+    """A comment block naming the revision every hub or local text of this results root was read at (from the
+    ``data/text/{role}.meta.json`` files prepare_hub_text writes); empty when there are none yet."""
+    import json
+
+    metas = sorted(Path(results_root, "data", "text").glob("*.meta.json"))
+    if not metas:
+        return ""
+    lines = [f"{PROVENANCE_MARK} (from data/text/{{role}}.meta.json, written when each text was prepared):"]
+    for f in metas:
+        m = json.loads(f.read_text(encoding="utf-8"))
+        role = f.name[: -len(".meta.json")]
+        if m.get("source") == "hub":
+            lines.append(
+                f"#   {role}: {m['id']} config {m.get('config')} split {m['split']} revision {m.get('revision')} "
+                f"-> resolved {m['resolved_revision']}; {m['split_rows']} rows (published: {m.get('published_rows')})"
+            )
+        else:
+            lines.append(f"#   {role}: {m.get('source')} {m.get('path')} ({m.get('resolved_revision')})")
+    return "\n".join(lines) + "\n"
+
+
+def record_provenance(results_root: str | Path) -> None:
+    """Rewrite the provenance block of ``{results_root}/config.effective.yaml`` from the meta files now there
+    (a job calls this after writing its meta file; jobs on one host take turns through a lock file). Nothing
+    happens without a config.effective.yaml (it is written at the start of every real run)."""
+    import fcntl
+    import os
+    import tempfile
+
+    eff = Path(results_root, "config.effective.yaml")
+    if not eff.is_file():
+        return
+    with open(eff.with_name(".config.effective.yaml.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        text = eff.read_text(encoding="utf-8")
+        cut = text.find(PROVENANCE_MARK)
+        text = (text if cut < 0 else text[:cut]) + provenance_comment(results_root)
+        fd, tmp = tempfile.mkstemp(prefix=".config.effective.yaml.", dir=eff.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, eff)
 
 
 def many_variants(config, task: str) -> list[str]:

@@ -59,7 +59,11 @@ def setup_job(snakemake=None, *, threads: int | None = None) -> logging.Logger:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     if "transformers" in sys.modules:
         sys.modules["transformers"].utils.logging.disable_progress_bar()
-    return logging.getLogger("permerge")
+    log = logging.getLogger("permerge")
+    # Where the job ran and how it reaches the hub (common.smk: a cluster's compute jobs run offline).
+    hub_env = ("PERMERGE_JOB_SITE", "HF_HOME", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    log.info("job environment: %s", ", ".join(f"{k}={os.environ.get(k, '')}" for k in hub_env))
+    return log
 
 
 class DamagedFile(ValueError):

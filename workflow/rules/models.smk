@@ -76,6 +76,8 @@ else:
             res("logs/fetch_model/{task}/seed{seed}.log"),
         wildcard_constraints:
             task=TASK_REGISTRY.task_pattern([TASK_REGISTRY.MLM]),
+        # a download (hub) or a copy: on a cluster it runs on the submitting host, which has the network
+        localrule: True
         conda:
             ENV
         threads: 1
