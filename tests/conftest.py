@@ -2,6 +2,7 @@
 `paper_rehearsal` the offline paper-grid rehearsal (tests/rehearsal.py), for tests/test_paper_rehearsal.py and
 tests/test_slurm.py."""
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -44,11 +45,18 @@ def smoke_run(tmp_path_factory) -> Path:
 def paper_rehearsal(tmp_path_factory) -> dict:
     """configs/paper.yaml plus the rehearsal overlay (hub fixtures, a shrunk grid), run locally to
     results/paper/figures/all.pdf. Returns the workflow copy, the fixture hub, paper.yaml and the arguments."""
-    root = tmp_path_factory.mktemp("rehearsal")
-    hub = hub_fixtures.make_all(
-        root / "hub", seeds=rehearsal.SEEDS, glue_tasks=rehearsal.GLUE_TASKS, book_rows=rehearsal.BOOK_ROWS
-    )
-    wd = copy_workflow(root / "wf")
+    reuse = os.environ.get("PERMERGE_REHEARSAL_DIR")  # development: a finished rehearsal's folder (hub/, wf/)
+    if reuse:
+        root = Path(reuse)
+        hub = {k: Path(v) for k, v in json.loads((root / "hub.json").read_text()).items()}
+        wd = root / "wf"
+    else:
+        root = tmp_path_factory.mktemp("rehearsal")
+        hub = hub_fixtures.make_all(
+            root / "hub", seeds=rehearsal.SEEDS, glue_tasks=rehearsal.GLUE_TASKS, book_rows=rehearsal.BOOK_ROWS
+        )
+        (root / "hub.json").write_text(json.dumps({k: str(v) for k, v in hub.items()}))
+        wd = copy_workflow(root / "wf")
     paper = yaml.safe_load((wd / "configs/paper.yaml").read_text())
     args = rehearsal.write_overlay(wd, hub)
     snakemake(wd, "-j", "2", f"{rehearsal.R}/figures/all.pdf", *args)

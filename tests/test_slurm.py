@@ -208,8 +208,9 @@ def test_paper_grid_through_slurm(slurm_cluster, paper_rehearsal, tmp_path):
         assert rec["WorkDir"] == str(wd), rec
         rules = job_rules(Path(rec["StdOut"]).read_text())
         assert rules, f"job {jobid}: no rule in its log {rec['StdOut']}"
-        if len(rules) == 1:  # a single job: the plugin's --comment names its rule
-            assert rec["Comment"].startswith(f"rule_{next(iter(rules))}"), rec
+        # the plugin's --comment names the job's (first) rule: rule_NAME_wildcards_... or, for a group job,
+        # rule_GROUP_NAME
+        assert any(re.match(rf"rule_(\w+_)?{r}(_wildcards_|$)", rec["Comment"]) for r in rules), rec
         gpu = "gres:gpu:1" in rec.get("TresPerJob", "") + rec.get("TresPerNode", "")
         if rules & GPU_RULES:
             assert rules <= GPU_RULES, f"job {jobid} mixes GPU and CPU rules: {rules}"
