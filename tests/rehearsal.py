@@ -17,8 +17,10 @@ OVERLAY = "configs/rehearsal.yaml"
 ARGS = ("--configfile", "configs/paper.yaml", OVERLAY)
 
 
-def overlay(hub: dict, tasks=("mlm", *GLUE_TASKS)) -> dict:
-    return {
+def overlay(hub: dict, tasks=("mlm", *GLUE_TASKS), many_variants=None) -> dict:
+    """`tasks`, `many_variants`: a subset of the grid (tests/test_slurm.py), with the same results."""
+    grid = {"many": {"variants": list(many_variants)}} if many_variants else {}
+    return grid | {
         # where the hub repositories are (the fixture folders), nothing else about the data
         "models": {"hub_id": str(hub["models"] / "multiberts-seed_{seed}")},
         "data": {

@@ -38,7 +38,10 @@ STATE = Path(os.environ.get("PERMERGE_SLURM_DIR", Path(tempfile.gettempdir()) / 
 PARTITIONS = {"CHANGE_ME_CPU_PARTITION": "cpu", "CHANGE_ME_GPU_PARTITION": "gpu"}  # start_cluster.sh's
 GPU_RULES = {"collect_statistics", "finetune", "sweep_lambdas", "merge_many"}
 DOWNLOAD_RULES = {"fetch_model", "prepare_hub_text", "prepare_hub_task", "prepare_hub_task_mnli"}
-TASKS = ("mlm", "mnli")  # a subset of the local rehearsal's tasks: every shared file must be identical
+# A subset of the local rehearsal's grid (every shared file must be identical): 2 of its 3 tasks, and of the
+# all-seed merges the plain average and MergeMany (wm_all); the task variants (and so the statistics) as there.
+TASKS = ("mlm", "mnli")
+MANY_VARIANTS = ("vanilla", "wm_all")
 
 
 def _why_no_cluster() -> str | None:
@@ -173,7 +176,7 @@ def test_placeholder_partitions_stop_a_real_run(slurm_cluster, tmp_path):
 def test_paper_grid_through_slurm(slurm_cluster, paper_rehearsal, tmp_path):
     local = paper_rehearsal["wd"]
     wd = copy_workflow(tmp_path / "wf")
-    args = rehearsal.write_overlay(wd, paper_rehearsal["hub"], tasks=TASKS)
+    args = rehearsal.write_overlay(wd, paper_rehearsal["hub"], tasks=TASKS, many_variants=MANY_VARIANTS)
     profile = site_profile(tmp_path / "site-profile")
     guard = tmp_path / "guard"
     guard.mkdir()
