@@ -37,15 +37,29 @@ def test_downloads_are_local_rules_on_a_cluster(wf):
     assert paper["prepare_hub_task_mnli"] == 1 and paper["prepare_hub_task"] == 7
     planned = set(jobs) | set(paper)
     assert DOWNLOADS <= planned and COMPUTE <= planned
+    # hub_data: every download and nothing else, for the login node first
+    assert planned_jobs(wf, "hub_data", "--configfile", *args) == {
+        "fetch_model": 35,
+        "prepare_hub_text": 2,
+        "prepare_hub_task": 1,
+        "hub_data": 1,
+    }
+    assert planned_jobs(wf, "hub_data", "--configfile", "configs/paper.yaml") == {
+        "fetch_model": 5,
+        "prepare_hub_text": 2,
+        "prepare_hub_task": 7,
+        "prepare_hub_task_mnli": 1,
+        "hub_data": 1,
+    }
 
     local = local_rules(wf, *args)
     assert {r for r in planned if r in DOWNLOADS or r.startswith(("fetch_", "prepare_hub"))} == DOWNLOADS
-    assert all(local[r] for r in DOWNLOADS), local
+    assert all(local[r] for r in DOWNLOADS | {"hub_data"}), local
     assert not any(local[r] for r in COMPUTE), local
     # the embedded default: as before, only its pinned-archive download and the tables are local
     embedded = local_rules(wf)
     assert embedded["fetch_source"] and not embedded["build_texts"] and not embedded["pretrain_seed"]
-    assert "fetch_model" not in embedded and not embedded["build_task"]
+    assert "fetch_model" not in embedded and "hub_data" not in embedded and not embedded["build_task"]
 
 
 def test_hub_environ(tmp_path):

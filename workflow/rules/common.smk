@@ -301,3 +301,17 @@ def glue_outputs(splits):
 
 
 STD_SPLITS = ("train", "validation")
+
+
+def hub_downloads():
+    """What the local download rules of this configuration write (texts with their provenance, GLUE splits,
+    seed checkpoints and the trajectory's step checkpoints); empty for the embedded default."""
+    roles = [r for r in roles_from("hub", "local") if r != "pretrain" or config["models"]["source"] == "pretrain"]
+    files = [res(f"data/text/{r}.{ext}") for r in roles for ext in ("txt", "meta.json")]
+    if config["data"]["glue"]["source"] == "hub":
+        tasks = sorted({TASK_REGISTRY.base_task(t) for t in [*TASKS, *STEP_TASKS] if not TASK_REGISTRY.is_mlm(t)})
+        files += [f"{R}/data/glue/{t}/{s}.jsonl" for t in tasks for s in TASK_REGISTRY.glue_task(t).splits]
+    if config["models"]["source"] != "pretrain":
+        mlm = [TASK_REGISTRY.MLM, *(t for t in STEP_TASKS if TASK_REGISTRY.is_mlm(t))]
+        files += [res(f"models/{t}/seed{s}") for t in mlm for s in SEEDS]
+    return files

@@ -75,7 +75,6 @@ rule prepare_hub_text:
         runtime=180,  # the Books sample reads the whole 74M-row corpus (memory-mapped) once
     params:
         spec=lambda w: text_spec(w.role),
-        results=R,  # its config.effective.yaml gets the resolved revision
     script:
         "../scripts/prepare_hub_text.py"
 
@@ -134,3 +133,12 @@ for _splits, _names in TASK_REGISTRY.split_signatures().items():
                 glue=config["data"]["glue"],
             script:
                 "../scripts/prepare_hub_task.py"
+
+
+# Every download of this configuration, for the login node before the grid is submitted
+# (docs/cluster.md, "Hub data and the login node"): snakemake hub_data --configfile configs/paper.yaml
+if hub_downloads():
+
+    rule hub_data:
+        input:
+            hub_downloads(),

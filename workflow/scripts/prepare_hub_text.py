@@ -7,6 +7,7 @@ text's provenance (requested and resolved revision, row counts) goes to ``{role}
 comment block of ``config.effective.yaml``."""
 
 import contextlib
+from pathlib import Path
 
 from permerge.io import atomic_path, setup_job
 
@@ -21,4 +22,4 @@ with contextlib.ExitStack() as stack:
     text, meta = (stack.enter_context(atomic_path(p)) for p in (out.text, out.meta))
     n = hubdata.write_text_role(spec, text, meta)
 log.info("%s from %s: %d lines; provenance in %s", snakemake.wildcards.role, spec, n, out.meta)  # noqa: F821
-cfg.record_provenance(snakemake.params.results)  # noqa: F821
+cfg.record_provenance(Path(out.text).parents[2])  # {results}/data/text/{role}.txt -> {results}
