@@ -45,7 +45,9 @@ def smoke_run(tmp_path_factory) -> Path:
 def paper_rehearsal(tmp_path_factory) -> dict:
     """configs/paper.yaml plus the rehearsal overlay (hub fixtures, a shrunk grid), run locally to
     results/paper/figures/all.pdf. Returns the workflow copy, the fixture hub, paper.yaml and the arguments."""
-    reuse = os.environ.get("PERMERGE_REHEARSAL_DIR")  # development: a finished rehearsal's folder (hub/, wf/)
+    # development: a finished rehearsal's folder (hub/, hub.json, wf/), kept outside pytest's numbered temp
+    # folders (other sessions delete those; run with --basetemp to keep one)
+    reuse = os.environ.get("PERMERGE_REHEARSAL_DIR")
     if reuse:
         root = Path(reuse)
         hub = {k: Path(v) for k, v in json.loads((root / "hub.json").read_text()).items()}
