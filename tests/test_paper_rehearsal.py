@@ -17,13 +17,8 @@ from safetensors import safe_open
 from permerge.barriers import read_tsv
 from permerge.checkpoints import load_permutations
 from tests import hub_fixtures
-from tests.workflow_utils import copy_workflow, planned_jobs, snakemake
-
-SEEDS = (1, 2, 3)
-GLUE_TASKS = ("mnli", "stsb")
-BOOK_ROWS, SAMPLE = 3000, 1000
-R = "results/paper"
-COMPAT_VARIANTS = ["vanilla", "ff_attn"]
+from tests.rehearsal import BOOK_ROWS, COMPAT_VARIANTS, GLUE_TASKS, SAMPLE, SEEDS, R
+from tests.workflow_utils import planned_jobs
 
 
 def pooler_sha256(state: dict) -> str:
@@ -32,36 +27,9 @@ def pooler_sha256(state: dict) -> str:
 
 
 @pytest.fixture(scope="module")
-def rehearsal(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rehearsal")
-    hub = hub_fixtures.make_all(root / "hub", seeds=SEEDS, glue_tasks=GLUE_TASKS, book_rows=BOOK_ROWS)
-    wd = copy_workflow(root / "wf")
-    paper = yaml.safe_load((wd / "configs/paper.yaml").read_text())
-    overlay = {
-        # where the hub repositories are (the fixture folders), nothing else about the data
-        "models": {"hub_id": str(hub["models"] / "multiberts-seed_{seed}")},
-        "data": {
-            # the fixture's own size (paper.yaml's expected_rows is the real corpus's 74,004,228)
-            "stats_text": {"id": str(hub["bookcorpus"]), "sample": SAMPLE, "expected_rows": BOOK_ROWS},
-            "mlm_eval": {"id": str(hub["wikitext"])},
-            "glue": {"id": str(hub["glue"])},
-        },
-        # a smaller grid on the CPU
-        "device": "cpu",
-        "threads": 1,
-        "seeds": list(SEEDS),
-        "tasks": ["mlm", "mlm_compat", *GLUE_TASKS],
-        "lambdas": [0.0, 0.5, 1.0],
-        "task_variants": {
-            "mlm": ["vanilla", "ff_attn", "ff_attn_ignore_heads", "ff_attn_frac0.01", "ff_attn_frac0.5"],
-            "mlm_compat": COMPAT_VARIANTS,  # a subset of paper.yaml's, which needs mlm variants cut here
-            "glue": ["vanilla", "all", "paper_glue"],
-        },
-    }
-    (wd / "configs/rehearsal.yaml").write_text(yaml.safe_dump(overlay))
-    args = ("--configfile", "configs/paper.yaml", "configs/rehearsal.yaml")
-    snakemake(wd, "-j", "2", f"{R}/figures/all.pdf", *args)
-    return {"wd": wd, "hub": hub, "paper": paper, "args": args}
+def rehearsal(paper_rehearsal):
+    """The session's local rehearsal run (tests/conftest.py; tests/test_slurm.py compares with it)."""
+    return paper_rehearsal
 
 
 def test_effective_configuration_is_the_papers(rehearsal):

@@ -1,10 +1,14 @@
-"""A real SLURM run: part of the smoke configuration through `--profile workflow/profiles/slurm`.
+"""A real SLURM run: the paper grid (configs/paper.yaml plus the rehearsal overlay of tests/rehearsal.py,
+mlm and one GLUE task) to results/paper/figures/all.pdf through the SLURM profile as a user edits it.
 
-tests/slurm/start_cluster.sh starts a one-node cluster on localhost (slurmctld, slurmd, munged; installs
-slurm-wlm/munge with apt when missing). The test copies the finished local smoke run, removes one mlm
-variants' permutations and losses, and rebuilds them through sbatch (the profile bundles the 2 permutation
-jobs into one SLURM job and the 2 sweeps into another, on the node's fake GPU); the results must equal the
-local run's.
+tests/slurm/start_cluster.sh starts a two-node cluster on localhost (slurmctld, one slurmd per node, munged;
+installs slurm-wlm/munge with apt when missing): node cpu0 in partition `cpu` and node gpu0 with two fake
+GPUs in partition `gpu`, so a GPU request to the CPU partition is rejected. The test copies
+workflow/profiles/slurm with its two placeholder partitions set to `cpu` and `gpu` (the one edit a user
+makes) and adds tests/slurm/profile (status polling with squeue, kept logs) as --workflow-profile. Then it
+reads SLURM's records of every job it submitted (`scontrol show job`: partition, GPU request, the job's log
+and the rules in it), the records of a network guard (tests/slurm/sitecustomize.py) from every Python
+process of every job, and compares the results with the local rehearsal run (tests/conftest.py).
 
 Skipped only outside CI when the cluster cannot be had at all (not root, or no slurm and no apt-get). In CI
 (CI=true) every such reason is a failure.
@@ -12,6 +16,7 @@ Skipped only outside CI when the cluster cannot be had at all (not root, or no s
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -22,16 +27,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.workflow_utils import ROOT, copy_workflow, planned_jobs, snakemake
+from tests import rehearsal
+from tests.workflow_utils import ROOT, copy_workflow, snakemake
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 SLURM_DIR = ROOT / "tests" / "slurm"
 PROFILE = "workflow/profiles/slurm"
 OVERLAY = SLURM_DIR / "profile"
 STATE = Path(os.environ.get("PERMERGE_SLURM_DIR", Path(tempfile.gettempdir()) / "permerge-slurm"))
-CONFIG = ("--configfile", "configs/smoke.yaml")
-TASK, VARIANTS = "mlm", ("ff_attn", "all")
-PAIRS = ("seed1-seed2", "seed1-seed3", "seed2-seed3")
+PARTITIONS = {"CHANGE_ME_CPU_PARTITION": "cpu", "CHANGE_ME_GPU_PARTITION": "gpu"}  # start_cluster.sh's
+GPU_RULES = {"collect_statistics", "finetune", "sweep_lambdas", "merge_many"}
+DOWNLOAD_RULES = {"fetch_model", "prepare_hub_text", "prepare_hub_task", "prepare_hub_task_mnli"}
+# A subset of the local rehearsal's grid (every shared file must be identical): 2 of its 3 tasks, and of the
+# all-seed merges the plain average and MergeMany (wm_all); the task variants (and so the statistics) as there.
+TASKS = ("mlm", "mnli")
+MANY_VARIANTS = ("vanilla", "wm_all")
 
 
 def _why_no_cluster() -> str | None:
@@ -58,7 +68,7 @@ def _diagnostics() -> str:
             parts.append(f"$ {' '.join(cmd)}\n{out.stdout}{out.stderr}")
         except (OSError, subprocess.TimeoutExpired) as err:
             parts.append(f"$ {' '.join(cmd)}: {err}")
-    for log in ("slurmctld.log", "slurmd.log"):
+    for log in ("slurmctld.log", "slurmd-cpu0.log", "slurmd-gpu0.log"):
         path = STATE / "log" / log
         if path.exists():
             parts.append(f"--- {path} (tail)\n" + "\n".join(path.read_text().splitlines()[-25:]))
@@ -87,95 +97,166 @@ def slurm_cluster():
         assert not Path("/etc/slurm/slurm.conf").exists(), "slurm.conf left behind (slows every snakemake call)"
 
 
-def _targets() -> list[str]:
-    return [f"results/losses/{TASK}/{v}/{p}.tsv" for v in VARIANTS for p in PAIRS]
+SMOKE = ("--configfile", "configs/smoke.yaml")
+SMOKE_TARGETS = [f"results/losses/mlm/{v}/{p}.tsv" for v in ("ff_attn", "all") for p in ("seed1-seed2", "seed1-seed3")]
+
+
+def site_profile(dest: Path) -> Path:
+    """workflow/profiles/slurm as a user edits it for the test cluster: its two placeholder partitions set
+    (each is written once in the profile; the GPU rules refer to the GPU one with a YAML alias)."""
+    text = (ROOT / PROFILE / "config.v8+.yaml").read_text()
+    for placeholder, partition in PARTITIONS.items():
+        assert text.count(placeholder) == 1, f"{placeholder} should be set in one place of the profile"
+        text = text.replace(placeholder, partition)
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "config.v8+.yaml").write_text(text)
+    return dest
+
+
+def scontrol_job(jobid: str) -> dict:
+    out = subprocess.run(
+        ["scontrol", "show", "-o", "job", jobid], capture_output=True, text=True, env=_slurm_env(), timeout=10
+    )
+    assert out.returncode == 0, f"no SLURM record of job {jobid} (MinJobAge too short?): {out.stderr}"
+    return dict(f.split("=", 1) for f in out.stdout.split() if "=" in f)
+
+
+def job_rules(log: str) -> set[str]:
+    """The rules a SLURM job ran: its snakemake (one rule, or a group's several) prints `rule NAME:`
+    (`localrule NAME:` in the job step) for each job it runs."""
+    return set(re.findall(r"^(?:local)?rule (\w+):$", log, re.M))
 
 
 def test_slurm_profile_dry_run(tmp_path):
-    """The SLURM profile's resources and groups reach the jobs (a dry run submits nothing)."""
+    """The profile's partitions, GPU requests and groups reach the jobs; a dry run with the placeholder
+    partitions warns, names the keys to edit, and still shows the plan."""
     wd = copy_workflow(tmp_path / "wf")
-    out = snakemake(wd, "-n", *_targets(), *CONFIG, "--profile", PROFILE)
+    out = snakemake(wd, "-n", *SMOKE_TARGETS, *SMOKE, "--profile", PROFILE)
     text = out.stdout + out.stderr
     assert "Using profile workflow/profiles/slurm" in text, text[-2000:]
+    assert "the SLURM profile's partitions are still placeholders" in text, text[:3000]
+    for key in ("default-resources: slurm_partition", "set-resources: sweep_lambdas: slurm_partition"):
+        assert key in text, text[:3000]
     assert "Group job align" in text and "Group job sweeps" in text, text[-4000:]
-    sweeps = [b for b in re.split(r"\n\s*\n", text) if "rule sweep_lambdas:" in b]
-    assert len(sweeps) == len(VARIANTS), text[-4000:]
-    # memory comes from the footprint model of the rule (the profile sets none), the GPU from the profile
+    blocks = re.split(r"\n\s*\n", text)
+    sweeps = [b for b in blocks if "rule sweep_lambdas:" in b]
+    perms = [b for b in blocks if "rule compute_permutations:" in b]
+    assert len(sweeps) == len(perms) == 2, text[-4000:]
+    # memory comes from the footprint model of the rule (the profile sets none), GPU and partition from the profile
     from permerge import config as cfg
     from permerge import footprint
 
-    mem = footprint.mem_mb("sweep_lambdas", cfg.load_merged(*[wd / c for c in CONFIG[1:]]), TASK)
+    mem = footprint.mem_mb("sweep_lambdas", cfg.load_merged(*[wd / c for c in SMOKE[1:]]), "mlm")
     for block in sweeps:
         assert re.search(rf"resources:.*\bmem_mb={mem}\b.*\bgpu=1\b", block), block
-        assert "slurm_partition=CHANGE_ME" in block, block
+        assert "slurm_partition=CHANGE_ME_GPU_PARTITION" in block, block
+    for block in perms:
+        assert "slurm_partition=CHANGE_ME_CPU_PARTITION" in block and "gpu=" not in block, block
 
 
-def test_slurm_run_matches_local(slurm_cluster, smoke_run, tmp_path):
-    wd = tmp_path / "wf"
-    shutil.copytree(smoke_run, wd, symlinks=True)  # copy2: mtimes kept, so upstream outputs stay current
-    reference = {}
-    for sub in ("permutations", "losses"):
-        for variant in VARIANTS:
-            src = wd / "results" / sub / TASK / variant
-            reference.update({p.relative_to(wd): p.read_bytes() for p in sorted(src.iterdir())})
-            shutil.rmtree(src)
+def test_placeholder_partitions_stop_a_real_run(slurm_cluster, tmp_path):
+    """A real run with the profile as shipped fails before anything is submitted, naming the keys."""
+    wd = copy_workflow(tmp_path / "wf")
+    before = subprocess.run(
+        ["squeue", "-h", "--states=all", "-o", "%i"], capture_output=True, text=True, env=_slurm_env(), timeout=10
+    ).stdout.split()
+    out = snakemake(wd, *SMOKE_TARGETS, *SMOKE, "--profile", PROFILE, "--workflow-profile", str(OVERLAY), check=False)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0, text[-3000:]
+    assert "the SLURM profile's partitions are still placeholders" in text, text[-3000:]
+    assert "set-resources: merge_many: slurm_partition (CHANGE_ME_GPU_PARTITION)" in text, text[-3000:]
+    assert "submitted with SLURM jobid" not in text, text[-3000:]
+    after = subprocess.run(
+        ["squeue", "-h", "--states=all", "-o", "%i"], capture_output=True, text=True, env=_slurm_env(), timeout=10
+    ).stdout.split()
+    assert after == before, "jobs were submitted"
+    assert not (wd / "results" / "models").exists()
 
-    # Only the removed outputs are planned: everything upstream comes from the local run.
-    jobs = planned_jobs(wd, *_targets(), *CONFIG)
-    assert dict(jobs) == {"compute_permutations": len(VARIANTS), "sweep_lambdas": len(VARIANTS)}, jobs
 
-    cpus = subprocess.run(
-        ["sinfo", "-h", "-N", "-o", "%c"], capture_output=True, text=True, env=_slurm_env(), timeout=10
-    ).stdout.split()[0]
+def test_paper_grid_through_slurm(slurm_cluster, paper_rehearsal, tmp_path):
+    local = paper_rehearsal["wd"]
+    wd = copy_workflow(tmp_path / "wf")
+    args = rehearsal.write_overlay(wd, paper_rehearsal["hub"], tasks=TASKS, many_variants=MANY_VARIANTS)
+    profile = site_profile(tmp_path / "site-profile")
+    guard = tmp_path / "guard"
+    guard.mkdir()
+    shutil.copy(SLURM_DIR / "sitecustomize.py", guard / "sitecustomize.py")
+    # A user's environment with hub access: no HF_*_OFFLINE here; compute jobs must be offline on their own.
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
+    env.update(
+        PYTHONPATH=os.pathsep.join(filter(None, [str(guard), env.get("PYTHONPATH")])),
+        PERMERGE_NET_GUARD_DIR=str(guard),
+    )
+    target = f"{rehearsal.R}/figures/all.pdf"
     started = time.monotonic()
     try:
         out = snakemake(
-            wd,
-            *_targets(),
-            *CONFIG,
-            "--profile",
-            PROFILE,
-            "--workflow-profile",
-            str(OVERLAY),
-            "--cores",
-            cpus,
-            timeout=900,
+            wd, target, *args, "--profile", str(profile), "--workflow-profile", str(OVERLAY), env=env, timeout=1500
         )
     except AssertionError as err:
         raise AssertionError(f"{err}\n{_diagnostics()}") from None
     except subprocess.TimeoutExpired:
         raise AssertionError(f"SLURM run timed out (status polling hang?)\n{_diagnostics()}") from None
     text = out.stdout + out.stderr
-    print(f"SLURM part: {time.monotonic() - started:.0f} s")
+    print(f"paper grid through SLURM: {time.monotonic() - started:.0f} s")
+    assert (wd / target).is_file()
 
-    # Every job went through sbatch, bundled by the profile's groups: two SLURM jobs (the permutations;
-    # the sweeps, with the fake GPU) that SLURM ran to completion in the run's directory.
+    # SLURM's records of every job the run submitted: partition, GPU request, the rules in its log.
     submitted = re.findall(r"has been submitted with SLURM jobid (\d+) \(log: (\S+?)\)", text)
-    assert len(submitted) == 2, text[-4000:]
-    for jobid, log in submitted:
-        info = subprocess.run(
-            ["scontrol", "show", "job", jobid], capture_output=True, text=True, env=_slurm_env(), timeout=10
-        ).stdout
-        assert "JobState=COMPLETED" in info, info
-        assert f"WorkDir={wd}" in info, info
-        # The group job's snakemake ran each of its jobs as a job step (srun ... snakemake) in the allocation.
-        job_log = Path(log).read_text()
-        rule = "sweep_lambdas" if "sweeps" in Path(log).parent.name else "compute_permutations"
-        assert len(re.findall(rf"^rule {rule}:$", job_log, re.M)) == len(VARIANTS), job_log[-3000:]
-        assert len(re.findall(rf"^localrule {rule}:$", job_log, re.M)) == len(VARIANTS), job_log[-3000:]
-        assert f"{len(VARIANTS)} of {len(VARIANTS)} steps (100%) done" in job_log, job_log[-3000:]
-        if rule == "sweep_lambdas":
-            assert "gres:gpu:1" in info, info  # gpu: 1 -> sbatch --gpus=1, on the fake GPU
+    assert submitted, text[-4000:]
+    seen: dict[str, set[str]] = {}
+    for jobid, _ in submitted:
+        rec = scontrol_job(jobid)
+        assert rec["JobState"] == "COMPLETED", rec
+        assert rec["WorkDir"] == str(wd), rec
+        rules = job_rules(Path(rec["StdOut"]).read_text())
+        assert rules, f"job {jobid}: no rule in its log {rec['StdOut']}"
+        # the plugin's --comment names the job's (first) rule: rule_NAME_wildcards_... or, for a group job,
+        # rule_GROUP_NAME
+        assert any(re.match(rf"rule_(\w+_)?{r}(_wildcards_|$)", rec["Comment"]) for r in rules), rec
+        gpu = "gres:gpu:1" in rec.get("TresPerJob", "") + rec.get("TresPerNode", "")
+        if rules & GPU_RULES:
+            assert rules <= GPU_RULES, f"job {jobid} mixes GPU and CPU rules: {rules}"
+            assert rec["Partition"] == "gpu" and gpu, (jobid, rules, rec)
         else:
-            assert "group_align" in log, log
+            assert rec["Partition"] == "cpu" and not gpu, (jobid, rules, rec)
+            assert "gpu" not in rec.get("TresPerJob", "") + rec.get("TresPerNode", ""), rec
+        seen[jobid] = rules
+    ran = set().union(*seen.values())
+    assert GPU_RULES <= ran, ran
+    assert not ran & DOWNLOAD_RULES, f"download rules ran on compute nodes: {ran & DOWNLOAD_RULES}"
 
-    # The same results as the local run.
+    # The network guard was active in every job's Python processes; nothing tried to reach the network;
+    # every process ran with the hub offline.
+    records = [json.loads(p.read_text()) for p in guard.glob("guard-*.json")]
+    attempts = [json.loads(p.read_text()) for p in guard.glob("attempt-*.json")]
+    assert not attempts, attempts
+    guarded = {r["job"] for r in records}
+    assert guarded == set(seen), f"jobs without a guarded Python process: {set(seen) - guarded}"
+    for r in records:  # as at exit (as at start for a process that ended without running atexit)
+        assert r["HF_HUB_OFFLINE"] == "1" and r["HF_DATASETS_OFFLINE"] == "1", r
+
+    # The same results as the local rehearsal: every loss and permutation file of this run.
     from safetensors.torch import load
 
-    for rel, data in reference.items():
-        new = (wd / rel).read_bytes()
+    root = wd / rehearsal.R
+    shared = [
+        p.relative_to(root)
+        for sub in ("losses", "permutations", "many")
+        for p in sorted((root / sub).rglob("*"))
+        if p.suffix in (".tsv", ".safetensors") and (sub != "many" or p.name == "losses.tsv")
+    ]
+    assert any(p.parts[0] == "permutations" for p in shared) and any(p.parts[0] == "many" for p in shared)
+    for rel in shared:
+        mine, theirs = (root / rel).read_bytes(), (local / rehearsal.R / rel).read_bytes()
         if rel.suffix == ".safetensors":
-            a, b = load(new), load(data)
-            assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a), rel
+            a, b = load(mine), load(theirs)
+            assert a.keys() == b.keys() and all(torch_equal(a[k], b[k]) for k in a), rel
         else:
-            assert new == data, f"{rel} differs from the local run"
+            assert mine == theirs, f"{rel} differs from the local run"
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return a.dtype == b.dtype and torch.equal(a, b)

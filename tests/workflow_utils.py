@@ -25,8 +25,12 @@ def copy_workflow(dest: Path) -> Path:
     return dest
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True, timeout: float = 1800) -> subprocess.CompletedProcess:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+def snakemake(
+    workdir: Path, *args: str, check: bool = True, timeout: float = 1800, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """Run snakemake in `workdir`; offline for the hub unless `env` (the whole environment) is given."""
+    if env is None:
+        env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     out = subprocess.run(
         [sys.executable, "-m", "snakemake", *args],
         cwd=workdir,

@@ -20,8 +20,11 @@ set -euo pipefail
 
 STATE=${1:-${PERMERGE_SLURM_DIR:-/tmp/permerge-slurm}}
 CTLD_PORT=${PERMERGE_SLURMCTLD_PORT:-6817}
-SLURMD_PORT=${PERMERGE_SLURMD_PORT:-6818}
-PARTITION=${PERMERGE_SLURM_PARTITION:-debug}
+SLURMD_PORT=${PERMERGE_SLURMD_PORT:-6818}      # the CPU node's slurmd; the GPU node's listens on the next port
+GPU_SLURMD_PORT=$((SLURMD_PORT + 1))
+CPU_PARTITION=${PERMERGE_SLURM_CPU_PARTITION:-cpu}
+GPU_PARTITION=${PERMERGE_SLURM_GPU_PARTITION:-gpu}
+GPUS=${PERMERGE_SLURM_GPUS:-2}
 
 log() { echo "start_cluster: $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -45,12 +48,12 @@ if [ -f "$STATE/pids" ]; then
 fi
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for port in "$CTLD_PORT" "$SLURMD_PORT"; do
+for port in "$CTLD_PORT" "$SLURMD_PORT" "$GPU_SLURMD_PORT"; do
     port_busy "$port" && die "port $port is in use (another slurm?); set PERMERGE_SLURMCTLD_PORT/PERMERGE_SLURMD_PORT"
 done
 
 rm -rf "$STATE"
-mkdir -p "$STATE"/{spool,state,log,munge}
+mkdir -p "$STATE"/{spool/slurmd-cpu0,spool/slurmd-gpu0,state,log,munge}
 chmod 700 "$STATE" "$STATE/munge"
 
 # The node's hardware as slurmd sees it; a node claiming more than it has would be drained.
@@ -58,6 +61,7 @@ read -r CPUS MEM < <(slurmd -C | awk '/^NodeName/ {
     for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
     print v["CPUs"], v["RealMemory"] }')
 [ -n "${CPUS:-}" ] && [ -n "${MEM:-}" ] || die "could not read CPUs/RealMemory from slurmd -C"
+# The two nodes share the machine: each gets all its CPUs and memory (nothing enforces the limits here).
 
 # Own munge key and socket: independent of a system munged (and of /etc/munge permissions).
 dd if=/dev/urandom of="$STATE/munge/munge.key" bs=1024 count=1 status=none
@@ -88,9 +92,9 @@ CredType=cred/munge
 StateSaveLocation=$STATE/state
 SlurmdSpoolDir=$STATE/spool/slurmd-%n
 SlurmctldPidFile=$STATE/slurmctld.pid
-SlurmdPidFile=$STATE/slurmd.pid
+SlurmdPidFile=$STATE/slurmd-%n.pid
 SlurmctldLogFile=$STATE/log/slurmctld.log
-SlurmdLogFile=$STATE/log/slurmd.log
+SlurmdLogFile=$STATE/log/slurmd-%n.log
 SlurmctldDebug=info
 SlurmdDebug=info
 ProctrackType=proctrack/linuxproc
@@ -101,15 +105,26 @@ SchedulerType=sched/backfill
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 # squeue (the status command without accounting) sees finished jobs only for MinJobAge seconds.
-MinJobAge=600
+MinJobAge=${PERMERGE_SLURM_MIN_JOB_AGE:-3600}
 ReturnToService=2
 MpiDefault=none
 GresTypes=gpu
-NodeName=localhost NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM Gres=gpu:1 State=UNKNOWN
-PartitionName=$PARTITION Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+# Two nodes on this host, each its own slurmd (slurmd -N NAME) on its own port: a CPU-only node and a node
+# with $GPUS count-only GPUs; one partition each, so a GPU request to the CPU partition is rejected.
+NodeName=cpu0 NodeHostname=localhost NodeAddr=127.0.0.1 Port=$SLURMD_PORT CPUs=$CPUS RealMemory=$MEM State=UNKNOWN
+NodeName=gpu0 NodeHostname=localhost NodeAddr=127.0.0.1 Port=$GPU_SLURMD_PORT CPUs=$CPUS RealMemory=$MEM Gres=gpu:$GPUS State=UNKNOWN
+PartitionName=$CPU_PARTITION Nodes=cpu0 Default=YES MaxTime=INFINITE State=UP
+PartitionName=$GPU_PARTITION Nodes=gpu0 MaxTime=INFINITE State=UP
 EOF
-# A fake GPU: File= is required (Count= alone makes the node invalid); /dev/null is never used.
-echo "Name=gpu File=/dev/null" >"$STATE/gres.conf"
+# Fake GPUs. A count-only GPU (Gres=gpu:N with no File=, Count= or Flags=CountOnly in gres.conf) does not
+# work in SLURM 22.05: slurmd's gpu plugin drops it ("Removing file-less GPU") and reports 0, so the
+# controller marks the node INVAL. So each GPU is a character device node: copies of /dev/null (c 1 3),
+# which nothing opens; the job gets CUDA_VISIBLE_DEVICES but no device.
+mkdir -p "$STATE/dev"
+# (Without CAP_MKNOD: plain files, which slurmd 22.05 still counts after logging "not a valid character or
+# block device".)
+for i in $(seq 0 $((GPUS - 1))); do mknod "$STATE/dev/gpu$i" c 1 3 2>/dev/null || : >"$STATE/dev/gpu$i"; done
+printf 'AutoDetect=off\nNodeName=gpu0 Name=gpu File=%s\n' "$STATE/dev/gpu[0-$((GPUS - 1))]" >"$STATE/gres.conf"
 mkdir -p "$ETC"
 ln -s "$STATE/slurm.conf" "$ETC/slurm.conf"
 ln -s "$STATE/gres.conf" "$ETC/gres.conf"
@@ -127,18 +142,17 @@ slurmctld -f "$SLURM_CONF" || die "slurmctld failed: $(tail -5 "$STATE/log/slurm
 wait_for_file "$STATE/slurmctld.pid" || die "slurmctld wrote no PID file: $(tail -5 "$STATE/log/slurmctld.log")"
 echo "slurmctld $(cat "$STATE/slurmctld.pid")" >>"$STATE/pids"
 
-slurmd -f "$SLURM_CONF" -N localhost || die "slurmd failed: $(tail -5 "$STATE/log/slurmd.log" 2>/dev/null)"
-wait_for_file "$STATE/slurmd.pid" || die "slurmd wrote no PID file: $(tail -5 "$STATE/log/slurmd.log")"
-echo "slurmd $(cat "$STATE/slurmd.pid")" >>"$STATE/pids"
+for node in cpu0 gpu0; do
+    slurmd -f "$SLURM_CONF" -N "$node" || die "slurmd $node failed: $(tail -5 "$STATE/log/slurmd-$node.log" 2>/dev/null)"
+    wait_for_file "$STATE/slurmd-$node.pid" || die "slurmd $node wrote no PID file: $(tail -5 "$STATE/log/slurmd-$node.log")"
+    echo "slurmd $(cat "$STATE/slurmd-$node.pid")" >>"$STATE/pids"
+done
 
-# Ready when the node is idle.
+# Ready when both nodes are idle.
 for _ in $(seq 1 150); do
-    state=$(sinfo -h -n localhost -o %t 2>/dev/null || true)
-    case "$state" in idle*) break ;; esac
+    states=$(sinfo -h -N -n cpu0,gpu0 -o %t 2>/dev/null | sort -u | tr '\n' ' ' || true)
+    [ "$states" = "idle " ] && break
     sleep 0.2
 done
-case "${state:-}" in
-    idle*) ;;
-    *) die "node not idle (state '${state:-none}'): $(tail -5 "$STATE/log/slurmctld.log") $(tail -5 "$STATE/log/slurmd.log")" ;;
-esac
-log "cluster up: node localhost, $CPUS CPUs, $MEM MB, gres gpu:1, partition $PARTITION ($SLURM_CONF -> $STATE)"
+[ "${states:-}" = "idle " ] || die "nodes not idle (states '${states:-none}'): $(tail -5 "$STATE/log/slurmctld.log") $(tail -3 "$STATE"/log/slurmd-*.log)"
+log "cluster up: nodes cpu0 (partition $CPU_PARTITION, default) and gpu0 (partition $GPU_PARTITION, gres gpu:$GPUS), $CPUS CPUs and $MEM MB each ($SLURM_CONF -> $STATE)"

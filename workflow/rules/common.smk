@@ -13,6 +13,7 @@ sys.path.insert(0, LIBDIR)
 os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [LIBDIR, os.environ.get("PYTHONPATH")])))
 
 from permerge import config as cfg
+from permerge import cluster as CLUSTER  # checks of the cluster profile (placeholder partitions)
 from permerge.data import roles as ROLE_TEXTS  # the embedded text roles and their archives
 from permerge.data import sources as PINNED  # the pinned source archives
 from permerge import footprint as FOOTPRINT  # memory of the heavy jobs, from the models' shapes
@@ -58,9 +59,32 @@ def res(path):
     return f"{R}/{path}"
 
 
+# SLURM partitions still the profile's placeholders (CHANGE_ME_*): a dry run warns (so the plan can be
+# previewed), a real cluster run stops in onstart, before anything is submitted. (The executor is not
+# known yet while the Snakefile is read, the resources are; jobs inside SLURM skip the check.)
+PLACEHOLDER_PARTITIONS = (
+    []
+    if workflow.remote_exec
+    else CLUSTER.placeholder_keys(
+        workflow.resource_settings.default_resources,
+        workflow.resource_settings.overwrite_resources,
+    )
+)
+if PLACEHOLDER_PARTITIONS:
+    from snakemake.logging import logger
+
+    logger.warning(
+        "WARNING: "
+        + CLUSTER.placeholder_message(PLACEHOLDER_PARTITIONS)
+        + "\n(a dry run only previews the jobs; a real run stops before submitting any)"
+    )
+
+
 onstart:
-    # Before the first job of a real run (not a dry run): fail now on a GPU config without a GPU, and
-    # record what every number of this run was computed with.
+    # Before the first job of a real run (not a dry run): fail now on placeholder SLURM partitions or a GPU
+    # config without a GPU, and record what every number of this run was computed with.
+    if PLACEHOLDER_PARTITIONS and not workflow.local_exec:
+        raise WorkflowError(CLUSTER.placeholder_message(PLACEHOLDER_PARTITIONS))
     if workflow.local_exec:
         try:
             cfg.check_device(config)
