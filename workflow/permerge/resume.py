@@ -25,15 +25,14 @@ import hashlib
 import json
 import logging
 import math
-import os
 import shutil
-import struct
 import time
 from pathlib import Path
 
 import torch
 
 from .io import DamagedFile, atomic_path, check_safetensors
+from .stats import write_safetensors
 from .train import Progress
 
 FORMAT = 1  # bump when the layout changes: a state of another format is not resumed
@@ -68,48 +67,6 @@ def sha256_tensors(tensors) -> str:
         h.update(f"{t.dtype}{tuple(t.shape)}".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().data)  # no copy of the data
     return h.hexdigest()
-
-
-_DTYPES = {
-    torch.float64: "F64",
-    torch.float32: "F32",
-    torch.float16: "F16",
-    torch.bfloat16: "BF16",
-    torch.int64: "I64",
-    torch.int32: "I32",
-    torch.int16: "I16",
-    torch.int8: "I8",
-    torch.uint8: "U8",
-    torch.bool: "BOOL",
-}
-
-
-def write_safetensors(tensors: dict[str, torch.Tensor], path, metadata: dict[str, str]) -> None:
-    """Write a safetensors file one tensor at a time and fsync it.
-
-    safetensors.torch.save_file needs every tensor in host memory at once: off the GPU, bert-base's state
-    would be a 1.3 GB copy that the job's footprint (permerge/footprint.py) does not allow for (older
-    safetensors versions also serialize it into one more buffer). Here at most one tensor (the word
-    embeddings, 94 MB) is copied at a time. Same format (8-byte header length, JSON header padded to 8 bytes, the data); the tensors are laid
-    out widest dtype first, so each one's offset is a multiple of its element size."""
-    order = sorted(tensors, key=lambda k: -tensors[k].element_size())
-    header: dict = {}
-    offset = 0
-    for name in order:
-        t = tensors[name]
-        size = t.numel() * t.element_size()
-        header[name] = {"dtype": _DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + size]}
-        offset += size
-    header["__metadata__"] = metadata
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)
-    with open(path, "wb") as fh:
-        fh.write(struct.pack("<Q", len(raw)))
-        fh.write(raw)
-        for name in order:
-            fh.write(tensors[name].detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().data)
-        fh.flush()
-        os.fsync(fh.fileno())  # the bytes are on disk before the rename makes them the state
 
 
 def discard(directory, log: logging.Logger | None = None) -> None:
@@ -213,8 +170,13 @@ class TrainingState:
             "scheduler": sched.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else {},
         }
+        # one tensor at a time (safetensors' save_file would copy bert-base's whole 1.3 GB state off the GPU,
+        # which the job's footprint does not allow for), widest dtype first (each offset a multiple of its
+        # element size), fsynced before the rename makes it the state
+        order = sorted(tensors, key=lambda k: -tensors[k].element_size())
+        entries = [(k, tensors[k].dtype, tensors[k].shape, lambda t=tensors[k]: t) for k in order]
         with atomic_path(self.path) as tmp:
-            write_safetensors(tensors, tmp, {META_KEY: json.dumps(meta)})
+            write_safetensors(tmp, entries, {META_KEY: json.dumps(meta)}, fsync=True)
         self.saves += 1
         self.save_seconds += time.perf_counter() - t
 

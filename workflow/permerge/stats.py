@@ -648,6 +648,8 @@ _SAFETENSORS_DTYPES = {
     torch.bfloat16: "BF16",
     torch.int64: "I64",
     torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
     torch.uint8: "U8",
     torch.bool: "BOOL",
 }
@@ -657,8 +659,11 @@ def write_safetensors(
     path: str | os.PathLike,
     entries: Iterable[tuple[str, torch.dtype, Sequence[int], Callable[[], torch.Tensor]]],
     metadata: Mapping[str, str] | None = None,
+    *,
+    fsync: bool = False,
 ) -> None:
-    """Write a safetensors file one tensor at a time, atomically (a temporary sibling renamed into place).
+    """Write a safetensors file one tensor at a time, atomically (a temporary sibling renamed into place;
+    with fsync, its bytes are on disk before the rename).
 
     safetensors' own ``save_file`` needs every tensor in memory at once (with float32 copies of the
     float64 accumulators: half their size again at BERT-base with 10 pairs); here each entry
@@ -698,6 +703,9 @@ def write_safetensors(
                     raise ValueError(f"{key}: tensor of shape {tuple(t.shape)}, header says {tuple(shape)}")
                 fh.write(t.reshape(-1).view(torch.uint8).numpy().data)  # raw bytes, no extra copy
                 del t
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
