@@ -91,6 +91,19 @@ class Shape:
     type_vocab: int = 2
 
 
+def hf_shape(hf_config) -> Shape:
+    """The Shape of a loaded model's (transformers) BertConfig."""
+    return Shape(
+        layers=hf_config.num_hidden_layers,
+        hidden=hf_config.hidden_size,
+        heads=hf_config.num_attention_heads,
+        ff=hf_config.intermediate_size,
+        vocab=hf_config.vocab_size,
+        positions=hf_config.max_position_embeddings,
+        type_vocab=getattr(hf_config, "type_vocab_size", 2),
+    )
+
+
 BERT_BASE = Shape(layers=12, hidden=768, heads=12, ff=3072, vocab=30522, positions=512, type_vocab=2)
 ARCHITECTURES = ("BertModel", "BertForMaskedLM", "BertForPreTraining", "BertForSequenceClassification")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from transformers import AutoConfig
 
 from permerge.device import job_preflight
-from permerge.footprint import Shape, feature_dim, statistics_plan
+from permerge.footprint import feature_dim, hf_shape, statistics_plan
 from permerge.io import atomic_path, setup_job
 from permerge.matching import union_features
 from permerge.models import load_model, load_tokenizer
@@ -97,15 +97,7 @@ with atomic_path(snakemake.output[0], is_dir=True) as folder:  # replaces the fo
             # with device cuda: the micro-batch and the cross blocks' place that keep the pass under
             # gpu_memory_gb (footprint.plan_statistics; a clear error naming the key if nothing fits)
             conf = dict(getattr(snakemake, "config", None) or {})  # the whole configuration (gpu_memory_gb)
-            mc = models[0].config
-            shape = Shape(
-                layers=mc.num_hidden_layers,
-                hidden=mc.hidden_size,
-                heads=mc.num_attention_heads,
-                ff=mc.intermediate_size,
-                vocab=mc.vocab_size,
-                positions=mc.max_position_embeddings,
-            )
+            shape = hf_shape(models[0].config)
             plan = statistics_plan(
                 {
                     **conf,
