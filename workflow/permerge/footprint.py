@@ -34,6 +34,7 @@ import sys
 from dataclasses import dataclass, field
 
 from . import config as cfg
+from .families import FAMILIES, family_of_type
 from .tasks import base_task, is_evaluation_only, is_mlm, mlm_evalset
 
 MB = 10**6
@@ -92,20 +93,24 @@ class Shape:
 
 
 def hf_shape(hf_config) -> Shape:
-    """The Shape of a loaded model's (transformers) BertConfig."""
+    """The Shape of a loaded model's (transformers) config, read through its family's config fields
+    (families.Family.fields; a config without a model_type is read as a BertConfig; a family without token
+    types has type_vocab 0)."""
+    fields = family_of_type(getattr(hf_config, "model_type", None) or "bert").fields
     return Shape(
-        layers=hf_config.num_hidden_layers,
-        hidden=hf_config.hidden_size,
-        heads=hf_config.num_attention_heads,
-        ff=hf_config.intermediate_size,
-        vocab=hf_config.vocab_size,
-        positions=hf_config.max_position_embeddings,
-        type_vocab=getattr(hf_config, "type_vocab_size", 2),
+        layers=getattr(hf_config, fields["layers"]),
+        hidden=getattr(hf_config, fields["hidden"]),
+        heads=getattr(hf_config, fields["heads"]),
+        ff=getattr(hf_config, fields["ff"]),
+        vocab=getattr(hf_config, fields["vocab"]),
+        positions=getattr(hf_config, fields["positions"]),
+        type_vocab=getattr(hf_config, fields["type_vocab"], 2) if "type_vocab" in fields else 0,
     )
 
 
 BERT_BASE = Shape(layers=12, hidden=768, heads=12, ff=3072, vocab=30522, positions=512, type_vocab=2)
-ARCHITECTURES = ("BertModel", "BertForMaskedLM", "BertForPreTraining", "BertForSequenceClassification")
+# the classes whose parameters _parts counts: the BERT family's (the workflow's seeds)
+ARCHITECTURES = tuple(FAMILIES["bert"].classes())
 
 
 def model_shape(config) -> Shape:

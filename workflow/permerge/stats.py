@@ -47,34 +47,38 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
+from .families import family_of
+
 FEATURE_KINDS = ("res", "ff", "ctx", "q", "k", "pooler")
 
 
 def base_model(model: torch.nn.Module) -> torch.nn.Module:
     """The encoder (BertModel, RobertaModel, ElectraModel, ...) inside a task model (running it skips the
     MLM/classification head)."""
-    base = getattr(model, "base_model", model)
-    if not hasattr(base, "encoder") or not hasattr(base, "embeddings"):
-        raise TypeError(f"{type(model).__name__} does not look like a BERT-family encoder")
-    return base
+    try:
+        fam, _ = family_of(model)
+    except TypeError as err:
+        raise TypeError(f"{type(model).__name__} does not look like a BERT-family encoder ({err})") from None
+    return fam.base(model)
 
 
 def _pooler_point(model: torch.nn.Module):
     """(module, 'pre' | 'out') of the pooler feature, or None: the encoder's pooler, else the hidden layer of
-    a RoBERTa / ELECTRA classification head (the input of classifier.out_proj: activation(dense(first token)))."""
-    base = base_model(model)
+    a classification head that has one (families.Family.classifier_hidden; the input of its reader, e.g.
+    RoBERTa's classifier.out_proj: activation(dense(first token)))."""
+    fam, kind = family_of(model)
+    base = fam.base(model)
     if getattr(base, "pooler", None) is not None:
         return base.pooler, "out"
-    head = getattr(model, "classifier", None)
-    if head is not None and hasattr(head, "dense") and hasattr(head, "out_proj"):
-        return head.out_proj, "pre"
+    if kind == "classification" and fam.classifier_hidden is not None:
+        return model.get_submodule(fam.classifier_hidden[1]), "pre"
     return None
 
 
 def feature_names(model: torch.nn.Module) -> list[str]:
     """All features collectable from this model, in a stable order."""
-    base = base_model(model)
-    L = len(base.encoder.layer)
+    fam, _ = family_of(model)
+    L = len(fam.layer_list(model))
     names = [f"res.{i}" for i in range(2 * L + 1)]
     for kind in ("ff", "ctx", "q", "k"):
         names += [f"{kind}.{l}" for l in range(L)]
@@ -85,7 +89,10 @@ def feature_names(model: torch.nn.Module) -> list[str]:
 
 def _hook_points(model: torch.nn.Module, feature: str):
     """(module, 'pre' | 'out') whose input/output is the feature (model: a task model or its encoder)."""
-    base = base_model(model)
+    fam, _ = family_of(model)
+    base = fam.base(model)
+    layers = fam.layer_list(model)
+    n = fam.layer
     kind, _, idx = feature.partition(".")
     if kind == "pooler":
         point = _pooler_point(model)
@@ -97,15 +104,15 @@ def _hook_points(model: torch.nn.Module, feature: str):
         if i == 0:  # an ELECTRA with embedding_size != hidden_size: the stream starts after the projection
             proj = getattr(base, "embeddings_project", None)
             return (proj if proj is not None else base.embeddings.LayerNorm), "out"
-        layer = base.encoder.layer[(i - 1) // 2]
-        return (layer.attention.output.LayerNorm if i % 2 == 1 else layer.output.LayerNorm), "out"
-    layer = base.encoder.layer[i]
+        layer = layers[(i - 1) // 2]
+        return layer.get_submodule(n.attn_norm if i % 2 == 1 else n.out_norm), "out"
+    layer = layers[i]
     if kind == "ff":
-        return layer.intermediate, "out"
+        return layer.get_submodule(n.ff_act), "out"
     if kind == "ctx":
-        return layer.attention.output.dense, "pre"
+        return layer.get_submodule(n.attn_out), "pre"
     if kind in ("q", "k"):
-        return getattr(layer.attention.self, {"q": "query", "k": "key"}[kind]), "out"
+        return layer.get_submodule(n.query if kind == "q" else n.key), "out"
     raise KeyError(f"unknown feature {feature!r}")
 
 
@@ -382,6 +389,7 @@ def collect_statistics(
     bases = [base_model(m) for m in models]
     # A pooler feature outside the encoder (RoBERTa / ELECTRA classification head): run the whole model.
     runners = [m if "pooler" in features and getattr(b, "pooler", None) is None else b for m, b in zip(models, bases)]
+    families = [family_of(m)[0] for m in models]
     was_training = [m.training for m in models]
     accs: dict[str, _Accumulator] = {}
     workspace: dict = {}  # the float32 product buffer, shared by all accumulators
@@ -401,9 +409,9 @@ def collect_statistics(
             tokens = 0
             for part in _micro_batches(batch, micro_batch):
                 outs: list[dict[str, torch.Tensor]] = []
-                for base in runners:
+                for base, fam in zip(runners, families):
                     dev = next(base.parameters()).device
-                    inputs = {k: v.to(dev) for k, v in part.items()}
+                    inputs = {k: v.to(dev) for k, v in fam.model_inputs(part).items()}
                     if "attention_mask" not in inputs:
                         inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
                     state["mask"] = inputs["attention_mask"].bool()
