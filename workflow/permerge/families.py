@@ -79,6 +79,9 @@ class Family:
     # Sequence classifier: None = the encoder's pooler feeds ``classifier`` (BERT); else the head's own
     # (hidden layer, reader) modules, the hidden layer on the first token playing the pooler's role.
     classifier_hidden: tuple[str, str] | None
+    # (module, "pre" | "out") whose input / output is that hidden layer's activation, the statistics'
+    # pooler feature (before a ReLU, whose dead units no correlation tells apart)
+    classifier_feature: tuple[str, str] | None
     classifier_prefixes: tuple[str, ...]  # parameters fine-tuning draws from head_seed
     dropouts: tuple[str, ...]  # config fields fine-tuning's `dropout` sets
     fields: dict[str, str]  # footprint.Shape field -> config attribute (type_vocab absent: no token types)
@@ -137,6 +140,7 @@ FAMILIES: dict[str, Family] = {
         mlm_bias_alias=("cls.predictions.decoder.bias", "cls.predictions.bias"),
         mlm_head=lambda m, h: m.cls.predictions(h),
         classifier_hidden=None,
+        classifier_feature=None,  # the encoder's pooler output
         classifier_prefixes=("classifier.",),
         dropouts=BERT_DROPOUTS,
         fields=BERT_FIELDS,
@@ -156,6 +160,7 @@ FAMILIES: dict[str, Family] = {
         mlm_bias_alias=("lm_head.decoder.bias", "lm_head.bias"),
         mlm_head=lambda m, h: m.lm_head(h),
         classifier_hidden=("classifier.dense", "classifier.out_proj"),
+        classifier_feature=("classifier.out_proj", "pre"),  # activation(dense(first token))
         classifier_prefixes=("classifier.",),
         dropouts=BERT_DROPOUTS,
         fields=BERT_FIELDS,
@@ -180,6 +185,7 @@ FAMILIES: dict[str, Family] = {
         mlm_bias_alias=None,
         mlm_head=lambda m, h: m.generator_lm_head(m.generator_predictions(h)),
         classifier_hidden=("classifier.dense", "classifier.out_proj"),
+        classifier_feature=("classifier.out_proj", "pre"),  # activation(dense(first token))
         classifier_prefixes=("classifier.",),
         dropouts=BERT_DROPOUTS,
         fields=BERT_FIELDS,

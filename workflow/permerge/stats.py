@@ -64,14 +64,15 @@ def base_model(model: torch.nn.Module) -> torch.nn.Module:
 
 def _pooler_point(model: torch.nn.Module):
     """(module, 'pre' | 'out') of the pooler feature, or None: the encoder's pooler, else the hidden layer of
-    a classification head that has one (families.Family.classifier_hidden; the input of its reader, e.g.
-    RoBERTa's classifier.out_proj: activation(dense(first token)))."""
+    a classification head that has one (families.Family.classifier_feature, e.g. the input of RoBERTa's
+    classifier.out_proj: activation(dense(first token)))."""
     fam, kind = family_of(model)
     base = fam.base(model)
     if getattr(base, "pooler", None) is not None:
         return base.pooler, "out"
-    if kind == "classification" and fam.classifier_hidden is not None:
-        return model.get_submodule(fam.classifier_hidden[1]), "pre"
+    if kind == "classification" and fam.classifier_feature is not None:
+        module, where = fam.classifier_feature
+        return model.get_submodule(module), where
     return None
 
 
