@@ -191,6 +191,45 @@ FAMILIES: dict[str, Family] = {
         fields=BERT_FIELDS,
         embedding_size="embedding_size",
     ),
+    # The DistilBERT entry is this family's whole support: its own layer module names, no token types, a
+    # vocab_transform -> GELU -> vocab_layer_norm -> vocab_projector (tied) MLM head, and a classifier whose
+    # pre_classifier (on the first token, then ReLU) plays the pooler's role.
+    "distilbert": Family(
+        "distilbert",
+        {"distilbert": "DistilBert"},
+        {"ForMaskedLM": "mlm", "ForSequenceClassification": "classification", "Model": "base"},
+        "distilbert.",
+        "transformer.layer",
+        Layer(
+            query="attention.q_lin",
+            key="attention.k_lin",
+            value="attention.v_lin",
+            attn_out="attention.out_lin",
+            attn_norm="sa_layer_norm",
+            ff_in="ffn.lin1",
+            ff_act="ffn.activation",
+            ff_out="ffn.lin2",
+            out_norm="output_layer_norm",
+        ),
+        token_types=False,
+        mlm_dense="vocab_transform",
+        mlm_norm="vocab_layer_norm",
+        mlm_decoder="vocab_projector.weight",
+        mlm_bias_alias=None,
+        mlm_head=lambda m, h: m.vocab_projector(m.vocab_layer_norm(m.activation(m.vocab_transform(h)))),
+        classifier_hidden=("pre_classifier", "classifier"),
+        classifier_feature=("pre_classifier", "out"),
+        classifier_prefixes=("pre_classifier.", "classifier."),
+        dropouts=("dropout", "attention_dropout", "seq_classif_dropout"),
+        fields={
+            "layers": "n_layers",
+            "hidden": "dim",
+            "heads": "n_heads",
+            "ff": "hidden_dim",
+            "vocab": "vocab_size",
+            "positions": "max_position_embeddings",
+        },
+    ),
 }
 
 
