@@ -199,6 +199,7 @@ def model_bytes(config, task: str) -> int:
 
 # ---------------------------------------------------------------------------------------------- statistics
 def feature_dim(shape: Shape, feature: str) -> int:
+    # emb (a projected ELECTRA's embedding space) is narrower than hidden: counted as hidden, an upper bound
     return shape.ff if feature.startswith("ff.") else shape.hidden
 
 

@@ -10,6 +10,8 @@ Features (L layers, index l):
   pooler       pooler output (one row per sequence; only for models with a pooler, or with a RoBERTa /
                ELECTRA classification head, whose hidden layer plays the pooler's role: the input of
                classifier.out_proj)
+  emb          embeddings LayerNorm output of an ELECTRA whose embedding_size differs from hidden_size
+               (the input of embeddings_project: the embedding space, spec's "emb" permutation)
 res.0 is the first node of the residual stream: the embeddings LayerNorm output, or for an ELECTRA whose
 embedding_size differs from hidden_size the output of embeddings_project.
 Token features drop padding positions (attention_mask == 0).
@@ -49,7 +51,7 @@ from safetensors import safe_open
 
 from .families import family_of
 
-FEATURE_KINDS = ("res", "ff", "ctx", "q", "k", "pooler")
+FEATURE_KINDS = ("res", "ff", "ctx", "q", "k", "pooler", "emb")
 
 
 def base_model(model: torch.nn.Module) -> torch.nn.Module:
@@ -85,7 +87,14 @@ def feature_names(model: torch.nn.Module) -> list[str]:
         names += [f"{kind}.{l}" for l in range(L)]
     if _pooler_point(model) is not None:
         names.append("pooler")
+    if _projected(model):
+        names.append("emb")
     return names
+
+
+def _projected(model: torch.nn.Module) -> bool:
+    """Whether the embeddings live in their own space, projected into the residual stream (ELECTRA-small)."""
+    return getattr(base_model(model), "embeddings_project", None) is not None
 
 
 def _hook_points(model: torch.nn.Module, feature: str):
@@ -100,6 +109,10 @@ def _hook_points(model: torch.nn.Module, feature: str):
         if point is None:
             raise KeyError(f"{type(model).__name__} has no pooler feature")
         return point
+    if kind == "emb":
+        if not _projected(model):
+            raise KeyError(f"{type(model).__name__} has no embedding space apart from the residual stream")
+        return base.embeddings.LayerNorm, "out"
     i = int(idx)
     if kind == "res":
         if i == 0:  # an ELECTRA with embedding_size != hidden_size: the stream starts after the projection
