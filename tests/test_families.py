@@ -36,7 +36,14 @@ from permerge.evaluate import _masked_logits, mlm_loss
 from permerge.interpolate import interpolate
 from permerge.matching import compute_permutations
 from permerge.permute import apply_permutations, permute_params
-from permerge.spec import PermutationSpec, check_spec, is_function_preserving, random_permutations, spec_for_model
+from permerge.spec import (
+    SUPPORTED_CLASSES,
+    PermutationSpec,
+    check_spec,
+    is_function_preserving,
+    random_permutations,
+    spec_for_model,
+)
 from permerge.stats import _hook_points, collect_statistics, feature_names
 from permerge.variants import Variant
 
@@ -574,3 +581,33 @@ def test_cli_refuses_an_unsupported_model_type(tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert "model_type 'gpt2' is not supported" in err and "roberta" in err and "electra" in err
+
+
+# ------------------------------------------------------------------------------------------- footprint
+
+
+@pytest.mark.parametrize(
+    "arch, embedding",
+    [(arch, None) for arch in SUPPORTED_CLASSES] + [(a, 22) for a in SUPPORTED_CLASSES if a.startswith("Electra")],
+)
+def test_footprint_counts_every_family_class(arch, embedding):
+    """footprint's parameter and tensor counts, from the Shape hf_shape reads through the family's config
+    fields, match the real model of every class of every family (ELECTRA also with a projected embedding)."""
+    import transformers
+
+    from permerge import footprint as fp
+    from permerge.families import FAMILIES
+
+    fam = FAMILIES[SUPPORTED_CLASSES[arch][0]]
+    model_type = next(t for t, prefix in fam.model_types.items() if arch.startswith(prefix))
+    dims = dict(layers=2, hidden=36, heads=3, ff=50, vocab=97, positions=29, type_vocab=3)
+    kwargs = {fam.fields[k]: v for k, v in dims.items() if k in fam.fields}
+    if embedding is not None:
+        kwargs[fam.embedding_size] = embedding
+    config = transformers.AutoConfig.for_model(model_type, **kwargs, num_labels=3)
+    model = getattr(transformers, arch)(config)
+    shape = fp.hf_shape(config)
+    assert (shape.hidden, shape.ff, shape.layers) == (36, 50, 2)
+    params = list(model.parameters())  # a tied tensor once
+    assert fp.param_count(shape, arch, 3) == sum(p.numel() for p in params)
+    assert sum(t for _, t in fp._parts(shape, arch, 3).values()) == len(params)

@@ -86,6 +86,7 @@ class Family:
     dropouts: tuple[str, ...]  # config fields fine-tuning's `dropout` sets
     fields: dict[str, str]  # footprint.Shape field -> config attribute (type_vocab absent: no token types)
     embedding_size: str | None = None  # config field of an embedding width that may differ (ELECTRA)
+    pooler: bool = False  # whether its bare encoder builds a pooler (its MLM models never do)
 
     def classes(self) -> dict[str, str]:
         """transformers class name -> head kind."""
@@ -101,6 +102,12 @@ class Family:
     @property
     def pooler_prefix(self) -> str:
         return f"{self.prefix}pooler."
+
+    def has_pooler_layer(self, kind: str) -> bool:
+        """Whether a model with head ``kind`` holds the encoder's own pooler (as transformers builds it)."""
+        return self.pooler and (
+            kind in ("base", "pretraining") or (kind == "classification" and self.classifier_hidden is None)
+        )
 
     def pooler_weight(self) -> str:
         """The weight of the layer playing the pooler's role in a sequence classifier."""
@@ -144,6 +151,7 @@ FAMILIES: dict[str, Family] = {
         classifier_prefixes=("classifier.",),
         dropouts=BERT_DROPOUTS,
         fields=BERT_FIELDS,
+        pooler=True,
     ),
     # XLM-R and CamemBERT are the RoBERTa architecture under other class names
     "roberta": Family(
@@ -164,6 +172,7 @@ FAMILIES: dict[str, Family] = {
         classifier_prefixes=("classifier.",),
         dropouts=BERT_DROPOUTS,
         fields=BERT_FIELDS,
+        pooler=True,  # RobertaModel; its classifier has its own hidden layer instead
     ),
     # the MLM head is ElectraForMaskedLM's generator head; its output lives in the embedding space
     "electra": Family(
