@@ -309,7 +309,7 @@ def finetune(
             "warmup": float(warmup),
             "weight_decay": float(weight_decay),
             "grad_clip": float(grad_clip),
-            "dropout": float(model.config.hidden_dropout_prob),
+            "dropout": float(getattr(model.config, fam.dropouts[0])),  # the hidden dropout, by its family's name
             "group_by_length": bool(group_by_length),
             "fp16_in_effect": amp,
             "device": dev.type,
@@ -374,7 +374,7 @@ def finetune(
         "warmup": float(warmup),
         "weight_decay": float(weight_decay),
         "grad_clip": float(grad_clip),
-        "dropout": float(model.config.hidden_dropout_prob),
+        "dropout": float(getattr(model.config, fam.dropouts[0])),  # the hidden dropout, by its family's name
         "group_by_length": bool(group_by_length),
         "fp16": bool(fp16),
         "fp16_in_effect": amp,
