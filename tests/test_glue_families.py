@@ -1,13 +1,21 @@
-"""GLUE on RoBERTa and ELECTRA: fine-tuning builds the family's classifier as the hub ships it (RoBERTa's and
-ELECTRA's classifier.dense -> out_proj, drawn from head_seed), and the fine-tuned seeds align (`permerge
-align`) and sweep (the sweep_lambdas job's evaluator) like BERTs. Offline: tiny random-init MLM seeds."""
+"""GLUE on RoBERTa, ELECTRA and DistilBERT: fine-tuning builds the family's classifier as the hub ships it
+(RoBERTa's and ELECTRA's classifier.dense -> out_proj, DistilBERT's pre_classifier -> classifier, drawn from
+head_seed), and the fine-tuned seeds align (`permerge align`) and sweep (the sweep_lambdas job's evaluator)
+like BERTs. Offline: tiny random-init MLM seeds."""
 
 import json
 
 import numpy as np
 import pytest
 import torch
-from transformers import ElectraConfig, ElectraForMaskedLM, RobertaConfig, RobertaForMaskedLM
+from transformers import (
+    DistilBertConfig,
+    DistilBertForMaskedLM,
+    ElectraConfig,
+    ElectraForMaskedLM,
+    RobertaConfig,
+    RobertaForMaskedLM,
+)
 
 from permerge.checkpoints import load_permutations
 from permerge.evaluate import lambda_sweep, task_evaluator
@@ -15,11 +23,20 @@ from permerge.finetune import finetune, shared_pooler_init
 from permerge.models import load_model
 from tests.test_cli import WORDS, save_tokenizer
 
+BERT_DIMS = dict(hidden_size=16, num_attention_heads=2, intermediate_size=24, num_hidden_layers=2, pad_token_id=0)
+HIDDEN_HEAD = {"classifier.dense", "classifier.out_proj"}
+# (MLM class, config class, config, the classifier's modules)
 FAMILIES = {
     # the hub's RoBERTa has one token type; the WordPiece test tokenizer gives single sentences type 0
-    "roberta": (RobertaForMaskedLM, RobertaConfig, dict(type_vocab_size=1)),
+    "roberta": (RobertaForMaskedLM, RobertaConfig, dict(BERT_DIMS, type_vocab_size=1), HIDDEN_HEAD),
     # ELECTRA-small-like: embeddings projected into the residual stream
-    "electra": (ElectraForMaskedLM, ElectraConfig, dict(embedding_size=12)),
+    "electra": (ElectraForMaskedLM, ElectraConfig, dict(BERT_DIMS, embedding_size=12), HIDDEN_HEAD),
+    "distilbert": (
+        DistilBertForMaskedLM,
+        DistilBertConfig,
+        dict(dim=16, n_heads=2, hidden_dim=24, n_layers=2, pad_token_id=0),
+        {"pre_classifier", "classifier"},
+    ),
 }
 
 
@@ -40,18 +57,9 @@ def test_glue_finetune_align_and_sweep(tmp_path, family):
     from permerge.cli import main
 
     torch.set_num_threads(1)
-    model_cls, config_cls, extra = FAMILIES[family]
+    model_cls, config_cls, dims, head = FAMILIES[family]
     vocab = save_tokenizer(tmp_path / "tok")
-    config = config_cls(
-        vocab_size=vocab,
-        hidden_size=16,
-        num_attention_heads=2,
-        intermediate_size=24,
-        num_hidden_layers=2,
-        max_position_embeddings=40,
-        pad_token_id=0,
-        **extra,
-    )
+    config = config_cls(vocab_size=vocab, max_position_embeddings=40, **dims)
     train, val = sentiment(128, 0), sentiment(48, 1)
     (tmp_path / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in val))
     (tmp_path / "text.txt").write_text("".join(r["sentence"] + "\n" for r in train))
@@ -82,11 +90,8 @@ def test_glue_finetune_align_and_sweep(tmp_path, family):
         assert metrics["pooler_init"] == "head_seed"  # classifier.dense is drawn from head_seed
     a, b = load_model(seeds[1]), load_model(seeds[2])
     assert type(a).__name__ == f"{model_cls.__name__[: -len('ForMaskedLM')]}ForSequenceClassification"
-    assert {n for n, _ in a.named_parameters() if n.startswith("classifier.")} == {
-        "classifier.dense.weight",
-        "classifier.dense.bias",
-        "classifier.out_proj.weight",
-        "classifier.out_proj.bias",
+    assert {n for n, _ in a.named_parameters() if "classifier" in n} == {
+        f"{m}.{p}" for m in head for p in ("weight", "bias")
     }
     # both seeds started from the same head draw: their hidden layer is aligned by index, not permuted
     assert shared_pooler_init(seeds.values()) is not None
