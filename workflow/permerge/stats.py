@@ -1,15 +1,16 @@
 """Streamed activation statistics: per-feature means/variances and cross-model covariance blocks.
 
-Features (L layers, index l):
+Features (L layers, index l; module names are BERT's, other families' come from their families.FAMILIES
+entry, e.g. DistilBERT's sa_layer_norm, ffn.activation, attention.out_lin):
   res.0        embeddings LayerNorm output
   res.{2l+1}   layer l attention-output LayerNorm output
   res.{2l+2}   layer l FF-output LayerNorm output
   ff.{l}       FF intermediate activation (after GELU)
   ctx.{l}      input of attention.output.dense (concatenated per-head context)
   q.{l}, k.{l} query / key Linear outputs
-  pooler       pooler output (one row per sequence; only for models with a pooler, or with a RoBERTa /
-               ELECTRA classification head, whose hidden layer plays the pooler's role: the input of
-               classifier.out_proj)
+  pooler       pooler output (one row per sequence; only for models with a pooler, or with a classification
+               head whose hidden layer plays the pooler's role: RoBERTa / ELECTRA, the input of
+               classifier.out_proj; DistilBERT, the output of pre_classifier)
   emb          embeddings LayerNorm output of an ELECTRA whose embedding_size differs from hidden_size
                (the input of embeddings_project: the embedding space, spec's "emb" permutation)
 res.0 is the first node of the residual stream: the embeddings LayerNorm output, or for an ELECTRA whose
