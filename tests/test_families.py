@@ -36,7 +36,14 @@ from permerge.evaluate import _masked_logits, mlm_loss
 from permerge.interpolate import interpolate
 from permerge.matching import compute_permutations
 from permerge.permute import apply_permutations, permute_params
-from permerge.spec import PermutationSpec, check_spec, is_function_preserving, random_permutations, spec_for_model
+from permerge.spec import (
+    SUPPORTED_CLASSES,
+    PermutationSpec,
+    check_spec,
+    is_function_preserving,
+    random_permutations,
+    spec_for_model,
+)
 from permerge.stats import _hook_points, collect_statistics, feature_names
 from permerge.variants import Variant
 
@@ -324,9 +331,9 @@ def test_planted_recovery(config_cls, model_cls, shape, qk, residual):
     config = make_config(config_cls, shape, num_labels=3)
     model_a = make_model(model_cls, config)
     spec = spec_for_model(model_a)
-    # The activation matcher has no "emb" statistics (ELECTRA's projected embedding space), and the
-    # discriminator head's hidden units are per-token, not the per-sequence "pooler" feature: neither is matched.
-    matchable = [p for p in spec.axes if p != "emb" and not (p == "pooler" and "pooler" not in feature_names(model_a))]
+    # The discriminator head's hidden units are per-token, not the per-sequence "pooler" feature: not matched.
+    # A projected ELECTRA's embedding space ("emb") is matched from the embeddings LayerNorm output.
+    matchable = [p for p in spec.axes if not (p == "pooler" and "pooler" not in feature_names(model_a))]
     planted = random_permutations(spec, np.random.default_rng(7), qk=qk, names=matchable)
     model_b = apply_permutations(model_a, planted)  # B unit i = A unit planted[i]
 
@@ -338,6 +345,7 @@ def test_planted_recovery(config_cls, model_cls, shape, qk, residual):
     perms = compute_permutations(stats, "A", "B", variant, config)
     assert set(perms) == set(planted)
     assert ("pooler" in perms) == model_cls.__name__.endswith("SequenceClassification")
+    assert ("emb" in perms) == (getattr(config, "embedding_size", config.hidden_size) != config.hidden_size)
     for name, q in planted.items():
         assert np.array_equal(perms[name], np.argsort(q)), name  # exactly the inverse
 
@@ -351,6 +359,32 @@ def test_planted_recovery(config_cls, model_cls, shape, qk, residual):
     assert (outputs(interpolate(model_a, model_b, 0.5), inputs) - ref).abs().max().item() > 1e-3
 
 
+@pytest.mark.parametrize("model_cls", [ElectraForMaskedLM, ElectraForSequenceClassification])
+def test_projected_electra_embedding_space_is_matched_by_both_methods(model_cls):
+    """The emb permutation (embeddings, their LayerNorm, embeddings_project's input, the generator head's
+    output) goes with the res component: activation and weight matching both recover a planted one."""
+    from permerge.matching import Pair, align_pair
+
+    config = make_config(ElectraConfig, ELECTRA_SHAPES[1], num_labels=3)
+    model_a = make_model(model_cls, config)
+    spec = spec_for_model(model_a)
+    planted = random_permutations(spec, np.random.default_rng(3), names=["emb", "res"])
+    model_b = apply_permutations(model_a, planted)
+    stats = collect_statistics([model_a, model_b], random_batches(config), names=["A", "B"])
+    found = {
+        "activation": compute_permutations(stats, "A", "B", Variant(components=frozenset({"res"})), config),
+        "weight": align_pair(
+            Variant(components=frozenset({"res"}), method="weight"), Pair(params_a=model_a, params_b=model_b)
+        ).perms,
+    }
+    for method, perms in found.items():
+        assert set(perms) == {"res", "emb"}, method
+        assert np.array_equal(perms["emb"], np.argsort(planted["emb"])), method
+        assert np.array_equal(perms["res"], np.argsort(planted["res"])), method
+    only_res = compute_permutations(stats, "A", "B", Variant(components=frozenset({"ff"})), config)
+    assert "emb" not in only_res  # no res component, no emb
+
+
 # ------------------------------------------------------------------------------------------- library hooks
 
 
@@ -360,15 +394,24 @@ def test_statistics_hooks_read_the_right_nodes():
     config = make_config(ElectraConfig, ELECTRA_SHAPES[1])
     electra = make_model(ElectraForPreTraining, config)
     assert _hook_points(electra, "res.0")[0] is electra.electra.embeddings_project
-    assert "pooler" not in feature_names(electra)
+    assert _hook_points(electra, "emb")[0] is electra.electra.embeddings.LayerNorm  # the projection's input
+    assert "pooler" not in feature_names(electra) and feature_names(electra)[-1] == "emb"
+    flat = make_model(ElectraForPreTraining, make_config(ElectraConfig, ELECTRA_SHAPES[0]))
+    assert "emb" not in feature_names(flat)  # embedding_size == hidden_size: the stream starts at the LayerNorm
     batch = random_batches(config, num=1)[0]
     stats = collect_statistics(
-        [electra, make_model(ElectraForPreTraining, config, seed=1)], [batch], names=["A", "B"], features=["res.0"]
+        [electra, make_model(ElectraForPreTraining, config, seed=1)],
+        [batch],
+        names=["A", "B"],
+        features=["res.0", "emb"],
     )
     with torch.no_grad():
         h0 = electra.electra(**batch, output_hidden_states=True).hidden_states[0]
+        e0 = electra.electra.embeddings(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"])
     mask = batch["attention_mask"].bool()
     torch.testing.assert_close(stats.mean("res.0", "A"), h0[mask].double().mean(0), rtol=0, atol=1e-5)
+    assert stats.mean("emb", "A").shape == (config.embedding_size,)
+    torch.testing.assert_close(stats.mean("emb", "A"), e0[mask].double().mean(0), rtol=0, atol=1e-5)
 
     rconfig = make_config(RobertaConfig, ROBERTA_SHAPES[1], num_labels=3)
     rob = make_model(RobertaForSequenceClassification, rconfig)
@@ -538,3 +581,33 @@ def test_cli_refuses_an_unsupported_model_type(tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert "model_type 'gpt2' is not supported" in err and "roberta" in err and "electra" in err
+
+
+# ------------------------------------------------------------------------------------------- footprint
+
+
+@pytest.mark.parametrize(
+    "arch, embedding",
+    [(arch, None) for arch in SUPPORTED_CLASSES] + [(a, 22) for a in SUPPORTED_CLASSES if a.startswith("Electra")],
+)
+def test_footprint_counts_every_family_class(arch, embedding):
+    """footprint's parameter and tensor counts, from the Shape hf_shape reads through the family's config
+    fields, match the real model of every class of every family (ELECTRA also with a projected embedding)."""
+    import transformers
+
+    from permerge import footprint as fp
+    from permerge.families import FAMILIES
+
+    fam = FAMILIES[SUPPORTED_CLASSES[arch][0]]
+    model_type = next(t for t, prefix in fam.model_types.items() if arch.startswith(prefix))
+    dims = dict(layers=2, hidden=36, heads=3, ff=50, vocab=97, positions=29, type_vocab=3)
+    kwargs = {fam.fields[k]: v for k, v in dims.items() if k in fam.fields}
+    if embedding is not None:
+        kwargs[fam.embedding_size] = embedding
+    config = transformers.AutoConfig.for_model(model_type, **kwargs, num_labels=3)
+    model = getattr(transformers, arch)(config)
+    shape = fp.hf_shape(config)
+    assert (shape.hidden, shape.ff, shape.layers) == (36, 50, 2)
+    params = list(model.parameters())  # a tied tensor once
+    assert fp.param_count(shape, arch, 3) == sum(p.numel() for p in params)
+    assert sum(t for _, t in fp._parts(shape, arch, 3).values()) == len(params)

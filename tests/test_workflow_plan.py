@@ -119,7 +119,11 @@ def test_mnli_is_evaluated_on_validation_mismatched(wf):
 
 
 def test_roberta_config_plans_a_local_pair(wf):
-    """configs/roberta.yaml (a user's own RoBERTa seeds) plans the MLM grid from local checkpoints."""
+    """configs/roberta.yaml (a user's own RoBERTa seeds) plans the MLM grid from local checkpoints and a GLUE
+    task (SST-2) fine-tuned from them."""
     jobs = planned_jobs(wf, "results/roberta/figures/all.pdf", "--configfile", "configs/roberta.yaml")
-    assert jobs["fetch_model"] == 3 and "pretrain_seed" not in jobs and "finetune" not in jobs
-    assert jobs["compute_permutations"] == 4 and jobs["merge_many"] == 3 and jobs["collect_statistics"] == 1
+    assert jobs["fetch_model"] == 3 and "pretrain_seed" not in jobs
+    assert jobs["finetune"] == 3  # one per seed, on sst2
+    # mlm: 4 variants, sst2: 2; one statistics pass per task
+    assert jobs["compute_permutations"] == jobs["sweep_lambdas"] == 4 + 2
+    assert jobs["merge_many"] == 3 and jobs["collect_statistics"] == 2

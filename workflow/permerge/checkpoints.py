@@ -40,10 +40,22 @@ COMPATIBILITY_FIELDS = (
 )
 
 
+def _family_fields(config) -> tuple[str, ...]:
+    """The config fields of the model's dimensions (families.Family.fields) that COMPATIBILITY_FIELDS lacks."""
+    from .families import model_types
+
+    fam = model_types().get(getattr(config, "model_type", None))
+    if fam is None:
+        return ()
+    names = (*fam.fields.values(), fam.embedding_size)
+    return tuple(f for f in names if f and f not in COMPATIBILITY_FIELDS)
+
+
 def check_compatible(config_a, config_b) -> None:
-    """Raise ValueError naming every config field on which the two models disagree."""
+    """Raise ValueError naming every config field on which the two models disagree (COMPATIBILITY_FIELDS and
+    the dimensions their families name differently, e.g. DistilBERT's hidden_dim, ELECTRA's embedding_size)."""
     diffs = []
-    for f in COMPATIBILITY_FIELDS:
+    for f in COMPATIBILITY_FIELDS + tuple(dict.fromkeys(_family_fields(config_a) + _family_fields(config_b))):
         va, vb = getattr(config_a, f, None), getattr(config_b, f, None)
         if f == "architectures":
             va, vb = list(va or []), list(vb or [])

@@ -21,13 +21,15 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .families import model_types
 from .models import ARCHITECTURES
 
 log = logging.getLogger("permerge")
 
-# The encoders permerge.spec supports (post-LN, absolute positions); align/merge load them by this name.
+# The encoders permerge.spec supports (post-LN, absolute positions; families.FAMILIES); align/merge load
+# them by this name.
 MODEL_CLASSES = ARCHITECTURES
-MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "electra")
+MODEL_TYPES = tuple(model_types())
 PERMUTATIONS_FILE = "permutations.safetensors"
 
 

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .encode import encode_at
+from .families import family_of
 from .io import atomic_path
 
 IGNORE_INDEX = -100
@@ -169,19 +170,29 @@ def _device(model) -> torch.device:
         return torch.device("cpu")
 
 
+def _forward_inputs(model) -> tuple[str, ...]:
+    """The inputs a model's forward takes among input_ids, token_type_ids, attention_mask (all of them for a
+    model outside the family registry)."""
+    try:
+        fam, _ = family_of(model)
+    except TypeError:
+        return ("input_ids", "token_type_ids", "attention_mask")
+    return tuple(fam.model_inputs(dict.fromkeys(("input_ids", "token_type_ids", "attention_mask"))))
+
+
 def _masked_logits(model, input_ids: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
-    """Logits at the selected positions only. For BERT-style MLMs (`.bert` + `.cls`), RoBERTa-style MLMs
-    (`.roberta` + `.lm_head`) and ELECTRA generators the last layer and the head run on the masked positions
-    alone (encode.encode_at; the vocabulary projection dominates small models); otherwise the full forward.
+    """Logits at the selected positions only. For a model with an MLM head (families.Family.mlm_head: BERT's
+    `cls.predictions`, RoBERTa's `lm_head`, ELECTRA's generator head, ...) the last layer and the head run on
+    the masked positions alone (encode.encode_at; the vocabulary projection dominates small models; a family
+    without BERT's layer structure runs its encoder in full); otherwise the full forward.
     `cls.predictions` is the MLM head of both BertForMaskedLM and BertForPreTraining (whose `cls` also holds
     the NSP head and takes the pooled output)."""
-    head = getattr(getattr(model, "cls", None), "predictions", None)
-    if hasattr(model, "bert") and head is not None:
-        return head(encode_at(model.bert, sel, input_ids=input_ids))
-    if hasattr(model, "roberta") and hasattr(model, "lm_head"):  # RoBERTa / XLM-R / CamemBERT MLMs
-        return model.lm_head(encode_at(model.roberta, sel, input_ids=input_ids))
-    if hasattr(model, "electra") and hasattr(model, "generator_lm_head"):  # ELECTRA generator (ForMaskedLM)
-        return model.generator_lm_head(model.generator_predictions(encode_at(model.electra, sel, input_ids=input_ids)))
+    try:
+        fam, kind = family_of(model)
+    except TypeError:
+        kind = None
+    if kind in ("mlm", "pretraining"):
+        return fam.mlm_head(model, encode_at(fam.base(model), sel, input_ids=input_ids))
     return model(input_ids=input_ids).logits[sel]
 
 
@@ -306,6 +317,8 @@ def glue_logits(model, data: dict[str, torch.Tensor], idx: torch.Tensor, dev) ->
 
     width = int(data["lengths"][idx].max())
     inputs = {k: data[k][idx, :width].to(dev) for k in ("input_ids", "token_type_ids", "attention_mask")}
+    if "token_type_ids" not in _forward_inputs(model):  # e.g. DistilBERT
+        del inputs["token_type_ids"]
     base = getattr(model, "bert", None)
     if isinstance(model, BertForSequenceClassification) and base.pooler is not None:
         first = torch.zeros_like(inputs["input_ids"], dtype=torch.bool)

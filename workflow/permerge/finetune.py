@@ -1,8 +1,10 @@
-"""Fine-tuning a pre-trained seed on a GLUE(-shaped) task: one BertForSequenceClassification per seed.
+"""Fine-tuning a pre-trained seed on a GLUE(-shaped) task: one sequence classifier per seed, of the seed's
+family (families.FAMILIES: BertForSequenceClassification, RobertaForSequenceClassification, ...).
 
 The classifier (and the pooler when the checkpoint has none) is initialised IDENTICALLY across seeds from
 `head_seed` (docs/configuration.md); a checkpoint's own pre-trained pooler (BertForPreTraining, e.g. the
-MultiBERTs) is kept.
+MultiBERTs) is kept. Families whose classification head has its own hidden layer instead of a pooler (RoBERTa
+and ELECTRA: classifier.dense -> out_proj, as the hub ships them) draw the whole head from `head_seed`.
 The data order comes from `data_seed` (None: the model's seed). The paper's protocol (run_glue defaults) is
 lr 2e-5, batch 8, 3 epochs (MRPC 5), max length 128, warmup 0, fp16, head_seed = data_seed = 42 for every seed.
 num_labels == 1 is regression with an MSE loss (STS-B).
@@ -28,10 +30,9 @@ import torch
 import torch.nn.functional as F
 
 from .evaluate import build_glue_evalset, glue_logits, glue_loss
+from .families import family_of, family_of_type
 from .models import load_tokenizer
 from .train import amp_in_effect, train
-
-HEAD_PREFIXES = ("classifier.", "bert.pooler.")
 
 
 def task_info(task: str):
@@ -52,15 +53,16 @@ def _checkpoint_keys(model_dir) -> set[str]:
 
 
 def init_head(model, *, head_seed: int, reinit_pooler: bool) -> list[str]:
-    """Re-initialise the classifier (and the pooler if asked) from `head_seed` alone, BERT-style:
-    normal(0, initializer_range) weights, zero biases. Each tensor gets its own generator seeded from
-    (head_seed, parameter name), so the classifier's draw does not depend on whether the pooler is redrawn.
-    Returns the names re-initialised."""
+    """Re-initialise the classifier (the family's ``classifier_prefixes``; and the pooler if asked) from
+    `head_seed` alone, BERT-style: normal(0, initializer_range) weights, zero biases. Each tensor gets its own
+    generator seeded from (head_seed, parameter name), so the classifier's draw does not depend on whether the
+    pooler is redrawn. Returns the names re-initialised."""
+    fam, _ = family_of(model)
     std = float(getattr(model.config, "initializer_range", 0.02))
     names = []
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.startswith("classifier.") or (reinit_pooler and name.startswith("bert.pooler.")):
+            if name.startswith(fam.classifier_prefixes) or (reinit_pooler and name.startswith(fam.pooler_prefix)):
                 if name.endswith("bias"):
                     p.zero_()
                 else:
@@ -107,22 +109,27 @@ def without_shared_pooler(variant, model_dirs):
 
 
 def load_for_classification(model_dir, *, num_labels: int, head_seed: int = 0, dropout: float | None = None, log=None):
-    """BertForSequenceClassification from a pre-trained directory (BertForPreTraining or BertForMaskedLM):
-    the checkpoint's own pooler when it has one, the classifier (and a missing pooler) from `head_seed`.
-    `dropout` (None: the checkpoint's) sets the hidden, attention and classifier dropout of fine-tuning."""
+    """The family's sequence classifier (BertForSequenceClassification, RobertaForSequenceClassification, ...:
+    the class config.json's model_type names in families.FAMILIES) from a pre-trained directory (e.g.
+    BertForPreTraining or BertForMaskedLM): the checkpoint's own pooler when it has one and the family's
+    classifier reads it, the classifier (and a missing pooler) from `head_seed`.
+    `dropout` (None: the checkpoint's) sets the family's hidden, attention and classifier dropout of
+    fine-tuning (Family.dropouts)."""
     import transformers
-    from transformers import BertForSequenceClassification
 
-    has_pooler = checkpoint_has_pooler(model_dir)
+    model_type = json.loads((Path(model_dir) / "config.json").read_text()).get("model_type")
+    fam = family_of_type(model_type)
+    cls = getattr(transformers, fam.class_for(model_type, "classification"))
+    has_pooler = fam.classifier_hidden is None and checkpoint_has_pooler(model_dir)
     kwargs = {"num_labels": int(num_labels)}
     if num_labels == 1:
         kwargs["problem_type"] = "regression"
     if dropout is not None:
-        kwargs.update(hidden_dropout_prob=float(dropout), attention_probs_dropout_prob=float(dropout))
+        kwargs.update(dict.fromkeys(fam.dropouts, float(dropout)))
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # the "newly initialized head" warning is expected here
     try:
-        model = BertForSequenceClassification.from_pretrained(str(model_dir), use_safetensors=True, **kwargs)
+        model = cls.from_pretrained(str(model_dir), use_safetensors=True, **kwargs)
     finally:
         transformers.logging.set_verbosity(verbosity)
     names = init_head(model, head_seed=head_seed, reinit_pooler=not has_pooler)
@@ -226,8 +233,10 @@ def finetune(
     train_set = build_glue_evalset(tokenizer, train_examples, text_keys, max_length=max_length, regression=regression)
     evalset = build_glue_evalset(tokenizer, eval_examples, text_keys, max_length=max_length, regression=regression)
     model = load_for_classification(model_dir, num_labels=num_labels, head_seed=head_seed, dropout=dropout, log=log)
-    pooler_init = "pretrained" if checkpoint_has_pooler(model_dir) else "head_seed"
-    pooler_sha = _sha256_float32(model.bert.pooler.dense.weight)  # before any step: provenance of the pooler
+    fam, _ = family_of(model)
+    pooler_init = "pretrained" if fam.classifier_hidden is None and checkpoint_has_pooler(model_dir) else "head_seed"
+    # before any step: provenance of the pooler (or the classifier's hidden layer that plays its role)
+    pooler_sha = _sha256_float32(model.get_parameter(fam.pooler_weight()))
     dev = torch.device(device)
     model.to(dev)
     amp = amp_in_effect(fp16, dev)
@@ -300,7 +309,7 @@ def finetune(
             "warmup": float(warmup),
             "weight_decay": float(weight_decay),
             "grad_clip": float(grad_clip),
-            "dropout": float(model.config.hidden_dropout_prob),
+            "dropout": float(getattr(model.config, fam.dropouts[0])),  # the hidden dropout, by its family's name
             "group_by_length": bool(group_by_length),
             "fp16_in_effect": amp,
             "device": dev.type,
@@ -365,7 +374,7 @@ def finetune(
         "warmup": float(warmup),
         "weight_decay": float(weight_decay),
         "grad_clip": float(grad_clip),
-        "dropout": float(model.config.hidden_dropout_prob),
+        "dropout": float(getattr(model.config, fam.dropouts[0])),  # the hidden dropout, by its family's name
         "group_by_length": bool(group_by_length),
         "fp16": bool(fp16),
         "fp16_in_effect": amp,

@@ -34,6 +34,7 @@ import sys
 from dataclasses import dataclass, field
 
 from . import config as cfg
+from .families import FAMILIES, family_of_type, supported_classes
 from .tasks import base_task, is_evaluation_only, is_mlm, mlm_evalset
 
 MB = 10**6
@@ -80,7 +81,7 @@ GPU_RULES = ("collect_statistics", "finetune", "sweep_lambdas", "merge_many")  #
 # ---------------------------------------------------------------------------------------------- shapes
 @dataclass(frozen=True)
 class Shape:
-    """A BERT's dimensions."""
+    """An encoder's dimensions (a BERT's, or another family's read through families.Family.fields)."""
 
     layers: int
     hidden: int
@@ -89,23 +90,33 @@ class Shape:
     vocab: int
     positions: int
     type_vocab: int = 2
+    embedding: int | None = None  # an embedding width apart from hidden (ELECTRA-small); None: hidden
 
 
 def hf_shape(hf_config) -> Shape:
-    """The Shape of a loaded model's (transformers) BertConfig."""
+    """The Shape of a loaded model's (transformers) config, read through its family's config fields
+    (families.Family.fields; a config without a model_type is read as a BertConfig; a family without token
+    types has type_vocab 0)."""
+    fam = family_of_type(getattr(hf_config, "model_type", None) or "bert")
+    fields = fam.fields
+    hidden = getattr(hf_config, fields["hidden"])
+    embedding = getattr(hf_config, fam.embedding_size, hidden) if fam.embedding_size else hidden
     return Shape(
-        layers=hf_config.num_hidden_layers,
-        hidden=hf_config.hidden_size,
-        heads=hf_config.num_attention_heads,
-        ff=hf_config.intermediate_size,
-        vocab=hf_config.vocab_size,
-        positions=hf_config.max_position_embeddings,
-        type_vocab=getattr(hf_config, "type_vocab_size", 2),
+        layers=getattr(hf_config, fields["layers"]),
+        hidden=getattr(hf_config, fields["hidden"]),
+        heads=getattr(hf_config, fields["heads"]),
+        ff=getattr(hf_config, fields["ff"]),
+        vocab=getattr(hf_config, fields["vocab"]),
+        positions=getattr(hf_config, fields["positions"]),
+        type_vocab=getattr(hf_config, fields["type_vocab"], 2) if "type_vocab" in fields else 0,
+        embedding=None if embedding == hidden else embedding,
     )
 
 
 BERT_BASE = Shape(layers=12, hidden=768, heads=12, ff=3072, vocab=30522, positions=512, type_vocab=2)
-ARCHITECTURES = ("BertModel", "BertForMaskedLM", "BertForPreTraining", "BertForSequenceClassification")
+# the classes `architecture` names: the BERT family's (the workflow's planned seeds); _parts counts every
+# family's (families.FAMILIES)
+ARCHITECTURES = tuple(FAMILIES["bert"].classes())
 
 
 def model_shape(config) -> Shape:
@@ -132,8 +143,19 @@ def architecture(config, task: str) -> str:
     return "BertForMaskedLM" if config["models"]["source"] == "pretrain" else "BertForPreTraining"
 
 
+def _family_kind(arch: str):
+    known = supported_classes()
+    if arch not in known:
+        raise ValueError(f"unknown architecture {arch!r} (known: {', '.join(known)})")
+    name, kind = known[arch]
+    return FAMILIES[name], kind
+
+
 def has_pooler(arch: str) -> bool:
-    return arch != "BertForMaskedLM"
+    """Whether the class has the statistics' pooler feature: the encoder's pooler, or a classifier's own
+    hidden layer (RoBERTa, ELECTRA, DistilBERT)."""
+    fam, kind = _family_kind(arch)
+    return fam.has_pooler_layer(kind) or (kind == "classification" and fam.classifier_hidden is not None)
 
 
 def num_labels(task: str) -> int:
@@ -143,28 +165,36 @@ def num_labels(task: str) -> int:
 
 
 def _parts(shape: Shape, arch: str, labels: int = 2) -> dict[str, tuple[int, int]]:
-    """(parameters, tensors) of each block of a model; tied weights (the MLM decoder) counted once."""
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {arch!r} (known: {', '.join(ARCHITECTURES)})")
+    """(parameters, tensors) of each block of a model of any family's class; tied weights (the MLM decoder)
+    counted once."""
+    fam, kind = _family_kind(arch)
     h, f, L = shape.hidden, shape.ff, shape.layers
+    e = shape.embedding or h
     layer = 4 * (h * h + h) + 2 * h + (h * f + f) + (f * h + h) + 2 * h  # Q K V O, LN, FF in/out, LN
-    parts = {
-        "embeddings": ((shape.vocab + shape.positions + shape.type_vocab) * h + 2 * h, 5),
-        "encoder": (L * layer, 16 * L),
-    }
-    if has_pooler(arch):
+    types = shape.type_vocab if fam.token_types else 0
+    parts = {"embeddings": ((shape.vocab + shape.positions + types) * e + 2 * e, 4 + fam.token_types)}
+    if e != h:
+        parts["embeddings_project"] = (e * h + h, 2)
+    parts["encoder"] = (L * layer, 16 * L)
+    if fam.has_pooler_layer(kind):
         parts["pooler"] = (h * h + h, 2)
-    if arch in ("BertForMaskedLM", "BertForPreTraining"):
-        parts["mlm_head"] = (h * h + h + 2 * h + shape.vocab, 5)  # transform dense + LN, decoder bias
-    if arch == "BertForPreTraining":
+    if kind in ("mlm", "pretraining"):
+        parts["mlm_head"] = (
+            h * e + e + 2 * e + shape.vocab,
+            5,
+        )  # dense + LN (output in the embedding space), decoder bias
+    if kind == "pretraining":
         parts["nsp_head"] = (2 * h + 2, 2)
-    if arch == "BertForSequenceClassification":
-        parts["classifier"] = (h * labels + labels, 2)
+    if kind == "discriminator":
+        parts["discriminator_head"] = (h * h + h + h + 1, 4)
+    if kind == "classification":
+        hidden = (h * h + h, 2) if fam.classifier_hidden is not None else (0, 0)  # e.g. RoBERTa's classifier.dense
+        parts["classifier"] = (hidden[0] + h * labels + labels, hidden[1] + 2)
     return parts
 
 
 def param_count(shape: Shape, arch: str, labels: int = 2) -> int:
-    """Parameters of a BERT of this shape and class (``sum(p.numel() for p in model.parameters())``)."""
+    """Parameters of a model of this shape and class (``sum(p.numel() for p in model.parameters())``)."""
     return sum(n for n, _ in _parts(shape, arch, labels).values())
 
 
@@ -194,6 +224,7 @@ def model_bytes(config, task: str) -> int:
 
 # ---------------------------------------------------------------------------------------------- statistics
 def feature_dim(shape: Shape, feature: str) -> int:
+    # emb (a projected ELECTRA's embedding space) is narrower than hidden: counted as hidden, an upper bound
     return shape.ff if feature.startswith("ff.") else shape.hidden
 
 

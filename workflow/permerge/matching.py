@@ -87,12 +87,15 @@ def match_residual(stats: Statistics, a: str, b: str, mode: str, num_layers: int
     return match_ff(residual_correlation(stats, a, b, mode, num_layers))
 
 
-def required_features(variant: Variant, num_layers: int, *, pooler: bool = False) -> list[str]:
-    """Statistics features a variant needs (to collect fewer when statistics are not shared)."""
+def required_features(variant: Variant, num_layers: int, *, pooler: bool = False, emb: bool = False) -> list[str]:
+    """Statistics features a variant needs (to collect fewer when statistics are not shared). emb: whether
+    the models have an embedding space of their own (a projected ELECTRA), which "res" aligns too."""
     out: list[str] = []
     comps = variant.components
     if "res" in comps:
         out += [f"res.{i}" for i in residual_nodes(variant.residual, num_layers)]
+        if emb:
+            out.append("emb")
     if "ff" in comps:
         out += [f"ff.{l}" for l in range(num_layers)]
     if "attn" in comps:
@@ -109,10 +112,13 @@ def _feature_order(feature: str) -> tuple[int, int]:
     return FEATURE_KINDS.index(kind), int(idx or 0)
 
 
-def union_features(variants: Iterable[Variant], num_layers: int, *, pooler: bool = False) -> list[str]:
+def union_features(
+    variants: Iterable[Variant], num_layers: int, *, pooler: bool = False, emb: bool = False
+) -> list[str]:
     """Every feature some of the variants needs, once, in the order of stats.feature_names (empty when
-    all are vanilla: then no statistics need collecting). pooler: whether the models have a pooler."""
-    need = {f for v in variants for f in required_features(v, num_layers, pooler=pooler)}
+    all are vanilla: then no statistics need collecting). pooler: whether the models have a pooler; emb:
+    an embedding space of their own (required_features)."""
+    need = {f for v in variants for f in required_features(v, num_layers, pooler=pooler, emb=emb)}
     return sorted(need, key=_feature_order)
 
 
@@ -120,7 +126,8 @@ def compute_permutations(stats: Statistics, a: str, b: str, variant: Variant, co
     """Perms mapping model b into model a's basis for the components the variant asks for.
 
     Perms not returned are the identity. "pooler" is returned only when the statistics hold the pooler
-    feature (i.e. the models have a pooler).
+    feature (i.e. the models have a pooler); "emb" (with "res") only when they hold the emb feature (a
+    projected ELECTRA's embedding space, matched on its own: the projection separates it from the stream).
     """
     L = config.num_hidden_layers
     H = config.num_attention_heads
@@ -140,6 +147,8 @@ def compute_permutations(stats: Statistics, a: str, b: str, variant: Variant, co
             perms[f"qk.{l}"] = p_qk
     if "res" in comps:
         perms["res"] = match_residual(stats, a, b, variant.residual, L)
+        if "emb" in stats.features:
+            perms["emb"] = match_ff(stats.correlation("emb", a, b))
     if "pooler" in comps and "pooler" in stats.features:
         perms["pooler"] = match_ff(stats.correlation("pooler", a, b))
     return perms

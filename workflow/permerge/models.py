@@ -10,35 +10,17 @@ from pathlib import Path
 
 import torch
 
+from .families import model_types, supported_classes
 from .io import check_safetensors
 
-ARCHITECTURES = (
-    "BertForPreTraining",
-    "BertForMaskedLM",
-    "BertForSequenceClassification",
-    "BertModel",
-    "RobertaForMaskedLM",
-    "RobertaForSequenceClassification",
-    "RobertaModel",
-    "XLMRobertaForMaskedLM",
-    "XLMRobertaForSequenceClassification",
-    "XLMRobertaModel",
-    "CamembertForMaskedLM",
-    "CamembertForSequenceClassification",
-    "CamembertModel",
-    "ElectraForPreTraining",
-    "ElectraForMaskedLM",
-    "ElectraForSequenceClassification",
-    "ElectraModel",
-)
+# Every class of every family (families.FAMILIES), the ones a checkpoint directory may name.
+ARCHITECTURES = tuple(supported_classes())
 # Pre-trained seed checkpoints that `fetch_checkpoint` copies (the MultiBERTs are BertForPreTraining).
-# Seed checkpoints the workflow takes, by model_type: the MLM task needs an MLM head. (GLUE fine-tuning is
-# implemented for BERT only.)
+# Seed checkpoints the workflow takes, by model_type: the MLM task needs an MLM head (and fine-tuning a GLUE
+# task starts from one).
 SEED_ARCHITECTURES = {
-    "bert": ("BertForPreTraining", "BertForMaskedLM"),
-    "roberta": ("RobertaForMaskedLM",),
-    "xlm-roberta": ("XLMRobertaForMaskedLM",),
-    "electra": ("ElectraForMaskedLM",),
+    t: tuple(f.class_for(t, k) for k in ("pretraining", "mlm") if k in f.heads.values())
+    for t, f in model_types().items()
 }
 
 

@@ -19,9 +19,10 @@ Permutation names (L layers, index l):
            embeddings, their LayerNorm, the input of ``embeddings_project``, and the generator head's output,
            which the tied decoder reads); the residual stream then starts at the projection's output
 
-Families (``FAMILIES``) differ only in the encoder's attribute name and the heads' parameter names: the
-encoder layers are the same modules (post-LN, absolute positions; RoBERTa's position ids are offset by
-padding_idx, which changes which rows are read but not the hidden axis the spec permutes).
+Families (``families.FAMILIES``) differ in the encoder's attribute name, the layers' module names and the
+heads' parameter names, all read from their entry: every one is post-LN with absolute positions (RoBERTa's
+position ids are offset by padding_idx, which changes which rows are read but not the hidden axis the spec
+permutes).
 
 Convention: a permutation is an index array p; permuting a parameter along an axis takes p as the gather
 index (aligned[i] = original[p[i]]).
@@ -34,6 +35,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+
+from .families import FAMILIES, Family, family_of, supported_classes
 
 
 @dataclass(frozen=True)
@@ -61,66 +64,8 @@ class PermutationSpec:
         return self.param_axes().get(self.aliases.get(name, name), {})
 
 
-@dataclass(frozen=True)
-class Family:
-    """Where a family's parameters live. The encoder layers are named alike in every family."""
-
-    name: str
-    prefix: str  # attribute of the task models holding the encoder, plus "."
-    mlm_dense: str  # MLM head: hidden layer reading the last residual node ...
-    mlm_norm: str  # ... its LayerNorm ...
-    mlm_decoder: str  # ... and the vocabulary projection (tied to the word embeddings by default)
-    mlm_bias_alias: tuple[str, str] | None  # (decoder bias, canonical bias) tied by transformers
-    classifier_hidden: bool  # sequence classifier: own hidden layer (classifier.dense -> out_proj)
-    #                             instead of BERT's pooler -> classifier
-
-
-FAMILIES: dict[str, Family] = {
-    "bert": Family(
-        "bert",
-        "bert.",
-        "cls.predictions.transform.dense",
-        "cls.predictions.transform.LayerNorm",
-        "cls.predictions.decoder.weight",
-        ("cls.predictions.decoder.bias", "cls.predictions.bias"),
-        classifier_hidden=False,
-    ),
-    # XLM-R and CamemBERT are the RoBERTa architecture under other class names
-    "roberta": Family(
-        "roberta",
-        "roberta.",
-        "lm_head.dense",
-        "lm_head.layer_norm",
-        "lm_head.decoder.weight",
-        ("lm_head.decoder.bias", "lm_head.bias"),
-        classifier_hidden=True,
-    ),
-    # the MLM head is ElectraForMaskedLM's generator head; its output lives in the embedding space
-    "electra": Family(
-        "electra",
-        "electra.",
-        "generator_predictions.dense",
-        "generator_predictions.LayerNorm",
-        "generator_lm_head.weight",
-        None,
-        classifier_hidden=True,
-    ),
-}
-
 # transformers class name -> (family, head). Looked up along the model's MRO (subclasses are accepted).
-SUPPORTED_CLASSES: dict[str, tuple[str, str]] = {
-    "BertForPreTraining": ("bert", "pretraining"),
-    "BertForMaskedLM": ("bert", "mlm"),
-    "BertForSequenceClassification": ("bert", "classification"),
-    "BertModel": ("bert", "base"),
-    **{f"{n}ForMaskedLM": ("roberta", "mlm") for n in ("Roberta", "XLMRoberta", "Camembert")},
-    **{f"{n}ForSequenceClassification": ("roberta", "classification") for n in ("Roberta", "XLMRoberta", "Camembert")},
-    **{f"{n}Model": ("roberta", "base") for n in ("Roberta", "XLMRoberta", "Camembert")},
-    "ElectraForPreTraining": ("electra", "discriminator"),
-    "ElectraForMaskedLM": ("electra", "mlm"),
-    "ElectraForSequenceClassification": ("electra", "classification"),
-    "ElectraModel": ("electra", "base"),
-}
+SUPPORTED_CLASSES: dict[str, tuple[str, str]] = supported_classes()
 
 
 def bert_spec(
@@ -146,34 +91,35 @@ def encoder_spec(
     nsp_head: bool = False,
     discriminator_head: bool = False,
 ) -> PermutationSpec:
-    """The spec of a post-LN encoder of ``family`` ("bert", "roberta", "electra") with the given heads.
+    """The spec of a post-LN encoder of ``family`` (a ``families.FAMILIES`` name or entry) with the given
+    heads.
 
     prefix: the encoder's parameter prefix (default the family's; "" for a bare encoder model).
     pooler: the encoder's own pooler (BERT, or a RobertaModel built with one). classifier: the sequence
-    classification head (BERT: ``classifier`` on the pooler; RoBERTa/ELECTRA: ``classifier.dense`` on the
-    first token, then ``classifier.out_proj``). discriminator_head: ElectraForPreTraining's
-    ``discriminator_predictions``.
+    classification head (BERT: ``classifier`` on the pooler; others: the family's ``classifier_hidden``
+    layer on the first token, e.g. RoBERTa's ``classifier.dense``, then its reader ``classifier.out_proj``).
+    discriminator_head: ElectraForPreTraining's ``discriminator_predictions``.
     """
     fam = FAMILIES[family] if isinstance(family, str) else family
     _check_supported(config)
-    if fam.name != "bert" and nsp_head:
+    if nsp_head and "pretraining" not in fam.heads.values():
         raise ValueError(f"family {fam.name!r} has no next-sentence-prediction head")
-    if discriminator_head and fam.name != "electra":
-        raise ValueError("only ELECTRA has a discriminator head")
-    if classifier and not fam.classifier_hidden and not pooler:
+    if discriminator_head and "discriminator" not in fam.heads.values():
+        raise ValueError(f"family {fam.name!r} has no discriminator head")
+    if classifier and fam.classifier_hidden is None and not pooler:
         raise ValueError("a sequence-classification head needs the pooler")
     if nsp_head and not pooler:
         raise ValueError("the next-sentence-prediction head needs the pooler")
-    if classifier and fam.classifier_hidden and pooler:
+    if classifier and fam.classifier_hidden is not None and pooler:
         raise ValueError(
             f"family {fam.name!r}: a classification head with its own hidden layer and a pooler "
             "would both claim the 'pooler' permutation"
         )
     if discriminator_head and (pooler or classifier):
         raise ValueError("the discriminator head cannot be combined with a pooler or classifier")
-    L = config.num_hidden_layers
-    d = config.hidden_size
-    heads = config.num_attention_heads
+    L = getattr(config, fam.fields["layers"])
+    d = getattr(config, fam.fields["hidden"])
+    heads = getattr(config, fam.fields["heads"])
     p = fam.prefix if prefix is None else prefix
     res: list[tuple[str, int]] = []
     axes: dict[str, tuple[tuple[str, int], ...]] = {}
@@ -181,14 +127,16 @@ def encoder_spec(
     blocks: dict[str, int] = {}
 
     emb = f"{p}embeddings."
-    e = getattr(config, "embedding_size", d) if fam.name == "electra" else d
+    e = getattr(config, fam.embedding_size, d) if fam.embedding_size else d
     # ELECTRA-small-like: embeddings live in their own space, projected into the residual stream
     space = "emb" if e != d else "res"
     emb_axes = [
         (f"{emb}word_embeddings.weight", 1),
         (f"{emb}position_embeddings.weight", 1),
-        (f"{emb}token_type_embeddings.weight", 1),
-    ] + _layernorm(f"{emb}LayerNorm")
+    ]
+    if fam.token_types:
+        emb_axes += [(f"{emb}token_type_embeddings.weight", 1)]
+    emb_axes += _layernorm(f"{emb}LayerNorm")
     if space == "emb":
         sizes["emb"] = e
         emb_axes += [(f"{p}embeddings_project.weight", 1)]
@@ -197,33 +145,22 @@ def encoder_spec(
     else:
         res += emb_axes
         emb_pairs = res
+    n = fam.layer
     for l in range(L):
-        lay = f"{p}encoder.layer.{l}."
-        att = f"{lay}attention."
-        res += [(f"{att}self.{m}.weight", 1) for m in ("query", "key", "value")]
-        res += [(f"{att}output.dense.weight", 0), (f"{att}output.dense.bias", 0)]
-        res += _layernorm(f"{att}output.LayerNorm")
-        res += [(f"{lay}intermediate.dense.weight", 1)]
-        res += [(f"{lay}output.dense.weight", 0), (f"{lay}output.dense.bias", 0)]
-        res += _layernorm(f"{lay}output.LayerNorm")
+        lay = f"{p}{fam.layers}.{l}."
+        q, k, v, o = (f"{lay}{m}" for m in (n.query, n.key, n.value, n.attn_out))
+        ff_in, ff_out = f"{lay}{n.ff_in}", f"{lay}{n.ff_out}"
+        res += [(f"{m}.weight", 1) for m in (q, k, v)]
+        res += [(f"{o}.weight", 0), (f"{o}.bias", 0)]
+        res += _layernorm(f"{lay}{n.attn_norm}")
+        res += [(f"{ff_in}.weight", 1)]
+        res += [(f"{ff_out}.weight", 0), (f"{ff_out}.bias", 0)]
+        res += _layernorm(f"{lay}{n.out_norm}")
 
-        axes[f"ff.{l}"] = (
-            (f"{lay}intermediate.dense.weight", 0),
-            (f"{lay}intermediate.dense.bias", 0),
-            (f"{lay}output.dense.weight", 1),
-        )
-        sizes[f"ff.{l}"] = config.intermediate_size
-        axes[f"attn.{l}"] = (
-            (f"{att}self.value.weight", 0),
-            (f"{att}self.value.bias", 0),
-            (f"{att}output.dense.weight", 1),
-        )
-        axes[f"qk.{l}"] = (
-            (f"{att}self.query.weight", 0),
-            (f"{att}self.query.bias", 0),
-            (f"{att}self.key.weight", 0),
-            (f"{att}self.key.bias", 0),
-        )
+        axes[f"ff.{l}"] = ((f"{ff_in}.weight", 0), (f"{ff_in}.bias", 0), (f"{ff_out}.weight", 1))
+        sizes[f"ff.{l}"] = getattr(config, fam.fields["ff"])
+        axes[f"attn.{l}"] = ((f"{v}.weight", 0), (f"{v}.bias", 0), (f"{o}.weight", 1))
+        axes[f"qk.{l}"] = ((f"{q}.weight", 0), (f"{q}.bias", 0), (f"{k}.weight", 0), (f"{k}.bias", 0))
         sizes[f"attn.{l}"] = sizes[f"qk.{l}"] = d
         blocks[f"attn.{l}"] = blocks[f"qk.{l}"] = heads
 
@@ -245,8 +182,9 @@ def encoder_spec(
     hidden: tuple[str, str] | None = None
     if pooler:
         hidden = (f"{p}pooler.dense", "classifier.weight" if classifier else None)
-    elif classifier:  # RoBERTa / ELECTRA classification head (first token -> dense -> out_proj)
-        hidden = ("classifier.dense", "classifier.out_proj.weight")
+    elif classifier:  # the head's own hidden layer (e.g. RoBERTa: first token -> dense -> out_proj)
+        layer, reader = fam.classifier_hidden
+        hidden = (layer, f"{reader}.weight")
     elif discriminator_head:
         hidden = ("discriminator_predictions.dense", "discriminator_predictions.dense_prediction.weight")
     if hidden is not None:
@@ -267,19 +205,15 @@ def encoder_spec(
 
 def model_family(model: torch.nn.Module) -> tuple[str, str]:
     """(family, head) of a supported transformers model, else TypeError naming the supported classes."""
-    for cls in type(model).__mro__:
-        if cls.__name__ in SUPPORTED_CLASSES and cls.__module__.startswith("transformers."):
-            return SUPPORTED_CLASSES[cls.__name__]
-    raise TypeError(
-        f"unsupported model class {type(model).__name__} (supported: post-LN encoders with absolute "
-        f"positions: {', '.join(SUPPORTED_CLASSES)})"
-    )
+    fam, head = family_of(model)
+    return fam.name, head
 
 
 def spec_for_model(model: torch.nn.Module) -> PermutationSpec:
-    """Spec of a supported encoder (``SUPPORTED_CLASSES``): BERT (ForPreTraining, ForMaskedLM,
-    ForSequenceClassification, Model), RoBERTa / XLM-R / CamemBERT (ForMaskedLM, ForSequenceClassification,
-    Model), ELECTRA (ForPreTraining = discriminator, ForMaskedLM = generator, ForSequenceClassification, Model)."""
+    """Spec of a supported encoder (``SUPPORTED_CLASSES``, from ``families.FAMILIES``): e.g. BERT
+    (ForPreTraining, ForMaskedLM, ForSequenceClassification, Model), RoBERTa / XLM-R / CamemBERT (ForMaskedLM,
+    ForSequenceClassification, Model), ELECTRA (ForPreTraining = discriminator, ForMaskedLM = generator,
+    ForSequenceClassification, Model)."""
     family, head = model_family(model)
     base_attr = FAMILIES[family].prefix[:-1]
     base = getattr(model, base_attr, model)
@@ -289,7 +223,7 @@ def spec_for_model(model: torch.nn.Module) -> PermutationSpec:
     elif head == "mlm":
         spec = encoder_spec(model.config, family, mlm_head=True, pooler=has_pooler)
     elif head == "classification":
-        spec = encoder_spec(model.config, family, pooler=not FAMILIES[family].classifier_hidden, classifier=True)
+        spec = encoder_spec(model.config, family, pooler=FAMILIES[family].classifier_hidden is None, classifier=True)
     elif head == "discriminator":
         spec = encoder_spec(model.config, family, discriminator_head=True)
     else:  # bare encoder

@@ -1,15 +1,18 @@
 """Streamed activation statistics: per-feature means/variances and cross-model covariance blocks.
 
-Features (L layers, index l):
+Features (L layers, index l; module names are BERT's, other families' come from their families.FAMILIES
+entry, e.g. DistilBERT's sa_layer_norm, ffn.activation, attention.out_lin):
   res.0        embeddings LayerNorm output
   res.{2l+1}   layer l attention-output LayerNorm output
   res.{2l+2}   layer l FF-output LayerNorm output
   ff.{l}       FF intermediate activation (after GELU)
   ctx.{l}      input of attention.output.dense (concatenated per-head context)
   q.{l}, k.{l} query / key Linear outputs
-  pooler       pooler output (one row per sequence; only for models with a pooler, or with a RoBERTa /
-               ELECTRA classification head, whose hidden layer plays the pooler's role: the input of
-               classifier.out_proj)
+  pooler       pooler output (one row per sequence; only for models with a pooler, or with a classification
+               head whose hidden layer plays the pooler's role: RoBERTa / ELECTRA, the input of
+               classifier.out_proj; DistilBERT, the output of pre_classifier)
+  emb          embeddings LayerNorm output of an ELECTRA whose embedding_size differs from hidden_size
+               (the input of embeddings_project: the embedding space, spec's "emb" permutation)
 res.0 is the first node of the residual stream: the embeddings LayerNorm output, or for an ELECTRA whose
 embedding_size differs from hidden_size the output of embeddings_project.
 Token features drop padding positions (attention_mask == 0).
@@ -47,65 +50,84 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
-FEATURE_KINDS = ("res", "ff", "ctx", "q", "k", "pooler")
+from .families import family_of
+
+FEATURE_KINDS = ("res", "ff", "ctx", "q", "k", "pooler", "emb")
 
 
 def base_model(model: torch.nn.Module) -> torch.nn.Module:
     """The encoder (BertModel, RobertaModel, ElectraModel, ...) inside a task model (running it skips the
     MLM/classification head)."""
-    base = getattr(model, "base_model", model)
-    if not hasattr(base, "encoder") or not hasattr(base, "embeddings"):
-        raise TypeError(f"{type(model).__name__} does not look like a BERT-family encoder")
-    return base
+    try:
+        fam, _ = family_of(model)
+    except TypeError as err:
+        raise TypeError(f"{type(model).__name__} does not look like a BERT-family encoder ({err})") from None
+    return fam.base(model)
 
 
 def _pooler_point(model: torch.nn.Module):
     """(module, 'pre' | 'out') of the pooler feature, or None: the encoder's pooler, else the hidden layer of
-    a RoBERTa / ELECTRA classification head (the input of classifier.out_proj: activation(dense(first token)))."""
-    base = base_model(model)
+    a classification head that has one (families.Family.classifier_feature, e.g. the input of RoBERTa's
+    classifier.out_proj: activation(dense(first token)))."""
+    fam, kind = family_of(model)
+    base = fam.base(model)
     if getattr(base, "pooler", None) is not None:
         return base.pooler, "out"
-    head = getattr(model, "classifier", None)
-    if head is not None and hasattr(head, "dense") and hasattr(head, "out_proj"):
-        return head.out_proj, "pre"
+    if kind == "classification" and fam.classifier_feature is not None:
+        module, where = fam.classifier_feature
+        return model.get_submodule(module), where
     return None
 
 
 def feature_names(model: torch.nn.Module) -> list[str]:
     """All features collectable from this model, in a stable order."""
-    base = base_model(model)
-    L = len(base.encoder.layer)
+    fam, _ = family_of(model)
+    L = len(fam.layer_list(model))
     names = [f"res.{i}" for i in range(2 * L + 1)]
     for kind in ("ff", "ctx", "q", "k"):
         names += [f"{kind}.{l}" for l in range(L)]
     if _pooler_point(model) is not None:
         names.append("pooler")
+    if _projected(model):
+        names.append("emb")
     return names
+
+
+def _projected(model: torch.nn.Module) -> bool:
+    """Whether the embeddings live in their own space, projected into the residual stream (ELECTRA-small)."""
+    return getattr(base_model(model), "embeddings_project", None) is not None
 
 
 def _hook_points(model: torch.nn.Module, feature: str):
     """(module, 'pre' | 'out') whose input/output is the feature (model: a task model or its encoder)."""
-    base = base_model(model)
+    fam, _ = family_of(model)
+    base = fam.base(model)
+    layers = fam.layer_list(model)
+    n = fam.layer
     kind, _, idx = feature.partition(".")
     if kind == "pooler":
         point = _pooler_point(model)
         if point is None:
             raise KeyError(f"{type(model).__name__} has no pooler feature")
         return point
+    if kind == "emb":
+        if not _projected(model):
+            raise KeyError(f"{type(model).__name__} has no embedding space apart from the residual stream")
+        return base.embeddings.LayerNorm, "out"
     i = int(idx)
     if kind == "res":
         if i == 0:  # an ELECTRA with embedding_size != hidden_size: the stream starts after the projection
             proj = getattr(base, "embeddings_project", None)
             return (proj if proj is not None else base.embeddings.LayerNorm), "out"
-        layer = base.encoder.layer[(i - 1) // 2]
-        return (layer.attention.output.LayerNorm if i % 2 == 1 else layer.output.LayerNorm), "out"
-    layer = base.encoder.layer[i]
+        layer = layers[(i - 1) // 2]
+        return layer.get_submodule(n.attn_norm if i % 2 == 1 else n.out_norm), "out"
+    layer = layers[i]
     if kind == "ff":
-        return layer.intermediate, "out"
+        return layer.get_submodule(n.ff_act), "out"
     if kind == "ctx":
-        return layer.attention.output.dense, "pre"
+        return layer.get_submodule(n.attn_out), "pre"
     if kind in ("q", "k"):
-        return getattr(layer.attention.self, {"q": "query", "k": "key"}[kind]), "out"
+        return layer.get_submodule(n.query if kind == "q" else n.key), "out"
     raise KeyError(f"unknown feature {feature!r}")
 
 
@@ -382,6 +404,7 @@ def collect_statistics(
     bases = [base_model(m) for m in models]
     # A pooler feature outside the encoder (RoBERTa / ELECTRA classification head): run the whole model.
     runners = [m if "pooler" in features and getattr(b, "pooler", None) is None else b for m, b in zip(models, bases)]
+    families = [family_of(m)[0] for m in models]
     was_training = [m.training for m in models]
     accs: dict[str, _Accumulator] = {}
     workspace: dict = {}  # the float32 product buffer, shared by all accumulators
@@ -401,9 +424,9 @@ def collect_statistics(
             tokens = 0
             for part in _micro_batches(batch, micro_batch):
                 outs: list[dict[str, torch.Tensor]] = []
-                for base in runners:
+                for base, fam in zip(runners, families):
                     dev = next(base.parameters()).device
-                    inputs = {k: v.to(dev) for k, v in part.items()}
+                    inputs = {k: v.to(dev) for k, v in fam.model_inputs(part).items()}
                     if "attention_mask" not in inputs:
                         inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
                     state["mask"] = inputs["attention_mask"].bool()

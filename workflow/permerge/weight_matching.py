@@ -53,9 +53,10 @@ class WeightMatchingResult:
 
 
 def component_of(perm: str) -> str:
-    """The variant component a perm name belongs to (qk.{l} goes with attn)."""
+    """The variant component a perm name belongs to (qk.{l} goes with attn; a projected ELECTRA's embedding
+    space emb with res, as in the activation matcher)."""
     kind = perm.split(".", 1)[0]
-    return "attn" if kind == "qk" else kind
+    return {"qk": "attn", "emb": "res"}.get(kind, kind)
 
 
 _lsa = lsa

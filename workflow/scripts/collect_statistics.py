@@ -72,8 +72,9 @@ with atomic_path(snakemake.output[0], is_dir=True) as folder:  # replaces the fo
     else:
         models = [load_model(m, device=p.device) for m in snakemake.input.models]
         pooler = "pooler" in feature_names(models[0])
-        per_fraction = [union_features(vs, num_layers, pooler=pooler) for vs in variants]
-        features = union_features(all_variants, num_layers, pooler=pooler)
+        emb = "emb" in feature_names(models[0])  # a projected ELECTRA's embedding space
+        per_fraction = [union_features(vs, num_layers, pooler=pooler, emb=emb) for vs in variants]
+        features = union_features(all_variants, num_layers, pooler=pooler, emb=emb)
         if not features:
             write_empty("only pooler matching, and the models have no pooler")
         else:
