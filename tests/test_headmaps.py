@@ -7,6 +7,7 @@ import torch
 from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
 
 from permerge.checkpoints import load_permutations, read_permutation_metadata, save_permutations
+from permerge.cli import main
 from permerge.headmaps import MAP_PREFIX, head_blocks, procrustes, split_maps
 from permerge.matching import Pair, align_pair, required_features
 from permerge.permute import apply_permutations, permute_params
@@ -211,3 +212,40 @@ def test_variant_option():
     assert act == ["ctx.0", "ctx.1", "q.0", "q.1", "k.0", "k.1"]
     plain = required_features(Variant(components=frozenset({"attn"})), 2)
     assert plain == ["ctx.0", "ctx.1"]
+
+
+# ----------------------------------------------------------------------------- the CLI
+
+from .test_cli import mlm_logits, workspace  # noqa: E402,F401  (the CLI's tiny saved models and text)
+
+
+@pytest.mark.parametrize("method", ["activation", "weight"])
+def test_cli_align_and_merge_with_rotations(workspace, tmp_path, method):  # noqa: F811
+    w = workspace
+    options = tmp_path / "rot.yaml"
+    options.write_text(f"components: [ff, attn, res]\nmethod: {method}\nwithin_head: orthogonal\n")
+    argv = ["align", "--model-a", w / "mlm1", "--model-b", w / "mlm2", "--options", options]
+    argv += ["--out", tmp_path / "aligned", "--device", "cpu", "--text", w / "text.txt", "--batch-size", "8"]
+    assert main([str(x) for x in argv]) == 0
+    perms = load_permutations(tmp_path / "aligned" / "permutations.safetensors")
+    maps = sorted(k for k in perms if k.startswith(MAP_PREFIX))
+    assert maps == ["map.attn.0", "map.attn.1", "map.qk.0", "map.qk.1"]
+    assert all(perms[k].shape == (2, 8, 8) for k in maps)
+    assert (
+        '"within_head": "orthogonal"'
+        in read_permutation_metadata(tmp_path / "aligned" / "permutations.safetensors")["variant"]
+    )
+    ids = torch.tensor([[2, 5, 9, 7, 12, 3], [2, 6, 6, 8, 3, 0]])
+    b, aligned = mlm_logits(w / "mlm2", ids), mlm_logits(tmp_path / "aligned", ids)
+    assert rel_diff(aligned, b) <= 1e-4  # an exact symmetry: rotated B is B
+    # the aligned B on disk is B with the file's permutations and maps
+    model_b = BertForMaskedLM.from_pretrained(w / "mlm2")
+    want = dict(apply_permutations(model_b, perms).named_parameters())
+    got = dict(BertForMaskedLM.from_pretrained(tmp_path / "aligned").named_parameters())
+    assert all(torch.equal(got[n], want[n]) for n in want)
+    argv = ["merge", "--model-a", w / "mlm1", "--aligned-b", tmp_path / "aligned", "--lam", "0.5"]
+    assert main([str(x) for x in argv + ["--out", tmp_path / "merged"]]) == 0
+    merged = dict(BertForMaskedLM.from_pretrained(tmp_path / "merged").named_parameters())
+    a = dict(BertForMaskedLM.from_pretrained(w / "mlm1").named_parameters())
+    name = "bert.encoder.layer.1.attention.self.key.weight"
+    torch.testing.assert_close(merged[name], torch.lerp(a[name], got[name], 0.5))
