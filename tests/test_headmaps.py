@@ -1,6 +1,8 @@
 """Per-head maps (within_head: orthogonal): Procrustes, function preservation, planted recovery for both
 methods, the permutation file round trip and the variant / config checks."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -249,3 +251,27 @@ def test_cli_align_and_merge_with_rotations(workspace, tmp_path, method):  # noq
     a = dict(BertForMaskedLM.from_pretrained(w / "mlm1").named_parameters())
     name = "bert.encoder.layer.1.attention.self.key.weight"
     torch.testing.assert_close(merged[name], torch.lerp(a[name], got[name], 0.5))
+
+
+# ----------------------------------------------------------------------------- configuration
+
+
+def test_rotations_config_and_the_all_seed_merge():
+    from permerge import config as cfg
+
+    root = Path(__file__).resolve().parents[1]
+    base = cfg.load_merged()
+    c = cfg.load_merged(root / "configs" / "rotations.yaml")
+    rot = {v: cfg.variant_options(c, v) for v in ("all_rot", "wm_all_rot")}
+    assert {v.within_head for v in rot.values()} == {"orthogonal"}
+    assert {v.method for v in rot.values()} == {"activation", "weight"}
+    # the overlay only adds the two variants, paired with all and wm_all (same other options)
+    assert c["task_variants"]["mlm"] == base["task_variants"]["mlm"] + ["all_rot", "wm_all_rot"]
+    for plain, v in (("all", "all_rot"), ("wm_all", "wm_all_rot")):
+        assert cfg.variant_options(c, plain) == Variant(**{**rot[v].__dict__, "within_head": "permutation"})
+    assert {"all", "all_rot", "wm_all", "wm_all_rot"} <= set(c["trajectory"]["variants"])
+    c["many"]["variants"] = ["all_rot"]  # activation: the pair files, maps included
+    cfg.validate_config(c)
+    c["many"]["variants"] = ["wm_all_rot"]
+    with pytest.raises(cfg.ConfigError, match="many.variants: variant 'wm_all_rot' sets within_head: orthogonal"):
+        cfg.validate_config(c)
