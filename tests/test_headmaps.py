@@ -275,3 +275,19 @@ def test_rotations_config_and_the_all_seed_merge():
     c["many"]["variants"] = ["wm_all_rot"]
     with pytest.raises(cfg.ConfigError, match="many.variants: variant 'wm_all_rot' sets within_head: orthogonal"):
         cfg.validate_config(c)
+
+
+def test_all_seed_merge_takes_the_maps():
+    """The activation all-seed merge (many.to_reference with the pair files' contents) applies the maps."""
+    from permerge.many import to_reference
+
+    model_a, model_b = make(SHAPES[0], "mlm", seed=0), make(SHAPES[0], "mlm", seed=1)
+    spec = spec_for_model(model_a)
+    rng = np.random.default_rng(2)
+    perms = {**random_permutations(spec, rng), **random_maps(spec, rng)}
+    pa, pb = dict(model_a.named_parameters()), dict(model_b.named_parameters())
+    merged = to_reference(spec, [pa, pb], perms=[{}, perms]).params
+    aligned = dict(apply_permutations(model_b, perms).named_parameters())
+    name = "bert.encoder.layer.0.attention.output.dense.weight"
+    torch.testing.assert_close(merged[name], (pa[name] + aligned[name]) / 2)
+    assert not torch.allclose(merged[name], (pa[name] + permute_params(pb, spec, split_maps(perms)[0])[name]) / 2)
