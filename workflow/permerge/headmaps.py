@@ -14,6 +14,10 @@ sum ||f_A - f_B R||^2 over the head's features f, from
 
 A rotation is its own inverse transpose, so the Q and K (V and O) terms of the fit share one R.
 
+A rotation also makes the order inside a head immaterial, so the head assignment is chosen again by what a
+rotation can reach (``head_scores``, ``rotate_heads``): the permutation method's LSA scores of rotated heads
+can pick the wrong head (a planted rotated copy is not recovered without this).
+
 Storage: in a permutation file next to the permutations, ``map.{perm}`` (perm = qk.{l} or attn.{l}) holds
 float64 (H, d_k, d_k): matrix j acts on head j of A's basis after the permutations. A file without them is
 the identity (``within_head: permutation``).

@@ -207,11 +207,11 @@ def align_pair(variant: Variant, pair: Pair, *, init: dict[str, np.ndarray] | No
     perms, info = m.align(variant, pair, init)
     perms = dict(perms)
     if variant.within_head != "permutation":
-        perms.update(head_maps(variant, pair, perms))
+        perms.update(rotate_within_heads(variant, pair, perms))
     return Alignment(perms, dict(info))
 
 
-def head_maps(variant: Variant, pair: Pair, perms: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def rotate_within_heads(variant: Variant, pair: Pair, perms: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The attention permutations and per-head maps with rotations (``within_head``, permerge.headmaps):
     from the q, k and context statistics for activation matching, from the weights for weight and hybrid
     matching (whose permutations come from the weights)."""
