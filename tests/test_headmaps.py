@@ -291,3 +291,24 @@ def test_all_seed_merge_takes_the_maps():
     name = "bert.encoder.layer.0.attention.output.dense.weight"
     torch.testing.assert_close(merged[name], (pa[name] + aligned[name]) / 2)
     assert not torch.allclose(merged[name], (pa[name] + permute_params(pb, spec, split_maps(perms)[0])[name]) / 2)
+
+
+def test_maps_preserve_the_function_of_every_family():
+    """RoBERTa / XLM-R / ELECTRA (projected embeddings included): the same head maps are symmetries."""
+    from .test_families import PARAMS, make_config, make_inputs, outputs
+    from .test_families import make_model as make_family_model
+
+    rng = np.random.default_rng(11)
+    checked = 0
+    for param in PARAMS:
+        config_cls, model_cls, shape, num_labels = param.values
+        if model_cls.__name__.endswith("Model"):
+            continue  # bare encoders: their outputs live in the residual basis (test_families)
+        model = make_family_model(model_cls, make_config(config_cls, shape, num_labels))
+        spec = spec_for_model(model)
+        inputs = make_inputs(model.config)
+        perms = {**random_permutations(spec, rng), **random_maps(spec, rng, linear=True)}
+        ref, out = outputs(model, inputs), outputs(apply_permutations(model, perms), inputs)
+        assert rel_diff(out, ref) <= 1e-4, model_cls.__name__
+        checked += 1
+    assert checked >= 4
