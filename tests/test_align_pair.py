@@ -16,6 +16,7 @@ from permerge import config as cfg
 from permerge import matchers, variants
 from permerge.checkpoints import load_permutations, read_permutation_metadata
 from permerge.cli import PERMUTATIONS_FILE, main
+from permerge.headmaps import MAP_PREFIX
 from permerge.matching import Pair, align_pair, compute_permutations, pair_seed
 from permerge.spec import spec_for_model
 from permerge.stats import collect_statistics
@@ -119,8 +120,11 @@ AGREE = {
         "act": {"components": ALL, "residual": "all"},
         "wm": {"components": ALL, "method": "weight"},
         "hy": {"components": ["ff", "attn", "res"], "residual": "first", "qk": "separate", "method": "hybrid"},
+        # within-head rotations (permerge.headmaps): from the q/k/context statistics, and from the weights
+        "act_rot": {"components": ALL, "within_head": "orthogonal"},
+        "wm_rot": {"components": ALL, "method": "weight", "within_head": "orthogonal"},
     },
-    "task_variants": {"mlm": ["act", "wm", "hy"]},
+    "task_variants": {"mlm": ["act", "wm", "hy", "act_rot", "wm_rot"]},
     "many": {"variants": []},
 }
 
@@ -157,7 +161,11 @@ def test_cli_gives_the_workflows_permutations(agreement_run, tmp_path, variant):
     want = load_permutations(path)
     assert sorted(got) == sorted(want) and len(want) >= 5
     for k in want:
-        assert np.array_equal(got[k], want[k]), k
+        if k.startswith(MAP_PREFIX):  # the rotations: floats from statistics the workflow stored as float32
+            np.testing.assert_allclose(got[k], want[k], atol=1e-5, err_msg=k)
+        else:
+            assert np.array_equal(got[k], want[k]), k
+    assert any(k.startswith(MAP_PREFIX) for k in want) == ("within_head" in AGREE["variants"][variant])
     assert any(not np.array_equal(p, np.arange(len(p))) for p in want.values())  # not all identities
     meta, cli_meta = (
         read_permutation_metadata(path),

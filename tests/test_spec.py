@@ -121,7 +121,10 @@ def test_variant_from_mapping_and_defaults():
     assert v.function_preserving
     assert Variant.from_mapping({}).components == frozenset()
     assert Variant.from_mapping(v.to_dict()) == v
-    assert set(v.to_dict()) == set(VARIANT_KEYS)
+    # within_head is recorded only when set (the permutation files of every other variant stay as they were)
+    assert set(v.to_dict()) == set(VARIANT_KEYS) - {"within_head"}
+    rotated = Variant.from_mapping({**v.to_dict(), "within_head": "orthogonal"})
+    assert set(rotated.to_dict()) == set(VARIANT_KEYS) and Variant.from_mapping(rotated.to_dict()) == rotated
     assert not Variant(components=frozenset({"attn"}), attention="ignore_heads").function_preserving
     # ignore_heads without attention matching permutes nothing that could mix heads
     assert Variant(components=frozenset({"ff"}), attention="ignore_heads").function_preserving
@@ -144,7 +147,7 @@ def test_variant_method():
     [
         (
             {"residul": "all"},
-            "unknown option 'residul' (allowed: attention, components, method, qk, residual, stats_fraction)",
+            "unknown option 'residul' (allowed: attention, components, method, qk, residual, stats_fraction, within_head)",
         ),
         ({"components": "ff"}, "'components' must be a list"),
         ({"components": ["ff", "mlp"]}, "'components' has unknown value 'mlp'"),

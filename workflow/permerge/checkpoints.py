@@ -15,6 +15,7 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file  # numpy, not torch: reading or writing permutations needs no torch
 
+from .headmaps import MAP_PREFIX
 from .io import atomic_path
 
 # Files a tokenizer directory may hold; copied verbatim next to a saved model.
@@ -68,16 +69,21 @@ def check_compatible(config_a, config_b) -> None:
 def save_permutations(
     perms: Mapping[str, np.ndarray], path: str | os.PathLike, metadata: Mapping[str, str] | None = None
 ) -> None:
-    """Write perms as int64 tensors to a safetensors file (atomically, io.atomic_path)."""
-    tensors = {k: np.ascontiguousarray(v, dtype=np.int64) for k, v in perms.items()}
+    """Write perms as int64 tensors to a safetensors file (atomically, io.atomic_path); per-head maps
+    (``map.{perm}``, permerge.headmaps) as float64."""
+    tensors = {
+        k: np.ascontiguousarray(v, dtype=np.float64 if k.startswith(MAP_PREFIX) else np.int64) for k, v in perms.items()
+    }
     meta = {str(k): str(v) for k, v in (metadata or {}).items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
 
 
 def load_permutations(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The permutations (int64) and per-head maps (``map.{perm}``, float64) of a file; a file written before
+    the maps existed has none (the identity)."""
     with safe_open(str(path), framework="numpy") as f:
-        return {k: f.get_tensor(k).astype(np.int64) for k in f.keys()}
+        return {k: f.get_tensor(k).astype(np.float64 if k.startswith(MAP_PREFIX) else np.int64) for k in f.keys()}
 
 
 def read_permutation_metadata(path: str | os.PathLike) -> dict[str, str]:

@@ -274,6 +274,14 @@ def _check_many(config):
             raise ConfigError(
                 f"many.variants: unknown variant '{v}' (defined: {', '.join(sorted(config['variants']))})"
             )
+        opts = variant_options(config, v)
+        if opts.within_head != "permutation" and needs_weights(config, v):
+            # MergeMany re-aligns each seed to an average of the others and stops when no permutation changes;
+            # per-head rotations there (and hybrid's start from the pair files' maps) are not supported
+            raise ConfigError(
+                f"many.variants: variant '{v}' sets within_head: {opts.within_head} with method {opts.method}; "
+                "the all-seed merge of weight and hybrid matching (MergeMany) takes within_head: permutation only"
+            )
     for t in many.get("tasks") or []:
         if t not in config["tasks"]:
             raise ConfigError(f"many.tasks: '{t}' is not in tasks {config['tasks']}")

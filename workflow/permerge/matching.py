@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .headmaps import rotate_heads, statistics_crosses, weight_crosses
 from .matchers import assign_heads, attention_matcher, lsa, method, residual_nodes
 from .stats import FEATURE_KINDS, Statistics
 from .variants import Variant
@@ -100,7 +101,9 @@ def required_features(variant: Variant, num_layers: int, *, pooler: bool = False
         out += [f"ff.{l}" for l in range(num_layers)]
     if "attn" in comps:
         out += [f"ctx.{l}" for l in range(num_layers)]
-        if variant.qk == "separate":
+        # q/k for their own within-head order, or for the Q/K rotations of activation matching
+        rotations = variant.within_head != "permutation" and variant.method == "activation"
+        if variant.qk == "separate" or rotations:
             out += [f"{kind}.{l}" for kind in ("q", "k") for l in range(num_layers)]
     if "pooler" in comps and pooler:
         out.append("pooler")
@@ -211,4 +214,25 @@ def align_pair(variant: Variant, pair: Pair, *, init: dict[str, np.ndarray] | No
             check_spec(spec, pair.params_b)
             pair = replace(pair, spec=spec)
     perms, info = m.align(variant, pair, init)
-    return Alignment(dict(perms), dict(info))
+    perms = dict(perms)
+    if variant.within_head != "permutation":
+        perms.update(rotate_within_heads(variant, pair, perms))
+    return Alignment(perms, dict(info))
+
+
+def rotate_within_heads(variant: Variant, pair: Pair, perms: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The attention permutations and per-head maps with rotations (``within_head``, permerge.headmaps):
+    from the q, k and context statistics for activation matching, from the weights for weight and hybrid
+    matching (whose permutations come from the weights)."""
+    if variant.method == "activation":
+        crosses = statistics_crosses(pair.stats, pair.a, pair.b, pair.config.num_hidden_layers)
+        return rotate_heads(crosses, perms, {n: pair.config.num_attention_heads for n in crosses})
+    from .permute import permute_params
+
+    params_a, params_b = (
+        dict(p.named_parameters()) if hasattr(p, "named_parameters") else p for p in (pair.params_a, pair.params_b)
+    )
+    # B in A's basis on every axis but the heads' (their assignment is chosen again, up to rotations)
+    others = {k: v for k, v in perms.items() if k not in pair.spec.head_maps}
+    crosses = weight_crosses(pair.spec, params_a, permute_params(params_b, pair.spec, others))
+    return rotate_heads(crosses, perms, pair.spec.blocks)

@@ -1,5 +1,6 @@
 """Apply permutations to a model's parameters: check them against the spec, gather tensors along the
-permuted axes, and permute a model (tied weights stay tied).
+permuted axes, and permute a model (tied weights stay tied). Per-head maps (``map.{perm}`` entries,
+``permerge.headmaps``) given with the permutations are applied after them.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
+from .headmaps import apply_maps, split_maps
 from .spec import PermutationSpec, spec_for_model
 
 
@@ -31,7 +33,9 @@ def permute_params(
 
     Perms missing from ``perms`` are the identity. Aliases of tied weights (e.g. the MLM decoder weight in
     a state_dict) are permuted like the weight they are tied to. Untouched tensors are passed through.
+    Per-head maps among ``perms`` (``map.{perm}``) are applied after the permutations.
     """
+    perms, maps = split_maps(perms)
     validate_permutations(spec, perms)
     axes = spec.param_axes()
     missing = [n for n in axes if n not in params and any(p in perms for p in axes[n].values())]
@@ -45,7 +49,7 @@ def permute_params(
                 index = torch.as_tensor(np.asarray(perms[perm]), dtype=torch.long, device=w.device)
                 w = torch.index_select(w, axis, index)
         out[name] = w
-    return out
+    return apply_maps(out, spec, maps) if maps else out
 
 
 @torch.no_grad()

@@ -19,6 +19,13 @@ Permutation names (L layers, index l):
            embeddings, their LayerNorm, the input of ``embeddings_project``, and the generator head's output,
            which the tied decoder reads); the residual stream then starts at the projection's output
 
+Maps inside the heads (``head_maps``, used when a variant's ``within_head`` is not ``permutation``): after
+the permutations, head j of qk.{l} / attn.{l} may also take an invertible d_k x d_k matrix M_j (stored in
+A's basis, one per head). Every parameter axis it acts on is listed with how its per-head features change:
+f -> f M (queries, values: weight rows and bias) or f -> f M^-T (keys; the output projection's input
+columns), so q k^T and ctx W_O^T are unchanged: an exact symmetry of post-LN BERT as well (unlike rotations
+of the residual stream, which LayerNorm's centring and gain do not commute with).
+
 Families (``families.FAMILIES``) differ in the encoder's attribute name, the layers' module names and the
 heads' parameter names, all read from their entry: every one is post-LN with absolute positions (RoBERTa's
 position ids are offset by padding_idx, which changes which rows are read but not the hidden axis the spec
@@ -31,7 +38,7 @@ index (aligned[i] = original[p[i]]).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -47,6 +54,9 @@ class PermutationSpec:
     blocks: dict[str, int] = field(default_factory=dict)
     # parameter name -> canonical name it is tied to (e.g. the MLM decoder weight -> word embeddings).
     aliases: dict[str, str] = field(default_factory=dict)
+    # perm name (qk.{l}, attn.{l}) -> (parameter, axis, inverse_transpose) its per-head maps act on
+    # (module docstring); inverse_transpose: the features change by M^-T instead of M
+    head_maps: dict[str, tuple[tuple[str, int, bool], ...]] = field(default_factory=dict)
 
     def param_axes(self) -> dict[str, dict[int, str]]:
         """parameter name -> {axis: perm name}, canonical names only."""
@@ -125,6 +135,7 @@ def encoder_spec(
     axes: dict[str, tuple[tuple[str, int], ...]] = {}
     sizes: dict[str, int] = {"res": d}
     blocks: dict[str, int] = {}
+    head_maps: dict[str, tuple[tuple[str, int, bool], ...]] = {}
 
     emb = f"{p}embeddings."
     e = getattr(config, fam.embedding_size, d) if fam.embedding_size else d
@@ -163,6 +174,15 @@ def encoder_spec(
         axes[f"qk.{l}"] = ((f"{q}.weight", 0), (f"{q}.bias", 0), (f"{k}.weight", 0), (f"{k}.bias", 0))
         sizes[f"attn.{l}"] = sizes[f"qk.{l}"] = d
         blocks[f"attn.{l}"] = blocks[f"qk.{l}"] = heads
+        # q -> q M and k -> k M^-T keep q k^T; v -> v M (so the context, softmax V, too) and W_O's input
+        # columns by M^-T keep ctx W_O^T
+        head_maps[f"qk.{l}"] = (
+            (f"{q}.weight", 0, False),
+            (f"{q}.bias", 0, False),
+            (f"{k}.weight", 0, True),
+            (f"{k}.bias", 0, True),
+        )
+        head_maps[f"attn.{l}"] = ((f"{v}.weight", 0, False), (f"{v}.bias", 0, False), (f"{o}.weight", 1, True))
 
     aliases: dict[str, str] = {}
     if mlm_head:
@@ -200,7 +220,7 @@ def encoder_spec(
     axes["res"] = tuple(res)
     if space == "emb":
         axes["emb"] = tuple(emb_pairs)
-    return PermutationSpec(axes=axes, sizes=sizes, blocks=blocks, aliases=aliases)
+    return PermutationSpec(axes=axes, sizes=sizes, blocks=blocks, aliases=aliases, head_maps=head_maps)
 
 
 def model_family(model: torch.nn.Module) -> tuple[str, str]:
@@ -233,7 +253,7 @@ def spec_for_model(model: torch.nn.Module) -> PermutationSpec:
     if isinstance(tied, Mapping):
         extra = {k: v for k, v in tied.items() if k not in spec.aliases and k not in spec.param_axes()}
         if extra:
-            spec = PermutationSpec(spec.axes, spec.sizes, spec.blocks, {**spec.aliases, **extra})
+            spec = replace(spec, aliases={**spec.aliases, **extra})
     return _listed_names(spec, {name for name, _ in model.named_parameters()})
 
 
@@ -246,7 +266,7 @@ def _listed_names(spec: PermutationSpec, listed: set[str]) -> PermutationSpec:
     axes = {perm: tuple((renames.get(n, n), axis) for n, axis in pairs) for perm, pairs in spec.axes.items()}
     aliases = {k: v for k, v in spec.aliases.items() if k not in renames.values()}
     aliases.update({target: alias for target, alias in renames.items()})
-    return PermutationSpec(axes, spec.sizes, spec.blocks, aliases)
+    return replace(spec, axes=axes, aliases=aliases)
 
 
 def check_spec(spec: PermutationSpec, params: Mapping[str, torch.Tensor] | torch.nn.Module) -> None:

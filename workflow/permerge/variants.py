@@ -2,7 +2,8 @@
 
 A variant says which permutations are computed (``components``) and how: the attention matcher, whether
 Q/K get their own within-head permutation, which residual nodes drive the residual matching, and which
-fraction of the statistics data is used, and from what the permutations are computed (``method``:
+fraction of the statistics data is used, and what maps each head takes after the head assignment (``within_head``: its permutation only, or one rotation
+for Q/K and one for V/O, ``permerge.headmaps``), and from what the permutations are computed (``method``:
 activation correlations, the paper; ``weight``, data-free weight matching; ``hybrid``, weight matching started
 from the activation permutations). The empty component set is vanilla averaging. A method may fix the value
 of an option it has no other use for (``matchers.METHOD``: weight matching solves the residual permutation
@@ -15,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import matchers
+from . import headmaps, matchers
 
 COMPONENTS: frozenset[str] = frozenset({"ff", "attn", "res", "pooler"})
 # the allowed values come from the matcher registry (permerge.matchers), where each is declared once
@@ -23,9 +24,24 @@ ATTENTION_MODES: tuple[str, ...] = tuple(matchers.ATTENTION)
 QK_MODES: tuple[str, ...] = matchers.QK
 RESIDUAL_MODES: tuple[str, ...] = tuple(matchers.RESIDUAL)
 METHODS: tuple[str, ...] = matchers.METHODS
-VARIANT_KEYS: tuple[str, ...] = ("attention", "components", "method", "qk", "residual", "stats_fraction")
+WITHIN_HEAD: tuple[str, ...] = headmaps.WITHIN_HEAD
+VARIANT_KEYS: tuple[str, ...] = (
+    "attention",
+    "components",
+    "method",
+    "qk",
+    "residual",
+    "stats_fraction",
+    "within_head",
+)
 
-_CHOICES = {"attention": ATTENTION_MODES, "qk": QK_MODES, "residual": RESIDUAL_MODES, "method": METHODS}
+_CHOICES = {
+    "attention": ATTENTION_MODES,
+    "qk": QK_MODES,
+    "residual": RESIDUAL_MODES,
+    "method": METHODS,
+    "within_head": WITHIN_HEAD,
+}
 
 
 class VariantError(ValueError):
@@ -40,6 +56,7 @@ class Variant:
     residual: str = "all"
     stats_fraction: float | None = None  # None: the task's default (config.stats_fraction)
     method: str = "activation"  # activation | weight (data-free) | hybrid
+    within_head: str = "permutation"  # permutation | orthogonal (permerge.headmaps)
 
     def __post_init__(self) -> None:
         # Direct construction is validated like from_mapping, so an invalid Variant cannot exist.
@@ -67,7 +84,7 @@ class Variant:
                 if not isinstance(c, str):
                     raise VariantError(f"variant {name!r}: option 'components' must contain strings, got {c!r}")
             kwargs["components"] = frozenset(comps)
-        for key in ("attention", "qk", "residual", "method"):
+        for key in ("attention", "qk", "residual", "method", "within_head"):
             if key in d:
                 if not isinstance(d[key], str):
                     raise VariantError(
@@ -95,7 +112,7 @@ class Variant:
         return Variant(**{**self.__dict__, "components": self.components - set(components)})
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "components": sorted(self.components),
             "attention": self.attention,
             "qk": self.qk,
@@ -103,6 +120,10 @@ class Variant:
             "stats_fraction": self.stats_fraction,
             "method": self.method,
         }
+        # only when set: the permutation files' metadata of every other variant stays byte for byte as before
+        if self.within_head != "permutation":
+            out["within_head"] = self.within_head
+        return out
 
 
 _DEFAULTS = {
@@ -112,6 +133,7 @@ _DEFAULTS = {
     "residual": "all",
     "stats_fraction": None,
     "method": "activation",
+    "within_head": "permutation",
 }
 
 
@@ -134,6 +156,16 @@ def _validate(v: Mapping[str, Any], name: str) -> None:
             raise VariantError(
                 f"variant {name!r}: option {key!r} is {v[key]!r}, but method {method.name!r} takes only {value!r}: "
                 f"{why}"
+            )
+    if v["within_head"] != "permutation":
+        if "attn" not in v["components"]:
+            raise VariantError(
+                f"variant {name!r}: option 'within_head' is {v['within_head']!r}, which needs the 'attn' component"
+            )
+        if matchers.ATTENTION[v["attention"]].candidates is None:
+            raise VariantError(
+                f"variant {name!r}: option 'within_head' is {v['within_head']!r}, which needs heads kept whole, "
+                f"but attention {v['attention']!r} mixes them"
             )
     f = v["stats_fraction"]
     if f is None:

@@ -170,7 +170,9 @@ def stats_fraction_params(task):
         if cfg.needs_statistics(config, v):
             n = needs.setdefault(cfg.stats_fraction(config, task, v), {"components": set(), "qk": "shared"})
             n["components"] |= opts.components
-            if "attn" in opts.components and opts.qk == "separate":
+            # q/k for their own within-head order, or for activation matching's Q/K rotations
+            rotations = opts.within_head != "permutation" and opts.method == "activation"
+            if "attn" in opts.components and (opts.qk == "separate" or rotations):
                 n["qk"] = "separate"
     return [
         [f, [{"components": sorted(n["components"]), "residual": "all", "qk": n["qk"]}]]
