@@ -113,7 +113,10 @@ def test_mnli_is_evaluated_on_validation_mismatched(wf):
     jobs = _planned_inputs(
         wf, "results/losses/mnli/vanilla/seed1-seed2.tsv", "results/losses/sst2/vanilla/seed1-seed2.tsv"
     )
-    mnli = [jobs[("sweep_lambdas", "task=mnli, variant=vanilla, a=1, b=2")], jobs[("finetune", "glue_task=mnli, seed=1")]]
+    mnli = [
+        jobs[("sweep_lambdas", "task=mnli, variant=vanilla, a=1, b=2")],
+        jobs[("finetune", "glue_task=mnli, seed=1")],
+    ]
     for inputs in mnli:
         assert "results/data/glue/mnli/validation_mismatched.jsonl" in inputs.split(", "), inputs
         assert "results/data/glue/mnli/validation.jsonl" not in inputs.split(", "), inputs

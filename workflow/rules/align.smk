@@ -67,7 +67,10 @@ rule merge_checkpoints:
         models=pair_models,
         permutations=pair_permutations,
     output:
-        [directory(res(f"merged/{{task}}/{{variant}}/seed{{a}}-seed{{b}}/lambda{fmt(lam)}")) for lam in config["merged_lambdas"]],
+        [
+            directory(res(f"merged/{{task}}/{{variant}}/seed{{a}}-seed{{b}}/lambda{fmt(lam)}"))
+            for lam in config["merged_lambdas"]
+        ],
     log:
         res("logs/merge_checkpoints/{task}/{variant}/seed{a}-seed{b}.log"),
     benchmark:
