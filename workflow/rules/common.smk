@@ -157,7 +157,11 @@ def stats_dir(wildcards):
     """The statistics cohort of the job's pair; vanilla averaging and weight matching need no statistics."""
     if not cfg.needs_statistics(config, wildcards.variant):
         return []
-    return res(f"stats/{wildcards.task}/{COHORTS.cohort_of(stats_cohorts(wildcards.task), wildcards.a, wildcards.b)}")
+    cohorts = stats_cohorts(wildcards.task)
+    a, b = int(wildcards.a), int(wildcards.b)
+    if (min(a, b), max(a, b)) not in cohorts:
+        raise WorkflowError(f"seed{a}-seed{b} is not a pair of this configuration (seeds: / pairs:): {PAIRS}")
+    return res(f"stats/{wildcards.task}/{COHORTS.cohort_of(cohorts, a, b)}")
 
 
 def cohort_models(wildcards):
