@@ -7,8 +7,10 @@
 #   data/            embedded texts and GLUE-shaped tasks (or local copies of hub data)
 #   models/{task}/seed{seed}/                           pre-trained (mlm) or fine-tuned checkpoints
 #   models/mlm_step{k}/seed{seed}/                      a checkpoint at pre-training step k (trajectory:)
-#   stats/{task}/fraction{f}.safetensors                activation statistics of all seeds; one pass per task
-#   permutations/{task}/{variant}/seed{a}-seed{b}.safetensors
+#   stats/{task}/{cohort}/fraction{f}.safetensors       activation statistics of a cohort of seed pairs, one pass
+#                                                       each: seeds1-2-3-4-5 (a fresh grid: every pair), seeds6x1-2-3-4-5
+#                                                       (seed 6 added later: its pairs only); see permerge/cohorts.py
+#   permutations/{task}/{variant}/seed{a}-seed{b}.safetensors   one job per (task, variant, pair)
 #   losses/{task}/{variant}/seed{a}-seed{b}.tsv         one row per λ (task mlm_compat: mlm's models and
 #                                                       permutations on the character-spaced text the paper scored)
 #   tables/barriers.tsv, tables/summary.tsv, tables/trajectory.tsv, figures/all.pdf

@@ -104,10 +104,12 @@ def test_books_sample_is_spread_over_the_corpus(rehearsal):
 
 def test_all_fractions_from_one_pass(rehearsal):
     wd = rehearsal["wd"]
-    files = sorted(p.name for p in (wd / R / "stats/mlm").glob("*.safetensors"))
+    cohort = wd / R / "stats/mlm/seeds1-2-3"  # a fresh grid: one cohort of every seed
+    assert [p.name for p in (wd / R / "stats/mlm").iterdir()] == [cohort.name]
+    files = sorted(p.name for p in cohort.glob("*.safetensors"))
     assert files == ["fraction0.01.safetensors", "fraction0.1.safetensors", "fraction0.5.safetensors"]
     for name, n in (("fraction0.01", 10), ("fraction0.1", 100), ("fraction0.5", 500)):
-        with safe_open(str(wd / R / "stats/mlm" / f"{name}.safetensors"), framework="pt") as f:
+        with safe_open(str(cohort / f"{name}.safetensors"), framework="pt") as f:
             meta = f.metadata()
         assert int(meta["examples"]) == n, (name, meta)
     # one statistics job per task (one pass over its data)
@@ -126,7 +128,7 @@ def test_whole_evaluation_splits(rehearsal):
     text = (wd / R / "data/text/heldout.txt").read_text().splitlines()
     ids = tokenize_lines(load_tokenizer(wd / R / "models/mlm/seed1"), text)
     assert n_blocks == len(ids) // 128
-    log = (wd / R / "logs/sweep_lambdas/mnli/vanilla.log").read_text()
+    log = (wd / R / "logs/sweep_lambdas/mnli/vanilla/seed1-seed2.log").read_text()
     assert f"{hub_fixtures.GLUE_SIZES['validation']} validation examples" in log
     assert "validation_mismatched" in log
 

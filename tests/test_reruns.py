@@ -2,8 +2,9 @@
 
 (a) one variant's matching option -> that variant's permutations and everything downstream (run, and
     only those outputs change); (b) one more λ -> the sweeps and the tables/figures; (c) one more seed ->
-    the new seed's models, but no existing seed's pre-training or fine-tuning (the statistics pass covers
-    all seeds at once, so statistics and every permutation rerun; see docs/configuration.md).
+    only jobs that involve it (its models, a statistics cohort of its pairs, its pairs' permutations and
+    sweeps) plus what reads the whole grid; no old pair's file is rewritten (run); removing a seed then
+    reruns only what reads the whole grid (docs/performance.md, "Adding seeds").
 """
 
 from __future__ import annotations
@@ -74,13 +75,13 @@ def test_variant_option_reruns_only_that_variant(smoke_run, smoke_config, tmp_pa
     ov = overlay(wd, "residual_first", variants=changed)
     args = (*TARGETS, "--configfile", SMOKE, str(ov.relative_to(wd)))
 
-    # One permutation/merge/sweep job per (task, variant), each covering all pairs: mlm, sst2, stsb, and
-    # the trajectory's mlm_step20 (permutations and sweeps only: no merged checkpoints at a step).
+    # One permutation/merge/sweep job per (task, variant, pair), 3 pairs: mlm, sst2, stsb, and the
+    # trajectory's mlm_step20 (permutations and sweeps only: no merged checkpoints at a step).
     jobs = planned_jobs(wd, *args)
     assert dict(jobs) == {
-        "compute_permutations": 4,
-        "merge_checkpoints": 3,
-        "sweep_lambdas": 4,
+        "compute_permutations": 3 * 4,
+        "merge_checkpoints": 3 * 3,
+        "sweep_lambdas": 3 * 4,
         "merge_many": 3,
         "tabulate_barriers": 1,
         "tabulate_many": 1,
@@ -112,12 +113,12 @@ def test_variant_option_reruns_only_that_variant(smoke_run, smoke_config, tmp_pa
         "results/tables/barriers.tsv",
         "results/tables/summary.tsv",
         "results/figures/*",
-        "results/logs/compute_permutations/*/all.log",
-        "results/logs/merge_checkpoints/*/all.log",
-        "results/logs/sweep_lambdas/*/all.log",
-        "results/benchmarks/sweep_lambdas/*/all.tsv",
-        "results/benchmarks/compute_permutations/*/all.tsv",
-        "results/benchmarks/merge_checkpoints/*/all.tsv",
+        "results/logs/compute_permutations/*/all/*.log",
+        "results/logs/merge_checkpoints/*/all/*.log",
+        "results/logs/sweep_lambdas/*/all/*.log",
+        "results/benchmarks/sweep_lambdas/*/all/*.tsv",
+        "results/benchmarks/compute_permutations/*/all/*.tsv",
+        "results/benchmarks/merge_checkpoints/*/all/*.tsv",
         "results/logs/tabulate_barriers.log",
         "results/logs/plot_barriers.log",
         "results/tables/trajectory.tsv",
@@ -150,7 +151,7 @@ def test_new_lambda_reruns_only_sweeps(smoke_run, smoke_config, tmp_path):
     lambdas = sorted([*smoke_config["lambdas"], 0.6])
     ov = overlay(wd, "more_lambdas", lambdas=lambdas)
     jobs = planned_jobs(wd, *TARGETS, "--configfile", SMOKE, str(ov.relative_to(wd)))
-    n_sweeps = 4 + 2 * 2 + 2  # (task, variant)s: mlm variants + glue tasks x glue variants + mlm_step20's
+    n_sweeps = 3 * (4 + 2 * 2 + 2)  # 3 pairs x (mlm variants + glue tasks x glue variants + mlm_step20's)
     assert dict(jobs) == {
         "sweep_lambdas": n_sweeps,
         "tabulate_barriers": 1,
@@ -159,37 +160,88 @@ def test_new_lambda_reruns_only_sweeps(smoke_run, smoke_config, tmp_path):
     }, jobs
 
 
-def test_new_seed_keeps_existing_seed_models(smoke_run, smoke_config, tmp_path):
+def involves(wildcards: str, seed: int) -> bool:
+    """Whether a job's wildcards name `seed`: its own (seed=, a=, b=) or one of its statistics cohort's."""
+    from permerge import cohorts
+
+    fields = dict(f.split("=", 1) for f in wildcards.split(", ") if "=" in f)
+    if "cohort" in fields:
+        return seed in cohorts.seeds(fields["cohort"])
+    return str(seed) in (fields.get("seed"), fields.get("a"), fields.get("b"))
+
+
+# Jobs that read every seed or every pair: they rerun whenever the seed set changes.
+WHOLE_GRID = {
+    "tabulate_barriers",
+    "tabulate_finetuning",
+    "tabulate_trajectory",
+    "tabulate_many",
+    "plot_barriers",
+    "merge_many",  # all seeds merged at once
+    "merged",  # the target rule of the merged checkpoints (no output)
+}
+
+
+def stamps(wd: Path, keep) -> dict[str, tuple[str, int]]:
+    """path -> (sha256, mtime in ns) of the results files `keep(relative path)` selects."""
+    out = {}
+    for p in sorted((wd / "results").rglob("*")):
+        rel = str(p.relative_to(wd / "results"))
+        if p.is_file() and keep(rel):
+            out[rel] = (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+    return out
+
+
+def old_pair_file(rel: str) -> bool:
+    """An output of seeds 1-3 only: statistics, a pair's permutations, losses, merges, a seed's models."""
+    if rel.startswith(("stats/", "permutations/", "losses/", "merged/")):
+        return not re.search(r"seeds?4", rel)
+    return rel.startswith("models/") and "/seed4" not in rel
+
+
+def test_new_seed_computes_only_its_own_pairs_and_removing_one_only_tables(smoke_run, smoke_config, tmp_path):
     wd = copy_run(smoke_run, tmp_path / "wf")
-    ov = overlay(wd, "four_seeds", seeds=[*smoke_config["seeds"], 4])
+    assert smoke_config["seeds"] == [1, 2, 3]
+    ov = overlay(wd, "four_seeds", seeds=[1, 2, 3, 4])
     args = (*TARGETS, "--configfile", SMOKE, str(ov.relative_to(wd)))
     jobs = planned_wildcards(wd, *args)
     counts = {rule: len(w) for rule, w in sorted(jobs.items())}
     print("jobs after adding seed 4:", counts)
 
-    # Only seed 4 is trained: no existing seed's pre-training or fine-tuning is rescheduled.
-    assert jobs["pretrain_seed"] == ["seed=4"], jobs["pretrain_seed"]
+    # Every planned job involves seed 4, but those that read the whole grid (tables, figures, all-seed merges).
+    stray = {r: [w for w in ws if not involves(w, 4)] for r, ws in jobs.items() if r not in WHOLE_GRID}
+    assert not any(stray.values()), f"jobs of old seeds or pairs replanned: {stray}"
+    assert jobs["pretrain_seed"] == ["seed=4"] and jobs["extract_step"] == ["step=20, seed=4"], jobs
     assert sorted(jobs["finetune"]) == ["glue_task=sst2, seed=4", "glue_task=stsb, seed=4"], jobs["finetune"]
+    # statistics: one pass per task over seed 4 and the seeds it pairs with, keeping only its 3 cross blocks
+    assert sorted(jobs["collect_statistics"]) == [
+        f"task={t}, cohort=seeds4x1-2-3" for t in ("mlm", "mlm_step20", "sst2", "stsb")
+    ], jobs["collect_statistics"]
+    task_variants, step_variants, new_pairs = 4 + 2 * 2, 2, 3
+    assert counts["compute_permutations"] == counts["sweep_lambdas"] == new_pairs * (task_variants + step_variants)
+    assert counts["merge_checkpoints"] == new_pairs * task_variants
     for rule in ("fetch_source", "build_texts", "build_task", "train_tokenizer", "build_mlm_evalset"):
         assert rule not in jobs, f"{rule} rescheduled by a new seed"
-    # The statistics pass covers all seeds (one pass over the data), so every task's statistics and hence
-    # every permutation, merge and sweep job reruns (each covers all pairs, the 3 old ones included).
-    # (mlm_step20 too: the new seed's checkpoint at step 20 is extracted from its own pre-training)
-    task_variants, step_variants = 4 + 2 * 2, 2
-    assert jobs["extract_step"] == ["step=20, seed=4"], jobs["extract_step"]
-    assert counts == {
-        "collect_statistics": 3 + 1,
-        "compute_permutations": task_variants + step_variants,
-        "extract_step": 1,
-        "finetune": 2,
-        "merge_checkpoints": task_variants,
-        "plot_barriers": 1,
-        "pretrain_seed": 1,
-        "sweep_lambdas": task_variants + step_variants,
-        "tabulate_barriers": 1,
-        "tabulate_finetuning": 1,
-        "tabulate_trajectory": 1,
-        "merge_many": 3 + 2 * 2,
-        "tabulate_many": 1,
-        "merged": 1,
-    }, counts
+
+    before = stamps(wd, old_pair_file)
+    assert any(k.startswith("losses/") for k in before) and any(k.startswith("stats/") for k in before)
+    snakemake(wd, "-j", "2", *args)
+    assert planned_jobs(wd, *args) == Counter(), "not up to date after adding seed 4"
+    after = stamps(wd, old_pair_file)
+    changed = sorted(k for k in before if after.get(k) != before[k])
+    assert not changed, f"files of old seeds/pairs rewritten or touched: {changed[:10]}"
+    assert (wd / "results/losses/mlm/all/seed1-seed4.tsv").is_file()
+    assert (wd / "results/stats/mlm/seeds4x1-2-3").is_dir()
+    rows = [line.split("\t") for line in (wd / "results/tables/barriers.tsv").read_text().splitlines()]
+    assert {r[rows[0].index("pair")] for r in rows[1:]} == {
+        f"seed{a}-seed{b}" for a, b in [(1, 2), (1, 3), (2, 3), (1, 4), (2, 4), (3, 4)]
+    }
+
+    # Removing a seed: the remaining pairs' files stay as they are; only what reads the whole grid reruns.
+    fewer = overlay(wd, "without_seed2", seeds=[1, 3, 4])
+    args = (*TARGETS, "--configfile", SMOKE, str(fewer.relative_to(wd)))
+    jobs = planned_wildcards(wd, *args)
+    assert set(jobs) <= WHOLE_GRID and "tabulate_barriers" in jobs, jobs
+    kept = stamps(wd, lambda rel: rel.startswith(("stats/", "permutations/", "losses/", "merged/", "models/")))
+    snakemake(wd, "-j", "2", *args)
+    assert stamps(wd, lambda rel: rel in kept) == kept

@@ -141,7 +141,7 @@ def test_slurm_profile_dry_run(tmp_path):
     blocks = re.split(r"\n\s*\n", text)
     sweeps = [b for b in blocks if "rule sweep_lambdas:" in b]
     perms = [b for b in blocks if "rule compute_permutations:" in b]
-    assert len(sweeps) == len(perms) == 2, text[-4000:]
+    assert len(sweeps) == len(perms) == 4, text[-4000:]  # one job per (variant, pair)
     # memory comes from the footprint model of the rule (the profile sets none), GPU and partition from the profile
     from permerge import config as cfg
     from permerge import footprint

@@ -209,23 +209,25 @@ def test_paper_trajectory_plans_the_expected_jobs(wf):
     glue = [t for t in c["tasks"] if t != "mlm"]
     final_task_variants = sum(len(cfg.variants_for(c, t)) for t in c["tasks"])
     step_task_variants = len(tasks) * steps * len(c["trajectory"]["variants"])
+    pairs = len(cfg.pairs(c))  # permutations and sweeps: one job per (task, variant, pair)
     expected = {
         "fetch_model": seeds * (1 + steps),  # the final checkpoints and every step's
         "finetune": seeds * len(glue) + seeds * steps * len([t for t in tasks if t != "mlm"]),
         "collect_statistics": len(c["tasks"]) + len(tasks) * steps,
-        "compute_permutations": final_task_variants + step_task_variants,
-        "sweep_lambdas": final_task_variants + step_task_variants,
+        "compute_permutations": pairs * (final_task_variants + step_task_variants),
+        "sweep_lambdas": pairs * (final_task_variants + step_task_variants),
         "tabulate_trajectory": 1,
         "plot_barriers": 1,
     }
     assert {r: jobs[r] for r in expected} == expected
-    # the same numbers, written out: 5 seeds x (final + 6 steps); mlm (3 variants) + sst2 (2) + 12 step tasks x 2
+    # the same numbers, written out: 5 seeds x (final + 6 steps); 10 pairs x (mlm (3 variants) + sst2 (2) +
+    # 12 step tasks x 2)
     assert expected == {
         "fetch_model": 35,
         "finetune": 35,
         "collect_statistics": 14,
-        "compute_permutations": 29,
-        "sweep_lambdas": 29,
+        "compute_permutations": 290,
+        "sweep_lambdas": 290,
         "tabulate_trajectory": 1,
         "plot_barriers": 1,
     }
@@ -247,7 +249,8 @@ def test_paper_trajectory_step_jobs_read_the_steps_models(wf):
         "results/trajectory/data/glue/sst2/validation.jsonl",
     ]
     stats = re.search(
-        r"rule collect_statistics:\n\s+input: (.*)\n\s+output: results/trajectory/stats/sst2_step20000", text
+        r"rule collect_statistics:\n\s+input: (.*)\n\s+output: results/trajectory/stats/sst2_step20000/seeds0-1-2-3-4",
+        text,
     )
     assert stats and "results/trajectory/data/glue/sst2/train.jsonl" in stats.group(1).split(", ")
 
@@ -310,9 +313,11 @@ def test_adding_a_step_reruns_only_that_step(smoke_run, tmp_path):
     variants = c["trajectory"]["variants"]
     task = at_step("mlm", new)
     assert sorted(jobs["extract_step"]) == [f"step={new}, seed={s}" for s in c["seeds"]]
-    assert jobs["collect_statistics"] == [f"task={task}"]
+    cohort = "seeds" + "-".join(map(str, sorted(c["seeds"])))  # the new step's statistics: one cohort of all seeds
+    assert jobs["collect_statistics"] == [f"task={task}, cohort={cohort}"]
     for rule in ("compute_permutations", "sweep_lambdas"):
-        assert sorted(jobs[rule]) == sorted(f"task={task}, variant={v}" for v in variants), rule
+        expected = [f"task={task}, variant={v}, a={a}, b={b}" for v in variants for a, b in cfg.pairs(c)]
+        assert sorted(jobs[rule]) == sorted(expected), rule
     assert jobs["tabulate_trajectory"] == [""] and jobs["plot_barriers"] == [""]
     assert set(jobs) == {
         "extract_step",

@@ -12,6 +12,7 @@ sys.path.insert(0, LIBDIR)
 # (set here, not read: no `envvars:` entry, which would make users define it)
 os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [LIBDIR, os.environ.get("PYTHONPATH")])))
 
+from permerge import cohorts as COHORTS  # which statistics pass covers which seed pair
 from permerge import config as cfg
 from permerge import cluster as CLUSTER  # checks of the cluster profile (placeholder partitions)
 from permerge.data import roles as ROLE_TEXTS  # the embedded text roles and their archives
@@ -119,6 +120,7 @@ wildcard_constraints:
     step=r"\d+",
     a=r"\d+",
     b=r"\d+",
+    cohort=COHORTS.PATTERN,
     fraction=r"[0-9.]+(e-?\d+)?",
 
 
@@ -136,19 +138,59 @@ def variant_options(wildcards):
     return config["variants"][wildcards.variant]
 
 
+def stats_cohorts(task):
+    """Unordered pair -> the statistics cohort (stats/{task}/{cohort}/) that covers it: the cohorts complete
+    on disk (a cohort's folder appears whole, atomically, when its job ends), oldest first, then one new
+    cohort for the pairs none covers (permerge.cohorts). A fresh grid: one cohort of every seed."""
+    if task not in _COHORTS:
+        root = res(f"stats/{task}")
+        names = [n for n in os.listdir(root) if COHORTS.is_cohort(n)] if os.path.isdir(root) else []
+        done = sorted(names, key=lambda n: (os.stat(os.path.join(root, n)).st_mtime_ns, n))
+        _COHORTS[task] = COHORTS.assign(PAIRS, done)
+    return _COHORTS[task]
+
+
+_COHORTS = {}  # read once per Snakemake process: the DAG is built from one view of the disk
+
+
 def stats_dir(wildcards):
-    """The task's statistics folder; vanilla averaging and weight matching need no statistics."""
-    return res(f"stats/{wildcards.task}") if cfg.needs_statistics(config, wildcards.variant) else []
+    """The statistics cohort of the job's pair; vanilla averaging and weight matching need no statistics."""
+    if not cfg.needs_statistics(config, wildcards.variant):
+        return []
+    cohorts = stats_cohorts(wildcards.task)
+    a, b = int(wildcards.a), int(wildcards.b)
+    if (min(a, b), max(a, b)) not in cohorts:
+        raise WorkflowError(f"seed{a}-seed{b} is not a pair of this configuration (seeds: / pairs:): {PAIRS}")
+    return res(f"stats/{wildcards.task}/{COHORTS.cohort_of(cohorts, a, b)}")
+
+
+def cohort_models(wildcards):
+    """The checkpoints of the seeds a statistics cohort forwards."""
+    return [res(f"models/{wildcards.task}/seed{s}") for s in COHORTS.seeds(wildcards.cohort)]
+
+
+def pair_models(wildcards):
+    """The two checkpoints of the job's pair (mlm_compat: mlm's), A first."""
+    task = TASK_REGISTRY.models_of(wildcards.task)
+    return [res(f"models/{task}/seed{wildcards.a}"), res(f"models/{task}/seed{wildcards.b}")]
+
+
+def pair_seeds(wildcards):
+    return [int(wildcards.a), int(wildcards.b)]
+
+
+def the_pair(wildcards):
+    return [[int(wildcards.a), int(wildcards.b)]]
 
 
 def matching_models(wildcards):
-    """The seed checkpoints, for the variants whose matching reads weights (weight, hybrid)."""
-    return seed_models(wildcards) if cfg.needs_weights(config, wildcards.variant) else []
+    """The pair's checkpoints, for the variants whose matching reads weights (weight, hybrid)."""
+    return pair_models(wildcards) if cfg.needs_weights(config, wildcards.variant) else []
 
 
 def pooler_models(wildcards):
-    """The seed checkpoints, for the variants that align the pooler (their metrics say how it was drawn)."""
-    return seed_models(wildcards) if "pooler" in (config["variants"][wildcards.variant].get("components") or []) else []
+    """The pair's checkpoints, for the variants that align the pooler (their metrics say how it was drawn)."""
+    return pair_models(wildcards) if "pooler" in (config["variants"][wildcards.variant].get("components") or []) else []
 
 
 def stats_name(wildcards):
@@ -197,9 +239,9 @@ def seed_models(wildcards):
 
 
 def pair_permutations(wildcards):
-    """The variant's permutation file of every pair (mlm_compat: mlm's)."""
+    """The variant's permutation file of the job's pair (mlm_compat: mlm's)."""
     task = TASK_REGISTRY.models_of(wildcards.task)
-    return [f"{R}/permutations/{task}/{wildcards.variant}/{pair_name(a, b)}.safetensors" for a, b in PAIRS]
+    return [res(f"permutations/{task}/{wildcards.variant}/{pair_name(wildcards.a, wildcards.b)}.safetensors")]
 
 
 def loss_files(task):

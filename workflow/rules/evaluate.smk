@@ -25,17 +25,18 @@ rule build_mlm_evalset:
         "../scripts/build_mlm_evalset.py"
 
 
+# One job per (task, variant, pair), like the permutations: a new seed sweeps only its own pairs.
 rule sweep_lambdas:
     input:
-        models=seed_models,  # mlm_compat: mlm's models and permutations
+        models=pair_models,  # mlm_compat: mlm's models and permutations
         permutations=pair_permutations,
         data=evaluation_data,
     output:
-        [f"{R}/losses/{{task}}/{{variant}}/{pair_name(a, b)}.tsv" for a, b in PAIRS],
+        res("losses/{task}/{variant}/seed{a}-seed{b}.tsv"),
     log:
-        res("logs/sweep_lambdas/{task}/{variant}.log"),
+        res("logs/sweep_lambdas/{task}/{variant}/seed{a}-seed{b}.log"),
     benchmark:
-        res("benchmarks/sweep_lambdas/{task}/{variant}.tsv")
+        res("benchmarks/sweep_lambdas/{task}/{variant}/seed{a}-seed{b}.tsv")
     conda:
         ENV
     threads: config["threads"]
@@ -44,8 +45,8 @@ rule sweep_lambdas:
         runtime=240,
         gpu=GPU,
     params:
-        seeds=SEEDS,
-        pairs=PAIRS,
+        seeds=pair_seeds,
+        pairs=the_pair,
         lambdas=LAMBDAS,
         evaluation=config["evaluation"],
         max_length=config["finetune"]["max_length"],

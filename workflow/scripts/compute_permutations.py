@@ -1,5 +1,6 @@
-"""Permutations aligning model B to model A, for one variant and every pair: ``matching.align_pair`` with
-what the variant's method reads (``matchers.METHOD``).
+"""Permutations aligning model B to model A, for one variant and the pairs of `params.pairs` (the workflow
+gives one pair a job; outputs in the same order): ``matching.align_pair`` with what the variant's method
+reads (``matchers.METHOD``).
 
 Activation statistics (method activation, hybrid): memory does not grow with the pairs: a Statistics read
 from a file keeps only means and M2; each pair's cross blocks are read when matched and dropped afterwards

@@ -1,4 +1,5 @@
-"""Merged checkpoints θ(λ) = (1-λ)·θ_A + λ·π(θ_B) as HuggingFace directories, every pair of one variant."""
+"""Merged checkpoints θ(λ) = (1-λ)·θ_A + λ·π(θ_B) as HuggingFace directories, the pairs of `params.pairs` (one
+a job in the workflow) of one variant."""
 
 from permerge.checkpoints import load_permutations, save_pretrained_atomic
 from permerge.interpolate import interpolate

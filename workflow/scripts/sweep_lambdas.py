@@ -1,7 +1,8 @@
-"""Loss (and task metric) of θ(λ) for every λ and pair of one variant; one TSV row per λ, plus the
-unpermuted B's values as `*_b_unpermuted` columns repeated on every row.
+"""Loss (and task metric) of θ(λ) for every λ and each pair of `params.pairs` (the workflow gives one pair a
+job) of one variant; one TSV row per λ, plus the unpermuted B's values as `*_b_unpermuted` columns
+repeated on every row.
 
-θ(λ) is interpolated in memory into one working model; evaluation data is prepared once for all pairs.
+θ(λ) is interpolated in memory into one working model; evaluation data is prepared once for the job.
 """
 
 from permerge.checkpoints import load_permutations

@@ -1,0 +1,75 @@
+"""Statistics cohorts (permerge.cohorts): which statistics pass covers which seed pair, decided from the
+cohorts already on disk, so that adding a seed computes only its own pairs' cross blocks."""
+
+from itertools import combinations
+
+import pytest
+
+from permerge import cohorts
+
+
+def test_names_round_trip_to_their_pairs_and_seeds():
+    assert cohorts.name([3, 1, 2]) == "seeds1-2-3"
+    assert cohorts.pairs("seeds1-2-3") == [(1, 2), (1, 3), (2, 3)]
+    assert cohorts.name([6], [5, 1, 2]) == "seeds6x1-2-5"
+    assert cohorts.pairs("seeds6x1-2-5") == [(1, 6), (2, 6), (5, 6)]
+    assert cohorts.seeds("seeds6x1-2-5") == [1, 2, 5, 6]
+    assert cohorts.pairs("seeds6-7x1") == [(1, 6), (1, 7), (6, 7)]
+    assert cohorts.listed([(2, 1), (4, 3)]) == "pairs1-2_3-4"
+    assert cohorts.pairs("pairs1-2_3-4") == [(1, 2), (3, 4)]
+    assert cohorts.seeds("pairs1-2_3-4") == [1, 2, 3, 4]
+    assert all(cohorts.is_cohort(c) for c in ("seeds1-2", "seeds6x1-2", "pairs1-2"))
+    assert not any(cohorts.is_cohort(c) for c in ("fraction1.safetensors", "seeds", "seeds1x", "pairs1"))
+
+
+@pytest.mark.parametrize("bad", ["fraction0.5.safetensors", "seeds1-", "pairs1-2_"])
+def test_a_name_that_is_no_cohort_is_rejected(bad):
+    with pytest.raises(ValueError, match="not a statistics cohort"):
+        cohorts.pairs(bad)
+
+
+def test_overlapping_new_and_old_seeds_are_rejected():
+    with pytest.raises(ValueError, match="disjoint"):
+        cohorts.name([1, 2], [2, 3])
+
+
+def test_a_fresh_grid_is_one_cohort_of_every_seed():
+    needed = list(combinations([1, 2, 3, 4, 5], 2))
+    assignment = cohorts.assign(needed, [])
+    assert set(assignment.values()) == {"seeds1-2-3-4-5"}
+    assert set(assignment) == set(needed)
+
+
+def test_a_new_seed_gets_a_cohort_of_its_pairs_and_old_pairs_keep_theirs():
+    old = cohorts.assign(combinations([1, 2, 3, 4, 5], 2), [])
+    grown = cohorts.assign(combinations([1, 2, 3, 4, 5, 6], 2), ["seeds1-2-3-4-5"])
+    assert {p: c for p, c in grown.items() if 6 not in p} == old
+    assert {c for p, c in grown.items() if 6 in p} == {"seeds6x1-2-3-4-5"}
+    # two seeds at once: their pair and their pairs with the old seeds, one pass
+    two = cohorts.assign(combinations([1, 2, 3, 6, 7], 2), ["seeds1-2-3-4-5"])
+    assert {c for p, c in two.items() if {6, 7} & set(p)} == {"seeds6-7x1-2-3"}
+    # once the new cohort is on disk (newer), the assignment is the same
+    again = cohorts.assign(combinations([1, 2, 3, 4, 5, 6], 2), ["seeds1-2-3-4-5", "seeds6x1-2-3-4-5"])
+    assert again == grown
+
+
+def test_removing_a_seed_moves_no_pair():
+    old = cohorts.assign(combinations([1, 2, 3, 4, 5], 2), ["seeds1-2-3-4-5"])
+    fewer = cohorts.assign(combinations([1, 2, 4, 5], 2), ["seeds1-2-3-4-5"])
+    assert fewer == {p: c for p, c in old.items() if 3 not in p}
+
+
+def test_pairs_of_seeds_already_covered_are_listed_exactly():
+    # seed 3 came back after seed 6 was added without it: only (3, 6) is new, and both seeds are known
+    done = ["seeds1-2-3-4-5", "seeds6x1-2-4-5"]
+    assignment = cohorts.assign(combinations([1, 2, 3, 4, 5, 6], 2), done)
+    assert assignment[(3, 6)] == "pairs3-6"
+    assert sum(c == "pairs3-6" for c in assignment.values()) == 1
+    # explicit pairs of a fresh grid: exactly those cross blocks, however ordered
+    assert set(cohorts.assign([(2, 1), (3, 4)], []).values()) == {"pairs1-2_3-4"}
+
+
+def test_the_oldest_cohort_covering_a_pair_wins():
+    done = ["seeds1-2", "seeds1-2-3"]  # oldest first
+    assert cohorts.assign([(1, 2), (1, 3)], done) == {(1, 2): "seeds1-2", (1, 3): "seeds1-2-3"}
+    assert cohorts.assign([(1, 2)], list(reversed(done))) == {(1, 2): "seeds1-2-3"}
