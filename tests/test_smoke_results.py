@@ -279,7 +279,7 @@ def test_all_seed_merges(smoke_run):
             if v != "vanilla":
                 assert (task, v, "to_reference") in got and (r / "many" / task / v / "to_reference").is_dir()
     assert ("mlm", "wm_all", "iterative") in got and ("mlm", "all", "iterative") not in got
-    models = [AutoModelForMaskedLM.from_pretrained(r / "models" / "mlm" / f"seed{s}").eval() for s in (1, 2, 3)]
+    models = [load_model(r / "models" / "mlm" / f"seed{s}") for s in (1, 2, 3)]  # BertForPreTraining: pooler too
     params = [model_tensors(m) for m in models]
     spec = spec_for_model(models[0])
     perms = [{}] + [
@@ -291,5 +291,5 @@ def test_all_seed_merges(smoke_run):
     assert mlm_loss(merged, evalset, batch_size=32)["loss"] == pytest.approx(table[("all", "to_reference")], rel=1e-5)
     plain = into_model(models[0], average(params))
     assert mlm_loss(plain, evalset, batch_size=32)["loss"] == pytest.approx(table[("vanilla", "average")], rel=1e-5)
-    on_disk = AutoModelForMaskedLM.from_pretrained(r / "many" / "mlm" / "all" / "to_reference").eval()
+    on_disk = load_model(r / "many" / "mlm" / "all" / "to_reference")
     assert mlm_loss(on_disk, evalset, batch_size=32)["loss"] == pytest.approx(table[("all", "to_reference")], rel=1e-5)
