@@ -156,7 +156,10 @@ def test_defaults_pairs_and_lambdas():
     grid = cfg.lambdas(c)
     assert len(grid) == 21 and grid[0] == 0.0 and grid[-1] == 1.0 and grid[10] == 0.5
     assert cfg.variants_for(c, "mlm")[0] == "vanilla"
-    assert cfg.variants_for(c, "rte") == ["vanilla", "all"]
+    assert cfg.variants_for(c, "rte") == ["vanilla", "all", "paper_glue"]  # the paper's GLUE method beside ours
+    glue_method = cfg.variant_options(c, "paper_glue")
+    assert (glue_method.components, glue_method.residual) == ({"ff", "attn", "res"}, "first")
+    assert c["models"]["pretrain"]["objective"] == "mlm_nsp"  # seeds with their own pooler and NSP head
 
 
 def bad(mutate, *words):

@@ -325,3 +325,52 @@ def test_finetuning_with_dropout_is_reproducible(mlm_dirs, tmp_path):
     _tiny_finetune(mlm_dirs[0], tmp_path / "nodrop", dropout=0.0)
     nodrop = load_file(str(tmp_path / "nodrop" / "model.safetensors"))
     assert not torch.equal(nodrop["classifier.weight"], runs[0]["classifier.weight"])
+
+
+@pytest.fixture(scope="module")
+def nsp_dirs(tokenizer_dir, corpus_dir, tmp_path_factory):
+    """Two briefly pre-trained seeds of the embedded default objective (mlm_nsp: BertForPreTraining)."""
+    root = tmp_path_factory.mktemp("nsp")
+    for seed in (1, 2):
+        pretrain_bert(
+            tokenizer_dir=tokenizer_dir,
+            text_file=corpus_dir / "train.txt",
+            seed=seed,
+            out_dir=root / f"seed{seed}",
+            objective="mlm_nsp",
+            steps=5,
+            batch_size=8,
+            **TINY,
+        )
+    return root / "seed1", root / "seed2"
+
+
+def test_nsp_seeds_finetune_from_their_own_pooler_with_the_shared_head(nsp_dirs, tmp_path):
+    """Each mlm_nsp seed fine-tunes from its own pre-trained pooler (different across seeds) with the
+    classifier both draw from head_seed; metrics.json names the checkpoint it started from by sha256."""
+    import hashlib
+
+    from safetensors.torch import load_file
+
+    runs, poolers = [], []
+    for seed, d in enumerate(nsp_dirs, start=1):
+        own = load_file(str(d / "model.safetensors"))["bert.pooler.dense.weight"]
+        model = load_for_classification(d, num_labels=2, head_seed=42)
+        assert torch.equal(model.bert.pooler.dense.weight, own)
+        m = _tiny_finetune(d, tmp_path / f"s{seed}", seed=seed, head_seed=42)
+        assert m["pooler_init"] == "pretrained" and m["pooler_init_sha256"] == _sha(own)
+        assert m["pretrained_sha256"] == hashlib.sha256((d / "model.safetensors").read_bytes()).hexdigest()
+        assert (
+            json.loads((tmp_path / f"s{seed}" / "metrics.json").read_text())["pretrained_sha256"]
+            == m["pretrained_sha256"]
+        )
+        runs.append(m)
+        poolers.append(own)
+        heads = _head(model)
+    assert not torch.equal(poolers[0], poolers[1])
+    assert runs[0]["pretrained_sha256"] != runs[1]["pretrained_sha256"]
+    assert runs[0]["pooler_init_sha256"] != runs[1]["pooler_init_sha256"]
+    first = _head(load_for_classification(nsp_dirs[0], num_labels=2, head_seed=42))
+    assert torch.equal(first["classifier.weight"], heads["classifier.weight"])  # one head_seed draw for both
+    # pre-trained poolers are not shared: compute_permutations aligns them (the `all` variant)
+    assert shared_pooler_init([tmp_path / "s1", tmp_path / "s2"]) is None

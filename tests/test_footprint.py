@@ -82,6 +82,7 @@ def tiny_config():
         intermediate_size=128,
         max_position_embeddings=64,
         vocab_size=200,
+        objective="mlm",  # BertForMaskedLM seeds, as the models below
     )
     config["variants"] = {
         "vanilla": {"components": []},
@@ -303,3 +304,13 @@ print(peak, sum(parts.values()))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     measured, predicted = (int(x) for x in out.split())
     assert 0.8 * predicted <= measured <= fp.SAFETY * predicted, (measured, predicted)
+
+
+def test_architecture_follows_the_pretraining_objective():
+    config = copy.deepcopy(fp.load_config())
+    assert fp.architecture(config, "mlm") == "BertForPreTraining"  # embedded default: mlm_nsp, with a pooler
+    assert fp.architecture(config, "rte") == "BertForSequenceClassification"
+    config["models"]["pretrain"]["objective"] = "mlm"
+    assert fp.architecture(config, "mlm") == "BertForMaskedLM" and not fp.has_pooler("BertForMaskedLM")
+    config["models"]["source"] = "hub"
+    assert fp.architecture(config, "mlm") == "BertForPreTraining"

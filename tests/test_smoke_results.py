@@ -89,19 +89,18 @@ def test_permutation_files_hold_what_the_variant_asks_for(smoke_run, smoke_confi
     check holds trivially for the identity.)"""
     config = json.loads((model_dir(smoke_run, task, "seed1") / "config.json").read_text())
     weights = load_file(model_dir(smoke_run, task, "seed1") / "model.safetensors")
-    has_pooler = any(k.endswith("pooler.dense.weight") for k in weights)
-    assert has_pooler == (task != "mlm")  # pre-trained smoke MLMs have none; fine-tuning adds one
-    # ... drawn from finetune.head_seed for every seed: the same draw, so no seed has a pooler of its own
-    inits = (
-        {
-            json.loads((model_dir(smoke_run, task, s) / "metrics.json").read_text())["pooler_init_sha256"]
+    # The seeds pre-train with MLM + NSP (BertForPreTraining): each has a pooler and NSP head of its own, which
+    # fine-tuning keeps, so every task's seeds have their own poolers and `all` aligns them.
+    assert any(k.endswith("pooler.dense.weight") for k in weights)
+    assert ("cls.seq_relationship.weight" in weights) == (task == "mlm")
+    if task != "mlm":
+        runs = [
+            json.loads((model_dir(smoke_run, task, s) / "metrics.json").read_text())
             for s in ("seed1", "seed2", "seed3")
-        }
-        if has_pooler
-        else set()
-    )
-    assert len(inits) == (1 if has_pooler else 0)
-    own_pooler = False
+        ]
+        assert {m["pooler_init"] for m in runs} == {"pretrained"}
+        assert len({m["pooler_init_sha256"] for m in runs}) == 3 and len({m["pretrained_sha256"] for m in runs}) == 3
+    own_pooler = True
     sizes = {
         "ff": config["intermediate_size"],
         "attn": config["hidden_size"],
@@ -114,13 +113,13 @@ def test_permutation_files_hold_what_the_variant_asks_for(smoke_run, smoke_confi
         comps = smoke_config["variants"][v]["components"]
         if v != "vanilla":
             assert {"ff.0", "attn.0", "qk.0"} <= want  # the expectation itself is not empty
-            assert ("res" in want) == ("res" in comps) and "pooler" not in want
+            assert ("res" in want) == ("res" in comps) and ("pooler" in want) == ("pooler" in comps)
         for pair in PAIRS:
             path = smoke_run / "results" / "permutations" / task / v / f"{pair}.safetensors"
             perms = load_permutations(path)
             assert set(perms) == want, (task, v, pair)
             note = read_permutation_metadata(path).get("pooler", "")
-            assert note.startswith("not permuted") == ("pooler" in comps and has_pooler), (task, v, pair, note)
+            assert not note.startswith("not permuted"), (task, v, pair, note)
             for name, p in perms.items():
                 n = sizes[name.split(".")[0]]
                 assert sorted(p.tolist()) == list(range(n)), (task, v, pair, name)  # a permutation of n
@@ -154,7 +153,9 @@ def test_merged_midpoint_is_the_aligned_interpolation_and_differs_from_vanilla(s
             # FF weights of layer 0 are permuted by every aligning variant: their midpoint must move
             key = next(k for k in merged[v] if k.endswith("layer.0.intermediate.dense.weight"))
             assert (merged[v][key] - merged["vanilla"][key]).abs().max().item() > 1e-3, (task, v, pair)
-            assert mid[v] != pytest.approx(mid["vanilla"], rel=1e-4, abs=1e-6), (task, v, pair)
+            # rel 1e-5, 100 x float32 noise: the 40-step MLM + NSP smoke seeds are near the unigram plateau, where
+            # midpoints differ little (mlm ff_attn seed1-seed2: 7.36657 vs vanilla's 7.36706, 6.7e-5)
+            assert mid[v] != pytest.approx(mid["vanilla"], rel=1e-5, abs=1e-6), (task, v, pair)
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -278,7 +279,7 @@ def test_all_seed_merges(smoke_run):
             if v != "vanilla":
                 assert (task, v, "to_reference") in got and (r / "many" / task / v / "to_reference").is_dir()
     assert ("mlm", "wm_all", "iterative") in got and ("mlm", "all", "iterative") not in got
-    models = [AutoModelForMaskedLM.from_pretrained(r / "models" / "mlm" / f"seed{s}").eval() for s in (1, 2, 3)]
+    models = [load_model(r / "models" / "mlm" / f"seed{s}") for s in (1, 2, 3)]  # BertForPreTraining: pooler too
     params = [model_tensors(m) for m in models]
     spec = spec_for_model(models[0])
     perms = [{}] + [
@@ -290,5 +291,5 @@ def test_all_seed_merges(smoke_run):
     assert mlm_loss(merged, evalset, batch_size=32)["loss"] == pytest.approx(table[("all", "to_reference")], rel=1e-5)
     plain = into_model(models[0], average(params))
     assert mlm_loss(plain, evalset, batch_size=32)["loss"] == pytest.approx(table[("vanilla", "average")], rel=1e-5)
-    on_disk = AutoModelForMaskedLM.from_pretrained(r / "many" / "mlm" / "all" / "to_reference").eval()
+    on_disk = load_model(r / "many" / "mlm" / "all" / "to_reference")
     assert mlm_loss(on_disk, evalset, batch_size=32)["loss"] == pytest.approx(table[("all", "to_reference")], rel=1e-5)

@@ -182,6 +182,17 @@ def training_batches(
             step += 1
 
 
+def weights_sha256(model_dir) -> str:
+    """sha256 of a model directory's weight files (its *.safetensors in name order, read as one stream): for
+    a single model.safetensors, `sha256sum model.safetensors`."""
+    h = hashlib.sha256()
+    for f in sorted(Path(model_dir).glob("*.safetensors")):
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
 def _sha256_float32(t: torch.Tensor) -> str:
     return hashlib.sha256(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()).hexdigest()
 
@@ -381,6 +392,7 @@ def finetune(
         "fp16_skipped_steps": skipped,
         "lr_first_step": lrs[0],
         "lr_last_step": lrs[-1],
+        "pretrained_sha256": weights_sha256(model_dir),  # the checkpoint fine-tuning started from
         "pooler_init": pooler_init,
         "pooler_init_sha256": pooler_sha,
         "data_order_sha256": order.hexdigest(),

@@ -137,10 +137,13 @@ def model_shape(config) -> Shape:
 
 def architecture(config, task: str) -> str:
     """The class of a task's seed checkpoints: fine-tuned GLUE models are BertForSequenceClassification;
-    pre-trained from scratch: BertForMaskedLM; hub/local (the MultiBERTs): BertForPreTraining."""
+    pre-trained from scratch: BertForMaskedLM (objective mlm) or BertForPreTraining (mlm_nsp); hub/local (the
+    MultiBERTs): BertForPreTraining."""
     if task != "mlm":
         return "BertForSequenceClassification"
-    return "BertForMaskedLM" if config["models"]["source"] == "pretrain" else "BertForPreTraining"
+    if config["models"]["source"] == "pretrain" and config["models"]["pretrain"].get("objective", "mlm") == "mlm":
+        return "BertForMaskedLM"
+    return "BertForPreTraining"
 
 
 def _family_kind(arch: str):

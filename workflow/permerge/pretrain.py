@@ -6,7 +6,12 @@
 * `pretrain_bert`: BertForMaskedLM (post-LN, dropout 0, decoder tied to the word embeddings, two token
   types) trained with BERT's dynamic 15% / 80-10-10 masking by the shared loop of train.py. The seed controls the initialisation, the data
   order and the masks. For speed the MLM head runs only at the masked positions (the vocabulary projection
-  dominates a tiny model's cost).
+  dominates a tiny model's cost). `objective="mlm_nsp"`: a BertForPreTraining trained as BERT was, the masked
+  tokens plus next-sentence prediction on [CLS] A [SEP] B [SEP] pairs (segment_pairs.py) at the same tokens
+  per step, so each seed has its own pooler and NSP head (as the MultiBERTs), which fine-tuning keeps.
+  NSP rather than sentence-order prediction: SOP's two classes hold the same two segments, so their shared
+  words cannot tell them apart, while NSP's random second segments share fewer of the first's words, the
+  comparison the pair stand-ins (paraphrase, entailment, similarity) ask for.
 * `checkpoint_every`: the weights at every multiple of it below the final step (step 0, the initialisation,
   included) are also saved, weights only, as `steps/step{k}.safetensors` inside the seed's folder; saving
   draws nothing random, so the final weights are the same with or without it. `export_step` turns one into
@@ -37,10 +42,15 @@ import torch.nn.functional as F
 from .encode import encode_at
 from .evaluate import IGNORE_INDEX, bert_mask, blocks_from_ids, build_mlm_evalset, mlm_loss, special_ids, tokenize_lines
 from .models import load_tokenizer
+from .segment_pairs import corpus_lines, nsp_batch
 from .steps import step_file, step_metadata
 from .train import train
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+# mlm: BertForMaskedLM on blocks of the text; mlm_nsp: BertForPreTraining, MLM + next-sentence prediction on
+# segment pairs (segment_pairs.py), with its own pooler and NSP head.
+OBJECTIVES = ("mlm", "mlm_nsp")
+HELDOUT_PAIRS = 512  # held-out NSP pairs scored at the end (mlm_nsp)
 
 
 def _read_lines(path) -> Iterable[str]:
@@ -191,6 +201,42 @@ def mlm_step_loss(model, input_ids: torch.Tensor, labels: torch.Tensor) -> torch
     return F.cross_entropy(logits, labels[sel])
 
 
+def pretraining_step_loss(
+    model, input_ids: torch.Tensor, token_type_ids: torch.Tensor, labels: torch.Tensor, nsp_labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """BertForPreTraining's two losses, (masked-token CE, next-sentence CE, next-sentence logits), with the last
+    layer applied at the masked positions and [CLS] only. Position 0 ([CLS]) is never masked."""
+    masked = labels != IGNORE_INDEX
+    sel = masked.clone()
+    sel[:, 0] = True
+    hidden = encode_at(model.bert, sel, input_ids=input_ids, token_type_ids=token_type_ids)
+    first = torch.zeros_like(sel)
+    first[:, 0] = True
+    # hidden's rows follow sel in row-major order: each row's [CLS] first, then its masked positions.
+    mlm = F.cross_entropy(model.cls.predictions(hidden[masked[sel]]), labels[masked])
+    pooled = model.bert.pooler(hidden[first[sel]].unsqueeze(1))
+    nsp_logits = model.cls.seq_relationship(pooled)
+    return mlm, F.cross_entropy(nsp_logits, nsp_labels), nsp_logits
+
+
+@torch.inference_mode()
+def nsp_accuracy(model, pairs: dict[str, torch.Tensor], *, batch_size: int = 64) -> float:
+    """Next-sentence accuracy of a BertForPreTraining on fixed pairs (`segment_pairs.nsp_batch`)."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for i in range(0, len(pairs["input_ids"]), batch_size):
+        out = model(
+            input_ids=pairs["input_ids"][i : i + batch_size],
+            token_type_ids=pairs["token_type_ids"][i : i + batch_size],
+        )
+        correct += int(
+            (out.seq_relationship_logits.argmax(-1) == pairs["next_sentence_label"][i : i + batch_size]).sum()
+        )
+    model.train(was_training)
+    return correct / len(pairs["input_ids"])
+
+
 def block_batches(blocks: torch.Tensor, batch_size: int, generator: torch.Generator, progress: dict) -> Iterator:
     """Endless batches of `blocks`: each epoch visits them in a fresh order drawn from `generator` (the last
     incomplete batch of an epoch is dropped). `progress` keeps "tokens" and "epochs" (fractional) up to date."""
@@ -228,6 +274,9 @@ def pretrain_bert(
     weight_decay: float = 0.01,
     mask_prob: float = 0.15,
     grad_clip: float = 1.0,
+    objective: str = "mlm",
+    nsp_weight: float = 1.0,
+    nsp_min_distance: float = 0.01,
     initializer_range: float | None = None,
     heldout_file=None,
     heldout_max_blocks: int | None = 256,
@@ -263,9 +312,26 @@ def pretrain_bert(
     if checkpoint_every < 0:
         raise ValueError(f"checkpoint_every must be 0 (none) or positive, got {checkpoint_every}")
 
+    if objective not in OBJECTIVES:
+        raise ValueError(f"models.pretrain.objective {objective!r}: expected one of {', '.join(OBJECTIVES)}")
+    nsp = objective == "mlm_nsp"
+
     ids = corpus_ids(tokenizer, tokenizer_dir, text_file, log=log)
-    blocks = blocks_from_ids(ids, seq_len)
-    log.info("seed %d: %d tokens -> %d blocks of %d (%.1fs)", seed, len(ids), len(blocks), seq_len, time.time() - t0)
+    if nsp:
+        content, starts = corpus_lines(ids, cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id)
+        min_distance = max(1, int(nsp_min_distance * len(content)))
+        log.info(
+            "seed %d: %d lines, %d tokens; NSP negatives >= %d tokens away",
+            seed,
+            len(starts),
+            len(content),
+            min_distance,
+        )
+    else:
+        blocks = blocks_from_ids(ids, seq_len)
+        log.info(
+            "seed %d: %d tokens -> %d blocks of %d (%.1fs)", seed, len(ids), len(blocks), seq_len, time.time() - t0
+        )
 
     if initializer_range is None:
         initializer_range = default_initializer_range(hidden_size)
@@ -280,9 +346,9 @@ def pretrain_bert(
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
         initializer_range=initializer_range,
     )
-    from transformers import BertForMaskedLM
+    from transformers import BertForMaskedLM, BertForPreTraining
 
-    model = BertForMaskedLM(config)
+    model = BertForPreTraining(config) if nsp else BertForMaskedLM(config)
 
     evalset = None
     if heldout_file is not None:
@@ -293,6 +359,21 @@ def pretrain_bert(
             seed=0,
             max_blocks=heldout_max_blocks,
         )
+    heldout_pairs = None
+    if nsp and heldout_file is not None:
+        h_content, h_starts = corpus_lines(
+            tokenize_file(tokenizer, heldout_file), cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id
+        )
+        heldout_pairs = nsp_batch(
+            h_content,
+            h_starts,
+            batch_size=HELDOUT_PAIRS,
+            seq_len=seq_len,
+            cls_id=tokenizer.cls_token_id,
+            sep_id=tokenizer.sep_token_id,
+            min_distance=max(1, int(nsp_min_distance * len(h_content))),
+            generator=torch.Generator().manual_seed(0),
+        )
     curve = []
 
     data_gen = torch.Generator().manual_seed(int(seed))
@@ -300,16 +381,42 @@ def pretrain_bert(
     special = torch.tensor(special_ids(tokenizer), dtype=torch.long)
     progress: dict = {}
 
-    def step_loss(batch):
-        x, y = bert_mask(
-            batch,
+    nsp_record: list[tuple[float, float]] = []  # (NSP loss, NSP accuracy) of each step
+
+    def masked(ids):
+        return bert_mask(
+            ids,
             special=special,
             mask_token_id=tokenizer.mask_token_id,
             vocab_size=len(tokenizer),
             mask_prob=mask_prob,
             generator=mask_gen,
         )
-        return mlm_step_loss(model, x, y)
+
+    def step_loss(batch):
+        if not nsp:
+            return mlm_step_loss(model, *masked(batch))
+        x, y = masked(batch["input_ids"])
+        target = batch["next_sentence_label"]
+        mlm, nsp_loss, logits = pretraining_step_loss(model, x, batch["token_type_ids"], y, target)
+        nsp_record.append((float(nsp_loss.detach()), float((logits.detach().argmax(-1) == target).float().mean())))
+        return mlm + nsp_weight * nsp_loss
+
+    def pair_batches():
+        while True:
+            batch = nsp_batch(
+                content,
+                starts,
+                batch_size=batch_size,
+                seq_len=seq_len,
+                cls_id=tokenizer.cls_token_id,
+                sep_id=tokenizer.sep_token_id,
+                min_distance=min_distance,
+                generator=data_gen,
+            )
+            progress["tokens"] = progress.get("tokens", 0) + batch["input_ids"].numel()
+            progress["epochs"] = progress["tokens"] / len(content)
+            yield batch
 
     saved: list[int] = []
 
@@ -329,7 +436,7 @@ def pretrain_bert(
     checkpoint(0)  # the initialisation
     run = train(
         model,
-        block_batches(blocks, batch_size, data_gen, progress),
+        pair_batches() if nsp else block_batches(blocks, batch_size, data_gen, progress),
         step_loss,
         total_steps=steps,
         lr=lr,
@@ -351,6 +458,7 @@ def pretrain_bert(
         "batch_size": int(batch_size),
         "seq_len": int(seq_len),
         "lr": float(lr),
+        "objective": objective,
         "initializer_range": float(initializer_range),
         "train_tokens": int(tokens),
         "epochs": progress["epochs"],
@@ -360,6 +468,14 @@ def pretrain_bert(
         "tokens_per_s": tokens / max(train_s, 1e-9),
         "n_params": sum(p.numel() for p in model.parameters()),
     }
+    if nsp:
+        tail = nsp_record[-100:]
+        metrics["nsp_weight"] = float(nsp_weight)
+        metrics["final_nsp_loss"] = sum(v[0] for v in tail) / len(tail)
+        metrics["final_nsp_train_accuracy"] = sum(v[1] for v in tail) / len(tail)
+        if heldout_pairs is not None:
+            metrics["heldout_nsp_accuracy"] = nsp_accuracy(model, heldout_pairs)
+            log.info("held-out NSP accuracy %.3f (%d pairs)", metrics["heldout_nsp_accuracy"], HELDOUT_PAIRS)
     if curve:
         metrics["heldout_curve"] = curve
     if saved:
