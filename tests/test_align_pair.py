@@ -13,15 +13,15 @@ import torch
 import yaml
 
 from permerge import config as cfg
-from permerge import matchers, variants
+from permerge.alignment import matchers, variants
+from permerge.alignment.headmaps import MAP_PREFIX
+from permerge.alignment.matching import Pair, align_pair, compute_permutations, pair_seed
+from permerge.alignment.spec import spec_for_model
+from permerge.alignment.stats import collect_statistics
+from permerge.alignment.variants import Variant, VariantError
+from permerge.alignment.weight_matching import match_weights
 from permerge.checkpoints import load_permutations, read_permutation_metadata
 from permerge.cli import PERMUTATIONS_FILE, main
-from permerge.headmaps import MAP_PREFIX
-from permerge.matching import Pair, align_pair, compute_permutations, pair_seed
-from permerge.spec import spec_for_model
-from permerge.stats import collect_statistics
-from permerge.variants import Variant, VariantError
-from permerge.weight_matching import match_weights
 
 from .test_matching import random_batches
 from .test_spec import make_model
@@ -120,7 +120,7 @@ AGREE = {
         "act": {"components": ALL, "residual": "all"},
         "wm": {"components": ALL, "method": "weight"},
         "hy": {"components": ["ff", "attn", "res"], "residual": "first", "qk": "separate", "method": "hybrid"},
-        # within-head rotations (permerge.headmaps): from the q/k/context statistics, and from the weights
+        # within-head rotations (permerge.alignment.headmaps): from the q/k/context statistics, and from the weights
         "act_rot": {"components": ALL, "within_head": "orthogonal"},
         "wm_rot": {"components": ALL, "method": "weight", "within_head": "orthogonal"},
     },

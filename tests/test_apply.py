@@ -11,6 +11,7 @@ from transformers import (
     BertForSequenceClassification,
 )
 
+from permerge.alignment.spec import bert_spec, random_permutations, spec_for_model
 from permerge.checkpoints import (
     check_compatible,
     load_permutations,
@@ -18,9 +19,8 @@ from permerge.checkpoints import (
     save_permutations,
     save_pretrained_atomic,
 )
-from permerge.interpolate import interpolate, interpolate_, model_tensors
-from permerge.permute import apply_permutations, permute_params
-from permerge.spec import bert_spec, random_permutations, spec_for_model
+from permerge.merging.interpolate import interpolate, interpolate_, model_tensors
+from permerge.merging.permute import apply_permutations, permute_params
 
 torch.set_num_threads(1)
 

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from permerge.barriers import (
+from permerge.evaluation.barriers import (
     BARRIER_COLUMNS,
     SUMMARY_COLUMNS,
     barrier,

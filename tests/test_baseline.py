@@ -1,4 +1,4 @@
-"""The bag-of-words baseline and the "learnt" rule the fine-tuned seeds are held to (permerge.baseline)."""
+"""The bag-of-words baseline and the "learnt" rule the fine-tuned seeds are held to (permerge.training.baseline)."""
 
 import math
 import random
@@ -6,7 +6,7 @@ import random
 import numpy as np
 import pytest
 
-from permerge.baseline import bow_baseline, chance_score, feature_names, featurize, summarize_finetuning
+from permerge.training.baseline import bow_baseline, chance_score, feature_names, featurize, summarize_finetuning
 
 WORDS = [f"w{i}" for i in range(60)]
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from permerge.bench import flop_floor, statistics_bytes
+from permerge.tooling.bench import flop_floor, statistics_bytes
 
 TINY = [
     "--quick",
@@ -177,7 +177,7 @@ def test_permutations_memory_mode_runs_small(tmp_path):
 
 
 def test_statistics_file_bytes_at_bert_base():
-    from permerge.bench import paper_features, statistics_file_bytes
+    from permerge.tooling.bench import paper_features, statistics_file_bytes
 
     # the paper's MLM set (ff, ctx, 25 residual nodes), 5 seeds = 10 pairs: float32 now, float64 + q/k before
     now = statistics_file_bytes(5, 12, 768, paper_features(12), 4)

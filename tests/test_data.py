@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from permerge import hubdata as H
+from permerge.data import hub as H
 from permerge.data import jsonl as J
 from permerge.data import rdata as RD
 from permerge.data import roles as R

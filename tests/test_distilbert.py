@@ -10,14 +10,20 @@ import pytest
 import torch
 from transformers import DistilBertConfig, DistilBertForMaskedLM, DistilBertForSequenceClassification, DistilBertModel
 
+from permerge.alignment.matching import Pair, align_pair, compute_permutations
+from permerge.alignment.spec import (
+    PermutationSpec,
+    check_spec,
+    is_function_preserving,
+    random_permutations,
+    spec_for_model,
+)
+from permerge.alignment.stats import _hook_points, collect_statistics, feature_names
+from permerge.alignment.variants import Variant
 from permerge.checkpoints import load_permutations
-from permerge.evaluate import _masked_logits, glue_loss, lambda_sweep, mlm_loss
-from permerge.interpolate import interpolate
-from permerge.matching import Pair, align_pair, compute_permutations
-from permerge.permute import apply_permutations, permute_params
-from permerge.spec import PermutationSpec, check_spec, is_function_preserving, random_permutations, spec_for_model
-from permerge.stats import _hook_points, collect_statistics, feature_names
-from permerge.variants import Variant
+from permerge.evaluation.evaluate import _masked_logits, glue_loss, lambda_sweep, mlm_loss
+from permerge.merging.interpolate import interpolate
+from permerge.merging.permute import apply_permutations, permute_params
 
 torch.set_num_threads(1)
 
@@ -265,14 +271,14 @@ def test_align_merge_and_sweep_through_the_cli(tmp_path, model_cls):
     # the sweep_lambdas job's evaluation: θ(λ) over the aligned pair, λ=0 is A and λ=1 is π(B) = B
     tokenizer = load_tokenizer(a)
     if model_cls is DistilBertForMaskedLM:
-        from permerge.evaluate import build_mlm_evalset
+        from permerge.evaluation.evaluate import build_mlm_evalset
 
         evalset = build_mlm_evalset(tokenizer, lines, block_size=12, seed=0)
 
         def evaluate(model):
             return mlm_loss(model, evalset, batch_size=4)
     else:
-        from permerge.evaluate import build_glue_evalset
+        from permerge.evaluation.evaluate import build_glue_evalset
 
         examples = [{"sentence": s, "label": i % 3} for i, s in enumerate(lines)]
         evalset = build_glue_evalset(tokenizer, examples, ["sentence"])
@@ -290,7 +296,7 @@ def test_align_merge_and_sweep_through_the_cli(tmp_path, model_cls):
 def test_load_for_classification_draws_the_head_from_head_seed(tmp_path):
     """Fine-tuning starts from an MLM seed: DistilBertForSequenceClassification with the encoder of the
     checkpoint and pre_classifier + classifier drawn from head_seed alone, the same for every seed."""
-    from permerge.finetune import load_for_classification
+    from permerge.training.finetune import load_for_classification
 
     config = make_config(SHAPES[0])
     for seed in (1, 2):

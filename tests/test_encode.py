@@ -12,8 +12,8 @@ from transformers import (
     RobertaForMaskedLM,
 )
 
-from permerge.encode import encode_at, prunable
-from permerge.evaluate import _masked_logits, glue_logits
+from permerge.evaluation.encode import encode_at, prunable
+from permerge.evaluation.evaluate import _masked_logits, glue_logits
 
 # Large initial weights: peaked attention, so a wrong score scale or mask shows (at BERT's 0.02 every
 # head attends almost uniformly).

@@ -6,13 +6,13 @@ import torch
 from safetensors.torch import save_file
 from transformers import AutoModelForMaskedLM, BertConfig, BertForMaskedLM
 
+from permerge.alignment.matching import match_attention, match_ff, residual_correlation
+from permerge.alignment.spec import random_permutations, spec_for_model
+from permerge.alignment.stats import Statistics, collect_statistics
 from permerge.checkpoints import load_permutations
 from permerge.cli import main
-from permerge.evaluate import IGNORE_INDEX, mlm_loss
-from permerge.matching import match_attention, match_ff, residual_correlation
-from permerge.permute import apply_permutations
-from permerge.spec import random_permutations, spec_for_model
-from permerge.stats import Statistics, collect_statistics
+from permerge.evaluation.evaluate import IGNORE_INDEX, mlm_loss
+from permerge.merging.permute import apply_permutations
 from tests.test_cli import save_tokenizer
 
 torch.set_num_threads(1)

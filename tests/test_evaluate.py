@@ -13,8 +13,8 @@ import scipy.stats
 import torch
 import torch.nn.functional as F
 
-from permerge.barriers import read_tsv
-from permerge.evaluate import (
+from permerge.evaluation.barriers import read_tsv
+from permerge.evaluation.evaluate import (
     IGNORE_INDEX,
     bert_mask,
     build_glue_evalset,
@@ -62,7 +62,7 @@ def corpus_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tokenizer_dir(corpus_dir, tmp_path_factory):
-    from permerge.pretrain import train_wordpiece
+    from permerge.training.pretrain import train_wordpiece
 
     d = tmp_path_factory.mktemp("tok")
     train_wordpiece([corpus_dir / "train.txt"], d, vocab_size=200, min_frequency=1)
@@ -79,7 +79,7 @@ def tokenizer(tokenizer_dir):
 def tiny_mlm(vocab_size: int, seed: int, **kw):
     from transformers import BertForMaskedLM
 
-    from permerge.pretrain import make_config
+    from permerge.training.pretrain import make_config
 
     torch.manual_seed(seed)
     cfg = make_config(
@@ -97,7 +97,7 @@ def tiny_mlm(vocab_size: int, seed: int, **kw):
 def tiny_classifier(vocab_size: int, seed: int, num_labels: int):
     from transformers import BertForSequenceClassification
 
-    from permerge.pretrain import make_config
+    from permerge.training.pretrain import make_config
 
     torch.manual_seed(seed)
     cfg = make_config(

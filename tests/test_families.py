@@ -31,12 +31,8 @@ from transformers import (
     XLMRobertaForSequenceClassification,
 )
 
-from permerge.checkpoints import load_permutations
-from permerge.evaluate import _masked_logits, mlm_loss
-from permerge.interpolate import interpolate
-from permerge.matching import compute_permutations
-from permerge.permute import apply_permutations, permute_params
-from permerge.spec import (
+from permerge.alignment.matching import compute_permutations
+from permerge.alignment.spec import (
     SUPPORTED_CLASSES,
     PermutationSpec,
     check_spec,
@@ -44,8 +40,12 @@ from permerge.spec import (
     random_permutations,
     spec_for_model,
 )
-from permerge.stats import _hook_points, collect_statistics, feature_names
-from permerge.variants import Variant
+from permerge.alignment.stats import _hook_points, collect_statistics, feature_names
+from permerge.alignment.variants import Variant
+from permerge.checkpoints import load_permutations
+from permerge.evaluation.evaluate import _masked_logits, mlm_loss
+from permerge.merging.interpolate import interpolate
+from permerge.merging.permute import apply_permutations, permute_params
 
 torch.set_num_threads(1)
 
@@ -363,7 +363,7 @@ def test_planted_recovery(config_cls, model_cls, shape, qk, residual):
 def test_projected_electra_embedding_space_is_matched_by_both_methods(model_cls):
     """The emb permutation (embeddings, their LayerNorm, embeddings_project's input, the generator head's
     output) goes with the res component: activation and weight matching both recover a planted one."""
-    from permerge.matching import Pair, align_pair
+    from permerge.alignment.matching import Pair, align_pair
 
     config = make_config(ElectraConfig, ELECTRA_SHAPES[1], num_labels=3)
     model_a = make_model(model_cls, config)
@@ -595,8 +595,8 @@ def test_footprint_counts_every_family_class(arch, embedding):
     fields, match the real model of every class of every family (ELECTRA also with a projected embedding)."""
     import transformers
 
-    from permerge import footprint as fp
     from permerge.families import FAMILIES
+    from permerge.tooling import footprint as fp
 
     fam = FAMILIES[SUPPORTED_CLASSES[arch][0]]
     model_type = next(t for t, prefix in fam.model_types.items() if arch.startswith(prefix))

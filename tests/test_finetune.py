@@ -10,7 +10,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import pytest
 import torch
 
-from permerge.finetune import (
+from permerge.alignment.variants import Variant
+from permerge.models import load_model
+from permerge.training.finetune import (
     finetune,
     length_grouped_batches,
     load_for_classification,
@@ -18,9 +20,7 @@ from permerge.finetune import (
     task_info,
     without_shared_pooler,
 )
-from permerge.models import load_model
-from permerge.pretrain import pretrain_bert
-from permerge.variants import Variant
+from permerge.training.pretrain import pretrain_bert
 
 from .test_evaluate import ADJS, corpus_dir, make_sentences, tokenizer, tokenizer_dir  # noqa: F401  (fixtures)
 
@@ -215,7 +215,7 @@ def _tiny_finetune(model_dir, out_dir, **kw):
 
 
 def test_schedule_without_warmup_starts_at_full_lr_and_decays_linearly():
-    from permerge.train import make_schedule
+    from permerge.training.train import make_schedule
 
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     sched = make_schedule(opt, 0.0, 10)
@@ -254,7 +254,7 @@ def test_finetune_records_protocol_and_schedule(mlm_dirs, tmp_path):
 
 
 def test_data_seed_fixes_batch_order_across_model_seeds(mlm_dirs, tmp_path):
-    from permerge.finetune import training_batches
+    from permerge.training.finetune import training_batches
 
     lengths = torch.randint(3, 30, (50,), generator=torch.Generator().manual_seed(0))
     a = list(training_batches(lengths, 8, 20, torch.Generator().manual_seed(42)))

@@ -1,4 +1,4 @@
-"""permerge.footprint: the sizes it computes from shapes against real models, statistics and files."""
+"""permerge.tooling.footprint: the sizes it computes from shapes against real models, statistics and files."""
 
 import copy
 import subprocess
@@ -8,11 +8,11 @@ import pytest
 import torch
 import transformers
 
-from permerge import bench
-from permerge import footprint as fp
+from permerge.alignment.matching import compute_permutations
+from permerge.alignment.stats import collect_statistics
 from permerge.checkpoints import save_permutations
-from permerge.matching import compute_permutations
-from permerge.stats import collect_statistics
+from permerge.tooling import bench
+from permerge.tooling import footprint as fp
 
 TINY = fp.Shape(layers=2, hidden=32, heads=2, ff=64, vocab=100, positions=64, type_vocab=2)
 
@@ -277,8 +277,8 @@ def test_statistics_pass_memory_on_cpu():
     feature but q/k, 16 x 128-token batches; in a fresh interpreter) against statistics_pass_bytes."""
     code = r"""
 import gc, sys, torch, transformers
-from permerge import footprint as fp
-from permerge.stats import collect_statistics, feature_names
+from permerge.tooling import footprint as fp
+from permerge.alignment.stats import collect_statistics, feature_names
 torch.set_num_threads(1)
 def rss():
     s = open("/proc/self/status").read()

@@ -18,9 +18,9 @@ from transformers import (
 )
 
 from permerge.checkpoints import load_permutations
-from permerge.evaluate import lambda_sweep, task_evaluator
-from permerge.finetune import finetune, shared_pooler_init
+from permerge.evaluation.evaluate import lambda_sweep, task_evaluator
 from permerge.models import load_model
+from permerge.training.finetune import finetune, shared_pooler_init
 from tests.test_cli import WORDS, save_tokenizer
 
 BERT_DIMS = dict(hidden_size=16, num_attention_heads=2, intermediate_size=24, num_hidden_layers=2, pad_token_id=0)

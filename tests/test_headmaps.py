@@ -8,14 +8,14 @@ import pytest
 import torch
 from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
 
+from permerge.alignment.headmaps import MAP_PREFIX, head_blocks, procrustes, split_maps
+from permerge.alignment.matching import Pair, align_pair, required_features
+from permerge.alignment.spec import random_permutations, spec_for_model
+from permerge.alignment.stats import collect_statistics
+from permerge.alignment.variants import Variant, VariantError
 from permerge.checkpoints import load_permutations, read_permutation_metadata, save_permutations
 from permerge.cli import main
-from permerge.headmaps import MAP_PREFIX, head_blocks, procrustes, split_maps
-from permerge.matching import Pair, align_pair, required_features
-from permerge.permute import apply_permutations, permute_params
-from permerge.spec import random_permutations, spec_for_model
-from permerge.stats import collect_statistics
-from permerge.variants import Variant, VariantError
+from permerge.merging.permute import apply_permutations, permute_params
 
 torch.set_num_threads(1)
 
@@ -279,7 +279,7 @@ def test_rotations_config_and_the_all_seed_merge():
 
 def test_all_seed_merge_takes_the_maps():
     """The activation all-seed merge (many.to_reference with the pair files' contents) applies the maps."""
-    from permerge.many import to_reference
+    from permerge.merging.many import to_reference
 
     model_a, model_b = make(SHAPES[0], "mlm", seed=0), make(SHAPES[0], "mlm", seed=1)
     spec = spec_for_model(model_a)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from transformers import BertConfig, BertForSequenceClassification
 
-from permerge.stats import collect_statistics, feature_names
+from permerge.alignment.stats import collect_statistics, feature_names
 
 torch.set_num_threads(1)
 

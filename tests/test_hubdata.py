@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from permerge import hubdata as H
+from permerge.data import hub as H
 from permerge.data import standins as S
 from tests import hub_fixtures as F
 
@@ -76,7 +76,7 @@ def test_sample_indices():
 
 def test_books_sample_spread_deterministic_and_prefix_uniform(books, tmp_path, caplog):
     out = tmp_path / "books.txt"
-    with caplog.at_level(logging.INFO, logger="permerge.hubdata"):
+    with caplog.at_level(logging.INFO, logger="permerge.data.hub"):
         assert H.write_text_role(books_spec(books, sample=1000, sample_seed=7), out) == 1000
     log = caplog.text
     assert f"{BOOK_ROWS} rows in the split" in log and "sampled 1000 rows" in log and "sample_seed 7" in log

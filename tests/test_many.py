@@ -5,11 +5,11 @@ import pytest
 import torch
 from transformers import BertConfig, BertForMaskedLM
 
-from permerge.interpolate import model_tensors
-from permerge.many import average, into_model, iterative, to_reference
-from permerge.permute import apply_permutations
-from permerge.spec import random_permutations, spec_for_model
-from permerge.weight_matching import weight_matching
+from permerge.alignment.spec import random_permutations, spec_for_model
+from permerge.alignment.weight_matching import weight_matching
+from permerge.merging.interpolate import model_tensors
+from permerge.merging.many import average, into_model, iterative, to_reference
+from permerge.merging.permute import apply_permutations
 
 CFG = dict(
     vocab_size=60,

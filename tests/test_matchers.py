@@ -1,4 +1,4 @@
-"""The matcher registry (permerge.matchers) is the one list of matching options: variants, the schema's
+"""The matcher registry (permerge.alignment.matchers) is the one list of matching options: variants, the schema's
 defaults and both matchers follow it, so a new attention matcher is one registry entry."""
 
 import dataclasses
@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from permerge import config as cfg
-from permerge import matchers, variants
-from permerge.matching import match_attention
-from permerge.spec import head_assignment
+from permerge.alignment import matchers, variants
+from permerge.alignment.matching import match_attention
+from permerge.alignment.spec import head_assignment
 
 
 def schema_variant():

@@ -5,8 +5,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
 
-from permerge.interpolate import interpolate
-from permerge.matching import (
+from permerge.alignment.matching import (
     compute_permutations,
     match_attention,
     match_ff,
@@ -14,10 +13,11 @@ from permerge.matching import (
     required_features,
     residual_correlation,
 )
-from permerge.permute import apply_permutations
-from permerge.spec import head_assignment, random_permutations, spec_for_model
-from permerge.stats import Statistics, collect_statistics
-from permerge.variants import Variant
+from permerge.alignment.spec import head_assignment, random_permutations, spec_for_model
+from permerge.alignment.stats import Statistics, collect_statistics
+from permerge.alignment.variants import Variant
+from permerge.merging.interpolate import interpolate
+from permerge.merging.permute import apply_permutations
 
 torch.set_num_threads(1)
 

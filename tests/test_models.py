@@ -208,7 +208,7 @@ def test_mlm_loss_of_pretraining_model_equals_masked_lm_with_same_weights():
     import torch.nn.functional as F
     from transformers import BertConfig, BertForMaskedLM, BertForPreTraining
 
-    from permerge.evaluate import IGNORE_INDEX, mlm_loss
+    from permerge.evaluation.evaluate import IGNORE_INDEX, mlm_loss
 
     torch.manual_seed(0)
     cfg = BertConfig(**TINY_BERT, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)

@@ -14,8 +14,8 @@ import torch
 import yaml
 from safetensors import safe_open
 
-from permerge.barriers import read_tsv
 from permerge.checkpoints import load_permutations
+from permerge.evaluation.barriers import read_tsv
 from tests import hub_fixtures
 from tests.rehearsal import BOOK_ROWS, COMPAT_VARIANTS, GLUE_TASKS, SAMPLE, SEEDS, R
 from tests.workflow_utils import planned_jobs
@@ -122,7 +122,7 @@ def test_whole_evaluation_splits(rehearsal):
         meta, n_blocks = f.metadata(), f.get_tensor("input_ids").shape[0]
     assert json.loads(meta["max_blocks"]) is None and n_blocks == int(meta["n_blocks"]) > 0
     # every validation token line was used: the blocks hold all of the tokenized text but the remainder
-    from permerge.evaluate import tokenize_lines
+    from permerge.evaluation.evaluate import tokenize_lines
     from permerge.models import load_tokenizer
 
     text = (wd / R / "data/text/heldout.txt").read_text().splitlines()

@@ -1,4 +1,4 @@
-"""The CUDA preflight (permerge.device): every GPU job checks that CUDA works before it reads any input, on a
+"""The CUDA preflight (permerge.tooling.device): every GPU job checks that CUDA works before it reads any input, on a
 SLURM node too (where the Snakefile's onstart does not run), and fails with a report naming the host, torch's
 CUDA build, the driver, CUDA_VISIBLE_DEVICES and the SLURM job.
 
@@ -21,7 +21,7 @@ import pytest
 import torch
 import yaml
 
-from permerge import device as dev
+from permerge.tooling import device as dev
 from tests.workflow_utils import ROOT, copy_workflow, snakemake
 
 REAL_CUDA = torch.cuda.is_available()  # before any test patches it
@@ -169,7 +169,9 @@ def test_module_entry_point_fails_without_a_gpu():
     if REAL_CUDA:
         pytest.skip("this machine has a GPU")
     env = {"PYTHONPATH": str(ROOT / "workflow"), "PATH": "/usr/bin:/bin", **SLURM_ENV}
-    out = subprocess.run([sys.executable, "-m", "permerge.device", "cuda"], capture_output=True, text=True, env=env)
+    out = subprocess.run(
+        [sys.executable, "-m", "permerge.tooling.device", "cuda"], capture_output=True, text=True, env=env
+    )
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
     assert "CUDA preflight failed on" in out.stderr and "SLURM_JOB_ID='4711'" in out.stderr
 

@@ -10,8 +10,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import pytest
 import torch
 
-from permerge.evaluate import IGNORE_INDEX, build_mlm_evalset, mlm_loss
-from permerge.pretrain import pretrain_bert, unigram_loss_from_ids
+from permerge.evaluation.evaluate import IGNORE_INDEX, build_mlm_evalset, mlm_loss
+from permerge.training.pretrain import pretrain_bert, unigram_loss_from_ids
 
 from .test_evaluate import corpus_dir, tokenizer, tokenizer_dir  # noqa: F401  (fixtures)
 
@@ -65,7 +65,7 @@ def slot_corpus(tmp_path_factory):
     the unigram plateau, and unlike long-range word statistics a tiny model picks it up within ~100 steps."""
     import random
 
-    from permerge.pretrain import train_wordpiece
+    from permerge.training.pretrain import train_wordpiece
 
     d = tmp_path_factory.mktemp("slots")
     for name, n, seed in (("train", 600, 0), ("heldout", 600, 1)):
@@ -126,7 +126,7 @@ def test_seed_controls_init_and_data(tokenizer_dir, corpus_dir, tmp_path):
 
 
 def test_default_initializer_range_keeps_bert_base_gain():
-    from permerge.pretrain import default_initializer_range
+    from permerge.training.pretrain import default_initializer_range
 
     assert default_initializer_range(768) == pytest.approx(0.02)
     assert default_initializer_range(1024) == pytest.approx(0.02)  # never below BERT's
@@ -134,7 +134,7 @@ def test_default_initializer_range_keeps_bert_base_gain():
 
 
 def test_corpus_ids_cache_is_keyed_by_content(tokenizer_dir, corpus_dir, tmp_path, tokenizer):
-    from permerge.pretrain import corpus_ids, tokenize_file
+    from permerge.training.pretrain import corpus_ids, tokenize_file
 
     text = corpus_dir / "train.txt"
     assert len(list(tokenizer_dir.glob("corpus_ids-*.safetensors"))) == 1  # written by train_wordpiece
@@ -152,7 +152,7 @@ def test_wordpiece_ids_are_canonical(tmp_path):
     only on the token set: the special tokens first, then the rest in string order."""
     import random
 
-    from permerge.pretrain import SPECIAL_TOKENS, train_wordpiece
+    from permerge.training.pretrain import SPECIAL_TOKENS, train_wordpiece
 
     rng = random.Random(0)
     words = [("".join(rng.choice("abcdefghij") for _ in range(rng.randint(2, 7)))) for _ in range(400)]
@@ -175,7 +175,7 @@ def topic_corpus(tmp_path_factory):
     model that compares the two segments' words learns next-sentence prediction."""
     import random
 
-    from permerge.pretrain import train_wordpiece
+    from permerge.training.pretrain import train_wordpiece
 
     d = tmp_path_factory.mktemp("topics")
     for name, docs, seed in (("train", 200, 0), ("heldout", 60, 1)):
@@ -193,7 +193,7 @@ def test_nsp_pretraining_learns_and_saves_its_own_pooler_and_nsp_head(topic_corp
     from safetensors.torch import load_file
     from transformers import BertForMaskedLM, BertForPreTraining
 
-    from permerge.steps import export_step
+    from permerge.training.steps import export_step
 
     d = topic_corpus
     torch.set_num_threads(1)

@@ -1,6 +1,6 @@
 """The SLURM profile against the rules: every rule that asks for a GPU has the GPU partition and a GPU
 request in workflow/profiles/slurm (a new GPU rule cannot be forgotten), nothing else does; and the check
-of placeholder partitions (workflow/permerge/cluster.py) names the profile keys."""
+of placeholder partitions (workflow/permerge/tooling/cluster.py) names the profile keys."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import re
 
 import yaml
 
-from permerge import cluster
+from permerge.tooling import cluster
 from tests.workflow_utils import ROOT
 
 PROFILE = ROOT / "workflow" / "profiles" / "slurm" / "config.v8+.yaml"

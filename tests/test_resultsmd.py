@@ -2,8 +2,8 @@
 
 import pytest
 
-from permerge.barriers import SUMMARY_COLUMNS, write_tsv
-from permerge.resultsmd import render
+from permerge.evaluation.barriers import SUMMARY_COLUMNS, write_tsv
+from permerge.reporting.resultsmd import render
 
 
 def _summary_row(task, variant, mean, se, vs=None):

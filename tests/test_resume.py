@@ -17,10 +17,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import permerge.finetune as ft
-from permerge.finetune import finetune
+import permerge.training.finetune as ft
 from permerge.io import check_safetensors
-from permerge.resume import STATE
+from permerge.training.finetune import finetune
+from permerge.training.resume import STATE
 
 from .test_evaluate import corpus_dir, tokenizer_dir  # noqa: F401  (fixtures)
 from .test_finetune import _classification_data, mlm_dirs  # noqa: F401  (fixtures)
@@ -100,7 +100,7 @@ import json, os, sys, time
 os.environ["HF_HUB_OFFLINE"] = "1"
 import torch
 torch.set_num_threads(1)
-import permerge.finetune as ft
+import permerge.training.finetune as ft
 args = json.loads(sys.argv[1])
 real = ft.glue_logits
 def slow(*a, **k):

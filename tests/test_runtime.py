@@ -2,9 +2,9 @@
 
 import pytest
 
-from permerge.barriers import read_tsv
 from permerge.cli import main
-from permerge.runtime import GRID_ROW, breakdown, log_wall_seconds, read_benchmarks
+from permerge.evaluation.barriers import read_tsv
+from permerge.reporting.runtime import GRID_ROW, breakdown, log_wall_seconds, read_benchmarks
 
 HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 

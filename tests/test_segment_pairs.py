@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from permerge.segment_pairs import corpus_lines, nsp_batch
+from permerge.training.segment_pairs import corpus_lines, nsp_batch
 
 CLS, SEP = 2, 3
 

@@ -144,7 +144,7 @@ def test_slurm_profile_dry_run(tmp_path):
     assert len(sweeps) == len(perms) == 4, text[-4000:]  # one job per (variant, pair)
     # memory comes from the footprint model of the rule (the profile sets none), GPU and partition from the profile
     from permerge import config as cfg
-    from permerge import footprint
+    from permerge.tooling import footprint
 
     mem = footprint.mem_mb("sweep_lambdas", cfg.load_merged(*[wd / c for c in SMOKE[1:]]), "mlm")
     for block in sweeps:

@@ -12,11 +12,11 @@ import yaml
 from safetensors.torch import load_file
 from transformers import AutoModelForMaskedLM
 
-from permerge.barriers import read_losses, read_tsv
 from permerge.checkpoints import load_permutations, read_permutation_metadata
-from permerge.evaluate import load_evalset, mlm_loss
+from permerge.evaluation.barriers import read_losses, read_tsv
+from permerge.evaluation.evaluate import load_evalset, mlm_loss
+from permerge.merging.permute import apply_permutations
 from permerge.models import load_model
-from permerge.permute import apply_permutations
 from tests.workflow_utils import snakemake
 
 TASKS = ["mlm", "sst2", "stsb"]
@@ -265,10 +265,10 @@ def test_second_invocation_has_nothing_to_do(smoke_run):
 def test_all_seed_merges(smoke_run):
     """tables/many.tsv: each seed, the plain average and each variant's merges; the `all` merge to seed 1
     recomputed from the seeds and the pair permutation files scores the table's loss."""
+    from permerge.alignment.spec import spec_for_model
     from permerge.checkpoints import load_permutations
-    from permerge.interpolate import model_tensors
-    from permerge.many import average, into_model, to_reference
-    from permerge.spec import spec_for_model
+    from permerge.merging.interpolate import model_tensors
+    from permerge.merging.many import average, into_model, to_reference
 
     r = smoke_run / "results"
     rows = read_tsv(r / "tables" / "many.tsv")

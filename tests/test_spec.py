@@ -8,8 +8,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertForMaskedLM, BertForPreTraining, BertForSequenceClassification, BertModel
 
-from permerge.permute import apply_permutations
-from permerge.spec import (
+from permerge.alignment.spec import (
     bert_spec,
     check_spec,
     head_assignment,
@@ -17,7 +16,8 @@ from permerge.spec import (
     random_permutations,
     spec_for_model,
 )
-from permerge.variants import COMPONENTS, VARIANT_KEYS, Variant, VariantError
+from permerge.alignment.variants import COMPONENTS, VARIANT_KEYS, Variant, VariantError
+from permerge.merging.permute import apply_permutations
 
 torch.set_num_threads(1)
 
@@ -237,8 +237,8 @@ def test_pretraining_spec_pooler_feeds_nsp_head():
 def test_pretraining_nsp_logits_need_the_seq_relationship_columns():
     """Without permuting the NSP head's input columns, a pooler permutation breaks the NSP logits only: the
     function-preservation check above sees them."""
-    from permerge.permute import permute_params
-    from permerge.spec import PermutationSpec
+    from permerge.alignment.spec import PermutationSpec
+    from permerge.merging.permute import permute_params
 
     config = make_config(SHAPES[2])
     model = make_model(config, "pretraining")
@@ -341,8 +341,8 @@ def test_mismatched_head_assignment_is_not_preserving():
 def test_reference_tied_decoder_bug_breaks_mlm():
     """Permuting the embeddings (hence the tied decoder) but not the transform output changes the logits:
     the spec must permute both, as test_function_preserving_variants_keep_logits checks."""
-    from permerge.permute import permute_params
-    from permerge.spec import PermutationSpec
+    from permerge.alignment.spec import PermutationSpec
+    from permerge.merging.permute import permute_params
 
     config = make_config(SHAPES[1])
     model = make_model(config, "mlm")

@@ -7,7 +7,7 @@ from safetensors import safe_open
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification, BertTokenizerFast
 
-from permerge.stats import (
+from permerge.alignment.stats import (
     Statistics,
     _Accumulator,
     collect_statistics,

@@ -6,9 +6,9 @@ import torch
 from transformers import BertForMaskedLM
 
 from permerge import config as cfg
-from permerge import footprint as fp
-from permerge.memtrace import LiveTensorBytes
-from permerge.stats import collect_statistics, force_path
+from permerge.alignment.stats import collect_statistics, force_path
+from permerge.tooling import footprint as fp
+from permerge.tooling.memtrace import LiveTensorBytes
 from tests.test_stats import make_batches, make_models
 
 torch.set_num_threads(1)

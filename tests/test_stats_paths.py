@@ -10,9 +10,9 @@ import pytest
 import torch
 from transformers import BertConfig, BertForMaskedLM
 
-import permerge.stats as stats_mod
-from permerge.evaluate import bert_mask, mlm_loss
-from permerge.stats import collect_statistics, force_path
+import permerge.alignment.stats as stats_mod
+from permerge.alignment.stats import collect_statistics, force_path
+from permerge.evaluation.evaluate import bert_mask, mlm_loss
 from tests import test_stats
 
 torch.set_num_threads(1)
@@ -125,7 +125,7 @@ def compare_mlm_loss(device: str):
 
 def compare_finetune_step(device: str, tmp_path):
     """One fine-tuning step (one batch holds the whole train set) on `device` and on CPU."""
-    from permerge.finetune import finetune
+    from permerge.training.finetune import finetune
 
     tok = test_stats.tiny_tokenizer()
     config = BertConfig(**{**test_stats.CONFIG, "vocab_size": len(tok)})

@@ -17,10 +17,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from permerge.alignment.matching import compute_permutations, required_features, union_features
+from permerge.alignment.stats import Statistics, collect_statistics, text_batches
+from permerge.alignment.variants import Variant
 from permerge.checkpoints import load_permutations, read_permutation_metadata
-from permerge.matching import compute_permutations, required_features, union_features
-from permerge.stats import Statistics, collect_statistics, text_batches
-from permerge.variants import Variant
 
 from .test_evaluate import corpus_dir, tokenizer, tokenizer_dir  # noqa: F401  (fixtures)
 
@@ -53,7 +53,7 @@ VARIANTS = {
 @pytest.fixture(scope="module")
 def trained(corpus_dir, tokenizer_dir, tmp_path_factory):  # noqa: F811
     """Three tiny BERTs pre-trained for 40 steps from different seeds (saved like the workflow's models)."""
-    from permerge.pretrain import pretrain_bert
+    from permerge.training.pretrain import pretrain_bert
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("trained")

@@ -8,7 +8,8 @@ import pytest
 import torch
 from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
 
-from permerge.barriers import (
+from permerge.alignment.spec import head_assignment, is_function_preserving, random_permutations, spec_for_model
+from permerge.evaluation.barriers import (
     BARRIER_COLUMNS,
     SUMMARY_COLUMNS,
     barrier_rows,
@@ -17,9 +18,15 @@ from permerge.barriers import (
     summarize,
     write_tsv,
 )
-from permerge.evaluate import IGNORE_INDEX, check_lambda_grid, glue_loss, lambda_sweep, mlm_loss, write_loss_table
-from permerge.permute import apply_permutations
-from permerge.spec import head_assignment, is_function_preserving, random_permutations, spec_for_model
+from permerge.evaluation.evaluate import (
+    IGNORE_INDEX,
+    check_lambda_grid,
+    glue_loss,
+    lambda_sweep,
+    mlm_loss,
+    write_loss_table,
+)
+from permerge.merging.permute import apply_permutations
 
 torch.set_num_threads(1)
 
@@ -153,7 +160,7 @@ def test_loss_files_and_barrier_table_carry_both(tmp_path, sweeps):
     assert float(s["preserving"]["max_rel_diff_b"]) < 1e-6
 
     # The figures read the new files as before.
-    from permerge.plots import write_figures
+    from permerge.reporting.plots import write_figures
 
     (tmp_path / "png").mkdir()
     written = write_figures(paths, summary, tmp_path / "all.pdf", tmp_path / "png", ["mlm"])

@@ -5,8 +5,9 @@ import dataclasses
 import pytest
 
 from permerge import config as cfg
-from permerge import plots, tasks
+from permerge import tasks
 from permerge.data import standins
+from permerge.reporting import plots
 from tests import hub_fixtures
 
 

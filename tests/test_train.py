@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from permerge.train import make_schedule, param_groups, train
+from permerge.training.train import make_schedule, param_groups, train
 
 
 def _model():

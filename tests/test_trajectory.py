@@ -19,11 +19,11 @@ import torch
 import yaml
 
 from permerge import config as cfg
-from permerge import pretrain as pretrain_module
-from permerge.barriers import barrier_rows, summarize
-from permerge.pretrain import pretrain_bert
-from permerge.steps import export_step, step_file
+from permerge.evaluation.barriers import barrier_rows, summarize
 from permerge.tasks import at_step, base_task, is_mlm, pretrained_of, step_of, task_pattern
+from permerge.training import pretrain as pretrain_module
+from permerge.training.pretrain import pretrain_bert
+from permerge.training.steps import export_step, step_file
 from tests.workflow_utils import ROOT, copy_workflow, planned_jobs, snakemake
 
 from .test_evaluate import corpus_dir, tokenizer, tokenizer_dir  # noqa: F401  (fixtures)
@@ -128,7 +128,7 @@ def test_export_step_refuses_a_foreign_weights_file(tmp_path):
 def test_extract_step_job_imports_neither_torch_nor_transformers():
     # The extract_step script's imports: a job that copies files must not pay seconds of imports.
     code = (
-        "import sys; from permerge.io import setup_job; setup_job(threads=1); import permerge.steps; "
+        "import sys; from permerge.io import setup_job; setup_job(threads=1); import permerge.training.steps; "
         "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)

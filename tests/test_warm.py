@@ -1,4 +1,4 @@
-"""Warm script jobs (permerge.warm): a script forked from the warm server ends as `python FILE` would.
+"""Warm script jobs (permerge.tooling.warm): a script forked from the warm server ends as `python FILE` would.
 
 The server here preloads only `json` (fast); one Snakemake test uses the real preload list through
 `install()`, and every workflow test (the smoke run included) runs its jobs this way.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from permerge import warm
+from permerge.tooling import warm
 from tests.workflow_utils import ROOT
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="fork server and PR_SET_PDEATHSIG: Linux")
@@ -149,7 +149,7 @@ def test_snakemake_script_jobs_go_through_the_server(tmp_path):
             f"""
             import sys
             sys.path.insert(0, {str(ROOT / "workflow")!r})
-            from permerge import warm
+            from permerge.tooling import warm
             warm.install()
 
             rule run:
@@ -173,7 +173,7 @@ def test_snakemake_script_jobs_go_through_the_server(tmp_path):
     assert bad.returncode != 0
     assert "job.py: refusing input in.txt" in bad.stdout + bad.stderr
     assert not (tmp_path / "bad.json").exists()
-    leftover = subprocess.run(["pgrep", "-f", "permerge.warm .*permerge-warm-"], capture_output=True, text=True)
+    leftover = subprocess.run(["pgrep", "-f", "permerge.tooling.warm .*permerge-warm-"], capture_output=True, text=True)
     mine = [
         p
         for p in leftover.stdout.split()

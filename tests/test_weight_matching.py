@@ -13,12 +13,12 @@ import pytest
 import torch
 from transformers import BertConfig
 
+from permerge.alignment.spec import head_assignment, is_function_preserving, spec_for_model
+from permerge.alignment.variants import Variant
+from permerge.alignment.weight_matching import assign_heads, component_of, match_weights, weight_matching
 from permerge.checkpoints import load_permutations, read_permutation_metadata
-from permerge.interpolate import interpolate
-from permerge.permute import apply_permutations
-from permerge.spec import head_assignment, is_function_preserving, spec_for_model
-from permerge.variants import Variant
-from permerge.weight_matching import assign_heads, component_of, match_weights, weight_matching
+from permerge.merging.interpolate import interpolate
+from permerge.merging.permute import apply_permutations
 
 from .test_spec import logits, make_inputs, make_model, variant_perms
 
@@ -199,7 +199,7 @@ def test_a_perm_on_two_axes_of_one_parameter_never_lowers_the_objective():
     """Like the MLM transform (res on rows and columns), J = <A, P B P^T> is quadratic in P: the LSA step
     maximises a linearisation only. Hand-picked 3 x 3 case: from the identity (J = -0.42) the step's LSA
     picks [1, 0, 2], which would drop J to -4.43; the step is rejected and the descent stops."""
-    from permerge.spec import PermutationSpec
+    from permerge.alignment.spec import PermutationSpec
 
     a = np.array([[0.2, -0.5, -0.4], [-2.4, 1.8, 1.1], [-0.3, 0.8, 0.3]])
     b = np.array([[-0.6, 1.0, -0.3], [-0.3, -0.8, 0.5], [-0.1, 0.5, -0.6]])
@@ -276,7 +276,7 @@ def test_bad_arguments_are_named():
 
 
 def test_script_weight_and_hybrid_without_and_with_statistics(tmp_path):
-    from permerge.stats import collect_statistics
+    from permerge.alignment.stats import collect_statistics
 
     from .test_matching import random_batches
     from .test_stats_storage import run_script

@@ -15,7 +15,8 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file  # numpy, not torch: reading or writing permutations needs no torch
 
-from .headmaps import MAP_PREFIX
+from permerge.alignment.headmaps import MAP_PREFIX
+
 from .io import atomic_path
 
 # Files a tokenizer directory may hold; copied verbatim next to a saved model.
@@ -70,7 +71,7 @@ def save_permutations(
     perms: Mapping[str, np.ndarray], path: str | os.PathLike, metadata: Mapping[str, str] | None = None
 ) -> None:
     """Write perms as int64 tensors to a safetensors file (atomically, io.atomic_path); per-head maps
-    (``map.{perm}``, permerge.headmaps) as float64."""
+    (``map.{perm}``, permerge.alignment.headmaps) as float64."""
     tensors = {
         k: np.ascontiguousarray(v, dtype=np.float64 if k.startswith(MAP_PREFIX) else np.int64) for k, v in perms.items()
     }

@@ -26,7 +26,7 @@ from .models import ARCHITECTURES
 
 log = logging.getLogger("permerge")
 
-# The encoders permerge.spec supports (post-LN, absolute positions; families.FAMILIES); align/merge load
+# The encoders permerge.alignment.spec supports (post-LN, absolute positions; families.FAMILIES); align/merge load
 # them by this name.
 MODEL_CLASSES = ARCHITECTURES
 MODEL_TYPES = tuple(model_types())
@@ -103,7 +103,7 @@ def read_variant(path: str | Path, key: str | None = None):
     """A Variant from a YAML mapping of options (or the mapping under ``key``/``variants.key``)."""
     import yaml
 
-    from .variants import Variant
+    from permerge.alignment.variants import Variant
 
     path = Path(path)
     if not path.is_file():
@@ -143,12 +143,13 @@ def default_device() -> str:
 def cmd_align(args: argparse.Namespace) -> int:
     from transformers import AutoTokenizer
 
+    from permerge.alignment.matchers import method
+    from permerge.alignment.matching import Pair, align_pair, pair_seed
+    from permerge.alignment.stats import collect_statistics, first_fraction, text_batches
+    from permerge.merging.permute import apply_permutations
+    from permerge.training.finetune import without_shared_pooler
+
     from .checkpoints import check_compatible, json_metadata, save_permutations, save_pretrained_atomic
-    from .finetune import without_shared_pooler
-    from .matchers import method
-    from .matching import Pair, align_pair, pair_seed
-    from .permute import apply_permutations
-    from .stats import collect_statistics, first_fraction, text_batches
 
     dir_a = existing_model_dir(args.model_a, "--model-a")
     dir_b = existing_model_dir(args.model_b, "--model-b")
@@ -254,8 +255,9 @@ def add_align(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
+    from permerge.merging.interpolate import interpolate
+
     from .checkpoints import check_compatible, save_pretrained_atomic
-    from .interpolate import interpolate
 
     if not math.isfinite(args.lam):
         raise CliError(f"--lam must be a finite number, got {args.lam}")
@@ -290,9 +292,9 @@ def add_merge(sub: argparse._SubParsersAction) -> None:
 # Each entry adds one subparser (and sets func); new subcommands append their registrar here.
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_align, add_merge]
 
-from .bench import add_bench  # noqa: E402  (permerge bench; its heavy imports happen when it runs)
-from .resultsmd import add_results  # noqa: E402
-from .runtime import add_runtime  # noqa: E402
+from permerge.reporting.resultsmd import add_results  # noqa: E402
+from permerge.reporting.runtime import add_runtime  # noqa: E402
+from permerge.tooling.bench import add_bench  # noqa: E402  (permerge bench; its heavy imports happen when it runs)
 
 SUBCOMMANDS.extend([add_bench, add_runtime, add_results])
 

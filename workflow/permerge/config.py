@@ -72,7 +72,7 @@ def variants_for(config, task: str) -> list[str]:
 
 
 def variant_options(config, name: str):
-    from permerge.variants import Variant
+    from permerge.alignment.variants import Variant
 
     return Variant.from_mapping(config["variants"][name], name=name)
 
@@ -95,7 +95,7 @@ def stats_fractions(config, task: str) -> list[float]:
 
 def needs_statistics(config, variant: str) -> bool:
     """Whether a variant's permutations read activation statistics (its method's registry entry,
-    permerge.matchers.METHOD, says): vanilla averaging (no components) and data-free weight matching do not."""
+    permerge.alignment.matchers.METHOD, says): vanilla averaging (no components) and data-free weight matching do not."""
     opts = variant_options(config, variant)
     return bool(opts.components) and _method(opts).statistics
 
@@ -107,7 +107,7 @@ def needs_weights(config, variant: str) -> bool:
 
 
 def _method(variant):
-    from permerge.matchers import METHOD
+    from permerge.alignment.matchers import METHOD
 
     return METHOD[variant.method]
 
@@ -349,7 +349,7 @@ def _check_lambdas(config):
 
 
 def _check_variants(config):
-    from permerge.variants import VariantError
+    from permerge.alignment.variants import VariantError
 
     for name in config["variants"]:
         try:
@@ -471,19 +471,21 @@ def _check_trajectory(config):
 def check_device(config):
     """device: cuda on a machine where CUDA does not work fails before the first job (the Snakefile calls this
     at the start of a local run; cluster runs plan on nodes without the GPUs their jobs get, and each GPU job
-    runs the same preflight itself). The check (permerge.device.preflight: a device, a tiny matmul on it) runs
+    runs the same preflight itself). The check (permerge.tooling.device.preflight: a device, a tiny matmul on it) runs
     in a child process, so this process holds no CUDA context for the rest of the run."""
     import subprocess
     import sys
 
-    from .device import is_cuda
+    from permerge.tooling.device import is_cuda
 
     device = config["device"]
     if not is_cuda(device):
         return
     lib = str(Path(__file__).resolve().parents[1])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [lib, os.environ.get("PYTHONPATH")])))
-    out = subprocess.run([sys.executable, "-m", "permerge.device", device], capture_output=True, text=True, env=env)
+    out = subprocess.run(
+        [sys.executable, "-m", "permerge.tooling.device", device], capture_output=True, text=True, env=env
+    )
     if out.returncode != 0:
         raise ConfigError(
             f"{out.stderr.strip() or out.stdout.strip()}\n  (run on a GPU machine or a cluster profile: "

@@ -14,10 +14,10 @@ os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [LIBDIR, os.environ.ge
 
 from permerge import cohorts as COHORTS  # which statistics pass covers which seed pair
 from permerge import config as cfg
-from permerge import cluster as CLUSTER  # checks of the cluster profile (placeholder partitions)
+from permerge.tooling import cluster as CLUSTER  # checks of the cluster profile (placeholder partitions)
 from permerge.data import roles as ROLE_TEXTS  # the embedded text roles and their archives
 from permerge.data import sources as PINNED  # the pinned source archives
-from permerge import footprint as FOOTPRINT  # memory of the heavy jobs, from the models' shapes
+from permerge.tooling import footprint as FOOTPRINT  # memory of the heavy jobs, from the models' shapes
 from permerge import tasks as TASK_REGISTRY
 from permerge.data.standins import TASKS as TASK_INFO  # the registry plus how each stand-in is built
 
@@ -35,7 +35,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false" if config["threads"] == 
 
 # Script jobs forked from one interpreter that has imported torch and transformers once (seconds a job).
 if config["warm_jobs"] and workflow.local_exec and not workflow.remote_exec:
-    from permerge import warm
+    from permerge.tooling import warm
 
     warm.install()
 

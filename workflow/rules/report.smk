@@ -37,7 +37,7 @@ rule tabulate_barriers:
 
 
 # How well a bag-of-words model does on each GLUE task: the bar the fine-tuned seeds are held to
-# (permerge.baseline: learnt = at least halfway from chance to it).
+# (permerge.training.baseline: learnt = at least halfway from chance to it).
 rule bow_baseline:
     input:
         train=[f"{R}/data/glue/{t}/train.jsonl" for t in GLUE],

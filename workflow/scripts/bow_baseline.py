@@ -1,9 +1,9 @@
 """results/tables/baseline.tsv: the bag-of-words score, chance and the "learnt" target of every GLUE task."""
 
-from permerge.barriers import write_tsv
-from permerge.baseline import bow_baseline
 from permerge.data.jsonl import read_jsonl
+from permerge.evaluation.barriers import write_tsv
 from permerge.io import atomic_path, setup_job
+from permerge.training.baseline import bow_baseline
 
 log = setup_job(snakemake)
 rows = []

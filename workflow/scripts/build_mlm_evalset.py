@@ -3,7 +3,7 @@
 from permerge.io import setup_job
 
 log = setup_job(snakemake)
-from permerge.evaluate import build_mlm_evalset, save_evalset  # noqa: E402
+from permerge.evaluation.evaluate import build_mlm_evalset, save_evalset  # noqa: E402
 from permerge.models import load_tokenizer  # noqa: E402
 
 o = dict(snakemake.params.mlm_eval)

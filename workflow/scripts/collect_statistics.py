@@ -14,13 +14,13 @@ from pathlib import Path
 
 from transformers import AutoConfig
 
-from permerge.device import job_preflight
-from permerge.footprint import feature_dim, hf_shape, statistics_plan
+from permerge.alignment.matching import union_features
+from permerge.alignment.stats import Statistics, collect_statistics, feature_names, fraction_count, segmented_batches
+from permerge.alignment.variants import Variant
 from permerge.io import atomic_path, setup_job
-from permerge.matching import union_features
 from permerge.models import load_model, load_tokenizer
-from permerge.stats import Statistics, collect_statistics, feature_names, fraction_count, segmented_batches
-from permerge.variants import Variant
+from permerge.tooling.device import job_preflight
+from permerge.tooling.footprint import feature_dim, hf_shape, statistics_plan
 
 log = setup_job(snakemake)
 job_preflight(snakemake.params.device, log)  # CUDA works here (a SLURM node too), before any input is read

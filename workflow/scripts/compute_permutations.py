@@ -10,9 +10,9 @@ from a file keeps only means and M2; each pair's cross blocks are read when matc
 
 import time
 
+from permerge.alignment.variants import Variant
 from permerge.checkpoints import save_permutations
 from permerge.io import atomic_path, setup_job
-from permerge.variants import Variant
 
 log = setup_job(snakemake)
 w, p = snakemake.wildcards, snakemake.params
@@ -33,12 +33,12 @@ def align(variant):
     """The permutations of every pair (imports here: vanilla's jobs need none of them, seconds each)."""
     from transformers import AutoConfig
 
+    from permerge.alignment.matchers import method
+    from permerge.alignment.matching import Pair, align_pair, pair_seed, required_features
+    from permerge.alignment.stats import Statistics
     from permerge.checkpoints import check_compatible
-    from permerge.finetune import without_shared_pooler
-    from permerge.matchers import method
-    from permerge.matching import Pair, align_pair, pair_seed, required_features
     from permerge.models import load_model
-    from permerge.stats import Statistics
+    from permerge.training.finetune import without_shared_pooler
 
     # Poolers drawn from finetune.head_seed start identical: aligned by index, like the classifier.
     variant, note = without_shared_pooler(variant, getattr(snakemake.input, "heads", None) or [])

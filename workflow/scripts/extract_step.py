@@ -3,7 +3,7 @@
 from permerge.io import atomic_path, setup_job
 
 log = setup_job(snakemake)
-from permerge.steps import export_step  # noqa: E402
+from permerge.training.steps import export_step  # noqa: E402
 
 step = int(snakemake.params.step)
 with atomic_path(snakemake.output[0], is_dir=True) as tmp:

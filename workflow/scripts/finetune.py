@@ -7,16 +7,16 @@ killed job's next attempt resumes; outside the output, which Snakemake deletes b
 removed once the output is in place.
 """
 
-from permerge.device import job_preflight
 from permerge.io import atomic_path, setup_job
+from permerge.tooling.device import job_preflight
 
 log = setup_job(snakemake)
 job_preflight(getattr(snakemake.params, "device", "cpu") or "cpu", log)  # CUDA works here, before any input is read
 from permerge.data.jsonl import read_jsonl, validate_task_files  # noqa: E402
-from permerge.finetune import finetune, task_info  # noqa: E402
-from permerge.footprint import check_finetune_gpu  # noqa: E402
-from permerge.resume import discard  # noqa: E402
 from permerge.tasks import base_task  # noqa: E402
+from permerge.tooling.footprint import check_finetune_gpu  # noqa: E402
+from permerge.training.finetune import finetune, task_info  # noqa: E402
+from permerge.training.resume import discard  # noqa: E402
 
 p = snakemake.params
 hp = dict(p.hparams)

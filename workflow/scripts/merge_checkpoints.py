@@ -2,10 +2,10 @@
 a job in the workflow) of one variant."""
 
 from permerge.checkpoints import load_permutations, save_pretrained_atomic
-from permerge.interpolate import interpolate
 from permerge.io import setup_job
+from permerge.merging.interpolate import interpolate
+from permerge.merging.permute import apply_permutations
 from permerge.models import load_model
-from permerge.permute import apply_permutations
 
 log = setup_job(snakemake)
 p = snakemake.params

@@ -7,20 +7,20 @@ output[0]/losses.tsv: one row per model (`merge`: seed{s} | average | to_referen
 
 from pathlib import Path
 
-from permerge.barriers import write_tsv
+from permerge.alignment.matchers import method
+from permerge.alignment.spec import spec_for_model
+from permerge.alignment.variants import Variant
 from permerge.checkpoints import load_permutations, save_pretrained_atomic
-from permerge.device import job_preflight
-from permerge.evaluate import task_evaluator
-from permerge.finetune import without_shared_pooler
-from permerge.footprint import evaluation_batch
-from permerge.interpolate import model_tensors
+from permerge.evaluation.barriers import write_tsv
+from permerge.evaluation.evaluate import task_evaluator
 from permerge.io import atomic_path, setup_job
-from permerge.many import average, into_model, iterative, to_reference, weight_matcher
-from permerge.matchers import method
+from permerge.merging.interpolate import model_tensors
+from permerge.merging.many import average, into_model, iterative, to_reference, weight_matcher
 from permerge.models import load_model
-from permerge.spec import spec_for_model
 from permerge.tasks import base_task
-from permerge.variants import Variant
+from permerge.tooling.device import job_preflight
+from permerge.tooling.footprint import evaluation_batch
+from permerge.training.finetune import without_shared_pooler
 
 log = setup_job(snakemake)
 job_preflight(snakemake.params.device, log)  # CUDA works here (a SLURM node too), before any input is read

@@ -3,9 +3,9 @@ pre-training step page, trajectory.png, from the trajectory table when trajector
 
 from pathlib import Path
 
-from permerge.barriers import read_tsv
+from permerge.evaluation.barriers import read_tsv
 from permerge.io import atomic_path, setup_job
-from permerge.plots import write_figures
+from permerge.reporting.plots import write_figures
 
 log = setup_job(snakemake)
 pdf = Path(snakemake.output.pdf)

@@ -6,7 +6,7 @@ from permerge.io import atomic_path, setup_job
 
 log = setup_job(snakemake)  # noqa: F821
 
-from permerge import hubdata  # noqa: E402
+from permerge.data import hub as hubdata  # noqa: E402
 
 task = snakemake.wildcards.glue_task  # noqa: F821
 with contextlib.ExitStack() as stack:

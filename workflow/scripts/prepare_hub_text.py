@@ -14,7 +14,7 @@ from permerge.io import atomic_path, setup_job
 log = setup_job(snakemake)  # noqa: F821
 
 from permerge import config as cfg  # noqa: E402
-from permerge import hubdata  # noqa: E402
+from permerge.data import hub as hubdata  # noqa: E402
 
 spec = dict(snakemake.params.spec)  # noqa: F821
 out = snakemake.output  # noqa: F821

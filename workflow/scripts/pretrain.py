@@ -5,7 +5,7 @@ import inspect
 from permerge.io import atomic_path, setup_job
 
 log = setup_job(snakemake)
-from permerge.pretrain import pretrain_bert  # noqa: E402
+from permerge.training.pretrain import pretrain_bert  # noqa: E402
 
 p = snakemake.params
 seed = int(p.seed) if hasattr(p, "seed") else int(snakemake.wildcards.seed)

@@ -6,13 +6,13 @@ repeated on every row.
 """
 
 from permerge.checkpoints import load_permutations
-from permerge.device import job_preflight
-from permerge.evaluate import lambda_sweep, task_evaluator, write_loss_table
-from permerge.footprint import evaluation_batch
+from permerge.evaluation.evaluate import lambda_sweep, task_evaluator, write_loss_table
 from permerge.io import setup_job
+from permerge.merging.permute import apply_permutations
 from permerge.models import load_model
-from permerge.permute import apply_permutations
 from permerge.tasks import base_task
+from permerge.tooling.device import job_preflight
+from permerge.tooling.footprint import evaluation_batch
 
 log = setup_job(snakemake)
 job_preflight(snakemake.params.device, log)  # CUDA works here (a SLURM node too), before any input is read

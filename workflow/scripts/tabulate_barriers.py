@@ -1,6 +1,6 @@
 """Barrier table (one row per task, variant, pair) and its summary over pairs."""
 
-from permerge.barriers import BARRIER_COLUMNS, SUMMARY_COLUMNS, barrier_rows, summarize, write_tsv
+from permerge.evaluation.barriers import BARRIER_COLUMNS, SUMMARY_COLUMNS, barrier_rows, summarize, write_tsv
 from permerge.io import atomic_path, setup_job
 
 # π(B) of a function-preserving variant must score B's loss up to float rounding (as tests/test_smoke_results).

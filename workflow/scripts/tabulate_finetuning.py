@@ -4,9 +4,9 @@ per task, the seeds' mean ± s.e. beside chance, the bag-of-words score and the 
 import json
 from pathlib import Path
 
-from permerge.barriers import read_tsv, write_tsv
-from permerge.baseline import summarize_finetuning
+from permerge.evaluation.barriers import read_tsv, write_tsv
 from permerge.io import atomic_path, setup_job
+from permerge.training.baseline import summarize_finetuning
 
 log = setup_job(snakemake)
 rows, columns = [], ["task", "seed"]

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from permerge.barriers import read_tsv, write_tsv
+from permerge.evaluation.barriers import read_tsv, write_tsv
 from permerge.io import atomic_path, setup_job
 
 log = setup_job(snakemake)

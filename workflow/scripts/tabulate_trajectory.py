@@ -1,6 +1,6 @@
 """Barrier vs pre-training step: the barrier summary of every trajectory task at each step and at the end."""
 
-from permerge.barriers import TRAJECTORY_COLUMNS, barrier_rows, summarize, trajectory, write_tsv
+from permerge.evaluation.barriers import TRAJECTORY_COLUMNS, barrier_rows, summarize, trajectory, write_tsv
 from permerge.io import atomic_path, setup_job
 
 log = setup_job(snakemake)

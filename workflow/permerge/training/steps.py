@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from .io import check_safetensors
+from permerge.io import check_safetensors
 
 STEPS_DIR = "steps"  # intermediate checkpoints inside a seed's folder
 WEIGHTS = "model.safetensors"

@@ -35,10 +35,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .matchers import assign_heads, lsa  # noqa: F401  (assign_heads: the one head-aware assignment)
-from .permute import validate_permutations
-from .spec import PermutationSpec
-from .variants import ATTENTION_MODES, COMPONENTS, QK_MODES, Variant
+from permerge.alignment.matchers import assign_heads, lsa  # noqa: F401  (assign_heads: the one head-aware assignment)
+from permerge.alignment.spec import PermutationSpec
+from permerge.alignment.variants import ATTENTION_MODES, COMPONENTS, QK_MODES, Variant
+from permerge.merging.permute import validate_permutations
 
 # Relative size (against the Cauchy-Schwarz bound of the touched terms) below which a gain is rounding.
 _GAIN_TOL = 1e-9

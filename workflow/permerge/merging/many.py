@@ -12,7 +12,7 @@ Two ways to bring S models into one basis before averaging their parameters:
 
 Averages are plain means of every floating tensor; non-float buffers come from the reference. A ``match``
 is any callable (target_params, params_b) -> perms mapping B into the target's basis, in the convention of
-``permerge.matching`` (aligned_B[i] = B[p[i]]).
+``permerge.alignment.matching`` (aligned_B[i] = B[p[i]]).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .permute import permute_params
-from .spec import PermutationSpec
+from permerge.alignment.spec import PermutationSpec
+from permerge.merging.permute import permute_params
 
 Params = Mapping[str, torch.Tensor]
 Match = Callable[[Params, Params], Mapping[str, np.ndarray]]
@@ -56,7 +56,7 @@ def weight_matcher(variant, spec: PermutationSpec, *, seed=0) -> Callable[..., d
     """The Match of a weight or hybrid variant: ``matching.align_pair`` on the weights, started from the
     identity, or from ``init`` (match(target, params_b, init=None)). MergeMany aligns to averages of models,
     which have no activation statistics: a hybrid variant starts from the identity there too."""
-    from .matching import Pair, align_pair
+    from permerge.alignment.matching import Pair, align_pair
 
     def match(target: Params, params_b: Params, init: Mapping[str, np.ndarray] | None = None):
         pair = Pair(params_a=target, params_b=params_b, spec=spec, seed=seed)
@@ -136,7 +136,7 @@ def into_model(model: torch.nn.Module, params: Params) -> torch.nn.Module:
     """Write params (names as ``interpolate.model_tensors`` gives them) into a copy of ``model``."""
     import copy
 
-    from .interpolate import model_tensors
+    from permerge.merging.interpolate import model_tensors
 
     out = copy.deepcopy(model)
     for name, t in model_tensors(out).items():

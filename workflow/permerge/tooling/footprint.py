@@ -1,6 +1,6 @@
 """Memory and disk of every heavy rule at a configuration's scale, computed from the model and data shapes.
 
-    python -m permerge.footprint --configfile configs/paper.yaml    # a Markdown table (docs/performance.md)
+    python -m permerge.tooling.footprint --configfile configs/paper.yaml    # a Markdown table (docs/performance.md)
 
 The Snakemake rules size their ``resources`` with ``mem_mb(rule, config, task)``. Every figure is a sum of
 named parts (``estimate``), each a product of shapes and counts:
@@ -33,9 +33,9 @@ import math
 import sys
 from dataclasses import dataclass, field
 
-from . import config as cfg
-from .families import FAMILIES, family_of_type, supported_classes
-from .tasks import base_task, is_evaluation_only, is_mlm, mlm_evalset
+from permerge import config as cfg
+from permerge.families import FAMILIES, family_of_type, supported_classes
+from permerge.tasks import base_task, is_evaluation_only, is_mlm, mlm_evalset
 
 MB = 10**6
 
@@ -162,7 +162,7 @@ def has_pooler(arch: str) -> bool:
 
 
 def num_labels(task: str) -> int:
-    from .data.standins import TASKS
+    from permerge.data.standins import TASKS
 
     return TASKS[task].num_labels
 
@@ -242,10 +242,10 @@ def _fraction(config, task: str, variant: str) -> float:
 def fraction_features(config, task: str) -> dict[float, list[str]]:
     """Statistics fraction -> the features its file holds (what the task's variants with that fraction
     need), fractions ascending; one entry per statistics file of the task."""
-    from .matching import required_features
+    from permerge.alignment.matching import required_features
 
     shape, arch, _ = task_shape(config, task)
-    from .variants import Variant
+    from permerge.alignment.variants import Variant
 
     out: dict[float, set[str]] = {}
     for v in cfg.variants_for(config, task):
@@ -404,8 +404,8 @@ def measure_statistics_peak(
     import torch
     import transformers
 
-    from .memtrace import LiveTensorBytes
-    from .stats import collect_statistics, force_path
+    from permerge.alignment.stats import collect_statistics, force_path
+    from permerge.tooling.memtrace import LiveTensorBytes
 
     if threads:
         torch.set_num_threads(threads)
@@ -541,11 +541,11 @@ def inference_activation_bytes(shape: Shape, batch: int, seq_len: int) -> int:
 def glue_sizes(config, task: str) -> tuple[int, int]:
     """(train, eval) examples of a GLUE task: the real ones (hub) or the embedded stand-ins'."""
     if config["data"]["glue"]["source"] == "embedded":
-        from .data.standins import TASKS
+        from permerge.data.standins import TASKS
 
         info = TASKS[task]
         return info.sizes["train"], info.sizes[info.eval_split]
-    from .tasks import glue_task
+    from permerge.tasks import glue_task
 
     return glue_task(task).hub_sizes
 
@@ -1081,7 +1081,7 @@ def load_config(configfiles=()) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m permerge.footprint", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m permerge.tooling.footprint", description=__doc__.split("\n\n")[0])
     ap.add_argument(
         "--configfile",
         action="append",

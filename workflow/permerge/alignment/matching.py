@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from .headmaps import rotate_heads, statistics_crosses, weight_crosses
-from .matchers import assign_heads, attention_matcher, lsa, method, residual_nodes
-from .stats import FEATURE_KINDS, Statistics
-from .variants import Variant
+from permerge.alignment.headmaps import rotate_heads, statistics_crosses, weight_crosses
+from permerge.alignment.matchers import assign_heads, attention_matcher, lsa, method, residual_nodes
+from permerge.alignment.stats import FEATURE_KINDS, Statistics
+from permerge.alignment.variants import Variant
 
 
 def _as_numpy(corr) -> np.ndarray:
@@ -40,7 +40,7 @@ def match_ff(corr) -> np.ndarray:
 
 
 def match_attention(corr_ctx, num_heads: int, mode: str = "head_perm", corr_qk=None) -> tuple[np.ndarray, np.ndarray]:
-    """(p_ctx, p_qk) for one attention layer, with the attention matcher ``mode`` (permerge.matchers).
+    """(p_ctx, p_qk) for one attention layer, with the attention matcher ``mode`` (permerge.alignment.matchers).
 
     head_perm: Algorithm 1 of the paper - inner LSA on every (head j of A, head k of B) block of the
       context correlation, scored by the sum of matched correlations; outer LSA over the H x H scores picks
@@ -175,12 +175,12 @@ class Pair:
     checked against B) and ``seed``, weight matching's visiting order (``pair_seed``)."""
 
     config: Any = None
-    stats: Any = None  # permerge.stats.Statistics
+    stats: Any = None  # permerge.alignment.stats.Statistics
     a: str = "a"
     b: str = "b"
     params_a: Any = None
     params_b: Any = None
-    spec: Any = None  # permerge.spec.PermutationSpec
+    spec: Any = None  # permerge.alignment.spec.PermutationSpec
     seed: Any = 0
 
 
@@ -208,7 +208,7 @@ def align_pair(variant: Variant, pair: Pair, *, init: dict[str, np.ndarray] | No
         if pair.params_a is None or pair.params_b is None:
             raise ValueError(f"method {m.name!r} needs the weights of both models")
         if pair.spec is None:
-            from .spec import check_spec, spec_for_model
+            from permerge.alignment.spec import check_spec, spec_for_model
 
             spec = spec_for_model(pair.params_a)
             check_spec(spec, pair.params_b)
@@ -221,13 +221,13 @@ def align_pair(variant: Variant, pair: Pair, *, init: dict[str, np.ndarray] | No
 
 
 def rotate_within_heads(variant: Variant, pair: Pair, perms: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The attention permutations and per-head maps with rotations (``within_head``, permerge.headmaps):
+    """The attention permutations and per-head maps with rotations (``within_head``, permerge.alignment.headmaps):
     from the q, k and context statistics for activation matching, from the weights for weight and hybrid
     matching (whose permutations come from the weights)."""
     if variant.method == "activation":
         crosses = statistics_crosses(pair.stats, pair.a, pair.b, pair.config.num_hidden_layers)
         return rotate_heads(crosses, perms, {n: pair.config.num_attention_heads for n in crosses})
-    from .permute import permute_params
+    from permerge.merging.permute import permute_params
 
     params_a, params_b = (
         dict(p.named_parameters()) if hasattr(p, "named_parameters") else p for p in (pair.params_a, pair.params_b)

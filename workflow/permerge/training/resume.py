@@ -31,9 +31,9 @@ from pathlib import Path
 
 import torch
 
-from .io import DamagedFile, atomic_path, check_safetensors
-from .stats import write_safetensors
-from .train import Progress
+from permerge.alignment.stats import write_safetensors
+from permerge.io import DamagedFile, atomic_path, check_safetensors
+from permerge.training.train import Progress
 
 FORMAT = 1  # bump when the layout changes: a state of another format is not resumed
 STATE = "state.safetensors"
@@ -124,7 +124,7 @@ class TrainingState:
         self.fingerprint = {"format": FORMAT, **fingerprint}
         self.data_generator = data_generator
         self.data_state_at = data_state_at
-        self.log = log or logging.getLogger("permerge.resume")
+        self.log = log or logging.getLogger("permerge.training.resume")
         self.saves = 0
         self.save_seconds = 0.0
 

@@ -29,15 +29,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .evaluate import build_glue_evalset, glue_logits, glue_loss
-from .families import family_of, family_of_type
-from .models import load_tokenizer
-from .train import amp_in_effect, train
+from permerge.evaluation.evaluate import build_glue_evalset, glue_logits, glue_loss
+from permerge.families import family_of, family_of_type
+from permerge.models import load_tokenizer
+from permerge.training.train import amp_in_effect, train
 
 
 def task_info(task: str):
     """The registry entry of a GLUE task (text_keys, num_labels, metric, eval_split, ...)."""
-    from .tasks import glue_task
+    from permerge.tasks import glue_task
 
     return glue_task(task)
 
@@ -234,10 +234,10 @@ def finetune(
     `resume_dir` (None: not resumable): the training state is saved there every `resume_every_steps`
     optimizer steps (None: not within epochs), at every epoch end and after the last step; a later call with the same
     arguments resumes from it and ends with the weights and metrics of an uninterrupted run
-    (permerge.resume; a state of other arguments, input model or data is ignored). The caller removes the
-    directory (permerge.resume.discard) once the output is in place.
+    (permerge.training.resume; a state of other arguments, input model or data is ignored). The caller removes the
+    directory (permerge.training.resume.discard) once the output is in place.
     """
-    log = log or logging.getLogger("permerge.finetune")
+    log = log or logging.getLogger("permerge.training.finetune")
     t0 = time.time()
     tokenizer = load_tokenizer(model_dir)
     regression = num_labels == 1
@@ -297,7 +297,7 @@ def finetune(
 
     resume = None
     if resume_dir is not None:
-        from .resume import TrainingState, model_identity, sha256_tensors
+        from permerge.training.resume import TrainingState, model_identity, sha256_tensors
 
         def data_state_at(step):
             g = torch.Generator().manual_seed(data_seed)

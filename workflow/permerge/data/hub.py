@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.jsonl import validate_task_files, write_jsonl
-from .data.text import paragraphs, split_sentences, strip_gutenberg, write_lines
-from .tasks import TASKS
+from permerge.data.jsonl import validate_task_files, write_jsonl
+from permerge.data.text import paragraphs, split_sentences, strip_gutenberg, write_lines
+from permerge.tasks import TASKS
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 from matplotlib.backends.backend_pdf import PdfPages  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from permerge.barriers import parse_loss_path, read_losses  # noqa: E402
+from permerge.evaluation.barriers import parse_loss_path, read_losses  # noqa: E402
 from permerge.tasks import ORDER, TITLES, is_mlm  # noqa: E402
 
 TASK_ORDER = list(ORDER)

@@ -39,12 +39,20 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .encode import encode_at
-from .evaluate import IGNORE_INDEX, bert_mask, blocks_from_ids, build_mlm_evalset, mlm_loss, special_ids, tokenize_lines
-from .models import load_tokenizer
-from .segment_pairs import corpus_lines, nsp_batch
-from .steps import step_file, step_metadata
-from .train import train
+from permerge.evaluation.encode import encode_at
+from permerge.evaluation.evaluate import (
+    IGNORE_INDEX,
+    bert_mask,
+    blocks_from_ids,
+    build_mlm_evalset,
+    mlm_loss,
+    special_ids,
+    tokenize_lines,
+)
+from permerge.models import load_tokenizer
+from permerge.training.segment_pairs import corpus_lines, nsp_batch
+from permerge.training.steps import step_file, step_metadata
+from permerge.training.train import train
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 # mlm: BertForMaskedLM on blocks of the text; mlm_nsp: BertForPreTraining, MLM + next-sentence prediction on
@@ -299,7 +307,7 @@ def pretrain_bert(
     narrower models (0.049 for d=128; 0.02 at d=768). With BERT's 0.02 a d=128 model sits on the unigram
     plateau far longer (measured: still on it after 300×32×128 tokens, while 0.05 is well below it).
     """
-    log = log or logging.getLogger("permerge.pretrain")
+    log = log or logging.getLogger("permerge.training.pretrain")
     t0 = time.time()
     tokenizer = load_tokenizer(tokenizer_dir)
     vocab_size = int(vocab_size or len(tokenizer))

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 # torch is imported where used: reading or writing a permutation file (checkpoints) needs no torch
 
 MAP_PREFIX = "map."
-# the variant values (permerge.variants): permutation (no maps), orthogonal (one rotation per head for Q/K
+# the variant values (permerge.alignment.variants): permutation (no maps), orthogonal (one rotation per head for Q/K
 # and one for V/O)
 WITHIN_HEAD: tuple[str, ...] = ("permutation", "orthogonal")
 
@@ -92,7 +92,7 @@ def rotate_heads(
     rotation can reach (``head_scores`` of Q/K plus V/O, one assignment for both, as Algorithm 1); where it
     agrees with ``perms``' the within-head order is kept, otherwise the head's units come in B's order.
     Returns the updated qk.{l} / attn.{l} permutations and their ``map.`` entries."""
-    from .matchers import lsa
+    from permerge.alignment.matchers import lsa
 
     out: dict[str, np.ndarray] = {}
     layers = sorted({name.split(".", 1)[1] for name in crosses}, key=int)

@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
-from .families import family_of
+from permerge.families import family_of
 
 FEATURE_KINDS = ("res", "ff", "ctx", "q", "k", "pooler", "emb")
 
@@ -340,7 +340,7 @@ def collect_statistics(
     which the following batches change: save it (or copy what you keep) inside the callback. Every k must
     be reached (ValueError otherwise).
 
-    Memory (``permerge.footprint.plan_statistics`` picks both for a GPU budget): micro_batch: run the models
+    Memory (``permerge.tooling.footprint.plan_statistics`` picks both for a GPU budget): micro_batch: run the models
     and update the accumulators on at most this many sequences of a batch at a time (the captured features
     of every model are held for one micro-batch only; progress and snapshots still count whole batches);
     cross_device: where the float64 cross blocks live (default ``device``; "cpu" beside a GPU keeps them in

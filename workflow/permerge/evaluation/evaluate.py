@@ -23,9 +23,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .encode import encode_at
-from .families import family_of
-from .io import atomic_path
+from permerge.evaluation.encode import encode_at
+from permerge.families import family_of
+from permerge.io import atomic_path
 
 IGNORE_INDEX = -100
 
@@ -512,7 +512,7 @@ def write_loss_table(rows: Sequence[dict], path) -> None:
     """TSV (barriers.write_tsv, floats in full precision) with a header: `lambda`, `loss`, then every other
     column in order of first appearance, the `*_b_unpermuted` columns (the unpermuted B's values, the same on
     every row) last. barriers.read_curve reads it back."""
-    from .barriers import write_tsv
+    from permerge.evaluation.barriers import write_tsv
 
     cols = ["lambda", "loss"]
     for r in rows:
@@ -540,9 +540,9 @@ def task_evaluator(
     if task == "mlm":
         evalset = load_evalset(data_path)
         return (lambda model: mlm_loss(model, evalset, batch_size=batch_size)), None
-    from .data.jsonl import read_jsonl
-    from .models import load_tokenizer
-    from .tasks import glue_task
+    from permerge.data.jsonl import read_jsonl
+    from permerge.models import load_tokenizer
+    from permerge.tasks import glue_task
 
     info = glue_task(task)
     examples = read_jsonl(data_path, max_examples or None)

@@ -82,7 +82,7 @@ def fit_ridge(x, y: np.ndarray, l2: float = L2) -> np.ndarray:
 
 def chance_score(labels: np.ndarray, metric: str, num_labels: int) -> float:
     """The best score a constant prediction gets on `labels`."""
-    from .evaluate import classification_metrics
+    from permerge.evaluation.evaluate import classification_metrics
 
     if metric in ("pearson", "spearman", "matthews"):
         return 0.0
@@ -91,8 +91,8 @@ def chance_score(labels: np.ndarray, metric: str, num_labels: int) -> float:
 
 def bow_baseline(train: Sequence[Mapping], evaluation: Sequence[Mapping], task: str) -> dict:
     """The bag-of-words score of `task` on its evaluation rows, with chance and the halfway target."""
-    from .evaluate import classification_metrics, regression_metrics
-    from .tasks import glue_task
+    from permerge.evaluation.evaluate import classification_metrics, regression_metrics
+    from permerge.tasks import glue_task
 
     info = glue_task(task)
     if not train or not evaluation:
@@ -125,7 +125,7 @@ def bow_baseline(train: Sequence[Mapping], evaluation: Sequence[Mapping], task: 
 def summarize_finetuning(models: Sequence[Mapping], baseline: Sequence[Mapping]) -> list[dict]:
     """Per task (in `baseline`'s order): the seeds' metric (mean, s.e., min, max, n) beside chance, the
     bag-of-words score and the target; `learnt`: "yes" when the mean reaches the target, "n/a" without one."""
-    from .barriers import _mean_se
+    from permerge.evaluation.barriers import _mean_se
 
     out = []
     for b in baseline:

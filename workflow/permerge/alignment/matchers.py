@@ -1,8 +1,8 @@
 """The matchers, each declared once: the values of a variant's matching options and what they mean.
 
 A new attention matcher is one entry of ``ATTENTION`` (which head pairs it scores and how it picks the head
-assignment from their scores); both the activation matcher (``permerge.matching``) and weight matching
-(``permerge.weight_matching``) run it through ``assign_heads``, ``permerge.variants`` validates it and
+assignment from their scores); both the activation matcher (``permerge.alignment.matching``) and weight matching
+(``permerge.alignment.weight_matching``) run it through ``assign_heads``, ``permerge.alignment.variants`` validates it and
 derives function preservation from it, and the configuration accepts it. The same holds for the residual
 modes (which LayerNorm nodes drive the residual permutation), the Q/K modes and the methods: a new method
 is one entry of ``METHOD`` (what it reads and how it aligns a pair; ``matching.align_pair`` runs it).
@@ -86,7 +86,7 @@ class Method:
 
 
 def _activation(variant, pair, init=None):
-    from .matching import compute_permutations
+    from permerge.alignment.matching import compute_permutations
 
     if init is not None:
         raise ValueError("activation matching has no starting permutations (init); hybrid matching does")
@@ -94,7 +94,7 @@ def _activation(variant, pair, init=None):
 
 
 def _weight(variant, pair, init=None):
-    from .weight_matching import match_weights
+    from permerge.alignment.weight_matching import match_weights
 
     result = match_weights(pair.spec, pair.params_a, pair.params_b, variant, seed=pair.seed, init=init)
     info = {

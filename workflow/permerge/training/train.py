@@ -76,7 +76,7 @@ class Progress:
 
 
 class Resumable(Protocol):
-    """Saves a loop's state now and then and restores it in a later process (permerge.resume)."""
+    """Saves a loop's state now and then and restores it in a later process (permerge.training.resume)."""
 
     def restore(self, model, opt, sched, scaler) -> Progress | None:
         """Load a saved state into the model, optimizer, schedule, scaler and RNGs; None: start at step 0."""
@@ -119,7 +119,7 @@ def train(
     A loop resumed at step S ends exactly as an uninterrupted one (same weights, losses, lrs), provided
     `batches(S)` yields the batches the uninterrupted loop would have drawn from step S on.
     """
-    log = log or logging.getLogger("permerge.train")
+    log = log or logging.getLogger("permerge.training.train")
     device = next(model.parameters()).device
     amp = amp_in_effect(fp16, device)
     if fp16 and not amp:

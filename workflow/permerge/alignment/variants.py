@@ -3,7 +3,7 @@
 A variant says which permutations are computed (``components``) and how: the attention matcher, whether
 Q/K get their own within-head permutation, which residual nodes drive the residual matching, and which
 fraction of the statistics data is used, and what maps each head takes after the head assignment (``within_head``: its permutation only, or one rotation
-for Q/K and one for V/O, ``permerge.headmaps``), and from what the permutations are computed (``method``:
+for Q/K and one for V/O, ``permerge.alignment.headmaps``), and from what the permutations are computed (``method``:
 activation correlations, the paper; ``weight``, data-free weight matching; ``hybrid``, weight matching started
 from the activation permutations). The empty component set is vanilla averaging. A method may fix the value
 of an option it has no other use for (``matchers.METHOD``: weight matching solves the residual permutation
@@ -16,10 +16,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import headmaps, matchers
+from permerge.alignment import headmaps, matchers
 
 COMPONENTS: frozenset[str] = frozenset({"ff", "attn", "res", "pooler"})
-# the allowed values come from the matcher registry (permerge.matchers), where each is declared once
+# the allowed values come from the matcher registry (permerge.alignment.matchers), where each is declared once
 ATTENTION_MODES: tuple[str, ...] = tuple(matchers.ATTENTION)
 QK_MODES: tuple[str, ...] = matchers.QK
 RESIDUAL_MODES: tuple[str, ...] = tuple(matchers.RESIDUAL)
@@ -56,7 +56,7 @@ class Variant:
     residual: str = "all"
     stats_fraction: float | None = None  # None: the task's default (config.stats_fraction)
     method: str = "activation"  # activation | weight (data-free) | hybrid
-    within_head: str = "permutation"  # permutation | orthogonal (permerge.headmaps)
+    within_head: str = "permutation"  # permutation | orthogonal (permerge.alignment.headmaps)
 
     def __post_init__(self) -> None:
         # Direct construction is validated like from_mapping, so an invalid Variant cannot exist.

@@ -204,7 +204,7 @@ def trajectory(summary_rows: list[dict], final_step: int) -> list[dict]:
     """Barrier vs pre-training step: `summarize`'s rows of tasks at intermediate steps (mlm_step250) and of
     their final tasks (mlm, at `final_step`), as rows (task, variant, step, mean, se, n, ...), sorted by task,
     variant and step."""
-    from .tasks import base_task, step_of
+    from permerge.tasks import base_task, step_of
 
     out = []
     for s in summary_rows:

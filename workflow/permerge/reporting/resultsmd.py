@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .barriers import read_tsv
-from .tasks import MLM_COMPAT, is_mlm
+from permerge.evaluation.barriers import read_tsv
+from permerge.tasks import MLM_COMPAT, is_mlm
 
 
 def _f(text: str, digits: int = 3) -> str:

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from .families import FAMILIES, Family, family_of, supported_classes
+from permerge.families import FAMILIES, Family, family_of, supported_classes
 
 
 @dataclass(frozen=True)

@@ -128,7 +128,7 @@ def forward_pass(models, batches, device="cpu") -> list[float]:
 
 def stats_pass(models, batches, device="cpu", features=None):
     """collect_statistics over `features` (default: all) with the bench's model names."""
-    from .stats import collect_statistics
+    from permerge.alignment.stats import collect_statistics
 
     return collect_statistics(
         models, batches, names=[f"s{i}" for i in range(len(models))], device=device, features=features
@@ -147,7 +147,7 @@ def statistics_bytes(num_models: int, layers: int, hidden: int) -> dict[str, int
     Statistics holds); workspace: the float32 product buffer (sized for the largest block); queue: pending
     rank-one corrections at their longest (2 float64 vectors per model, feature and queued batch).
     """
-    from .stats import _FLUSH_EVERY
+    from permerge.alignment.stats import _FLUSH_EVERY
 
     dims = feature_dims(layers, hidden)
     pairs = num_models * (num_models - 1) // 2
@@ -237,7 +237,7 @@ def measure_stats(
 
     import torch
 
-    from .stats import collect_statistics
+    from permerge.alignment.stats import collect_statistics
 
     if batches_n < 2:
         raise ValueError("the statistics timing needs at least 2 batches")
@@ -352,7 +352,7 @@ def random_statistics(layers: int, hidden: int, seed: int = 0):
     """Statistics of one pair with random correlations (about N(0, 0.1^2)) for the matched features."""
     import torch
 
-    from .stats import Statistics
+    from permerge.alignment.stats import Statistics
 
     g = torch.Generator().manual_seed(seed)
     n = 1000
@@ -368,8 +368,8 @@ def random_statistics(layers: int, hidden: int, seed: int = 0):
 
 
 def measure_matching(layers: int, hidden: int) -> dict:
-    from .matching import compute_permutations
-    from .variants import Variant
+    from permerge.alignment.matching import compute_permutations
+    from permerge.alignment.variants import Variant
 
     stats = random_statistics(layers, hidden)
     variant = Variant(components=frozenset({"ff", "attn", "res"}), attention="head_perm", residual="all")
@@ -387,9 +387,9 @@ def measure_weight_matching(
     import numpy as np
     import torch
 
-    from .permute import apply_permutations
-    from .spec import random_permutations, spec_for_model
-    from .weight_matching import weight_matching
+    from permerge.alignment.spec import random_permutations, spec_for_model
+    from permerge.alignment.weight_matching import weight_matching
+    from permerge.merging.permute import apply_permutations
 
     cfg = bert_config(layers, hidden, vocab, 128)
     model_a, independent = make_models(2, cfg, "cpu", mlm=True, seed=seed)
@@ -465,7 +465,7 @@ def synthetic_evalset(blocks: int, seq_len: int, vocab: int, seed: int = 0) -> d
     """A fixed masked MLM set (BERT masking of random ids, drawn once) shaped like build_mlm_evalset's."""
     import torch
 
-    from .evaluate import bert_mask
+    from permerge.evaluation.evaluate import bert_mask
 
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(len(SPECIAL_IDS), vocab, (blocks, seq_len), generator=g)
@@ -478,7 +478,7 @@ def measure_sweep(s: SimpleNamespace, layers: int, hidden: int, blocks: int) -> 
     """Loss sweep over s.lambdas values vs one evaluation pass of model A (before and after the sweep)."""
     import torch
 
-    from .evaluate import lambda_grid, lambda_sweep, mlm_loss
+    from permerge.evaluation.evaluate import lambda_grid, lambda_sweep, mlm_loss
 
     cfg = bert_config(layers, hidden, s.vocab, s.seq_len)
     a, b = make_models(2, cfg, s.device, mlm=True)
@@ -547,7 +547,7 @@ def write_synthetic_statistics(
 
     import torch
 
-    from .stats import write_safetensors
+    from permerge.alignment.stats import write_safetensors
 
     features = paper_features(layers)
     names = [f"s{i}" for i in range(num_models)]
@@ -604,9 +604,9 @@ def permutations_child(path: str, num_pairs: int, layers: int, heads: int) -> No
     statistics file, then print one JSON line: seconds per pair, bytes held after each pair, VmHWM."""
     import torch  # noqa: F401  (imported before the baseline, as the script has it)
 
-    from .matching import compute_permutations
-    from .stats import Statistics
-    from .variants import Variant
+    from permerge.alignment.matching import compute_permutations
+    from permerge.alignment.stats import Statistics
+    from permerge.alignment.variants import Variant
 
     base = _rss_kib()
     stats = Statistics.load(path)
@@ -665,7 +665,7 @@ def measure_permutations_memory(layers: int, hidden: int, seeds: int, tmpdir: st
             write_s = time.perf_counter() - start
             log(f"compute_permutations over {num_pairs} pair(s) in a fresh process")
             code = (
-                f"from permerge.bench import permutations_child; "
+                f"from permerge.tooling.bench import permutations_child; "
                 f"permutations_child({path!r}, {num_pairs}, {layers}, {heads})"
             )
             start = time.perf_counter()
@@ -1018,7 +1018,7 @@ def format_table(r: dict) -> str:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .io import atomic_path
+    from permerge.io import atomic_path
 
     log = lambda msg: print(f"# {msg}", file=sys.stderr, flush=True)  # noqa: E731
     if args.permutations_memory and args.weight_matching:

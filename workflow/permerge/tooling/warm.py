@@ -8,7 +8,7 @@ before a job does any work, and the embedded grid runs some 115 such jobs on 2 c
 How: `install()` (called by common.smk for local runs with `warm_jobs: true`) replaces Snakemake's
 `PythonScript.execute_script` (snakemake 9.27.1, pinned in pyproject.toml), which runs
 `python <generated file>`. The same generated file (Snakemake's preamble, then the script) is instead
-sent to a server, `python -m permerge.warm SOCKET`, that the first job starts and that ends with the
+sent to a server, `python -m permerge.tooling.warm SOCKET`, that the first job starts and that ends with the
 Snakemake process. The server forks one child per job. The child takes the job's working directory,
 environment (with the thread variables Snakemake sets for a job), standard output and error, runs the
 file as `__main__` and ends as `python FILE` would: exit status 0, the `SystemExit` code, or 1 after an
@@ -52,14 +52,14 @@ PRELOAD = (
     "snakemake.iocontainers",
     "snakemake.logging",
     "permerge.checkpoints",
-    "permerge.evaluate",
-    "permerge.finetune",
-    "permerge.matching",
+    "permerge.evaluation.evaluate",
+    "permerge.training.finetune",
+    "permerge.alignment.matching",
     "permerge.models",
-    "permerge.permute",
-    "permerge.pretrain",
-    "permerge.stats",
-    "permerge.weight_matching",
+    "permerge.merging.permute",
+    "permerge.training.pretrain",
+    "permerge.alignment.stats",
+    "permerge.alignment.weight_matching",
 )
 
 _PID = struct.Struct("!q")
@@ -80,9 +80,9 @@ def serve(path: str, preload=PRELOAD) -> None:
         try:
             importlib.import_module(name)
         except Exception as err:  # noqa: BLE001 - the job imports it itself, and fails there by name
-            print(f"permerge.warm: not preloaded: {name}: {err}", file=sys.stderr)
+            print(f"permerge.tooling.warm: not preloaded: {name}: {err}", file=sys.stderr)
     if threading.active_count() > 1:
-        print("permerge.warm: the preloaded modules started threads; forking anyway", file=sys.stderr)
+        print("permerge.tooling.warm: the preloaded modules started threads; forking anyway", file=sys.stderr)
     gc.collect()
     gc.freeze()  # the children share these objects' pages instead of copying them at their first collection
     while True:
@@ -130,7 +130,7 @@ def _child(conn: socket.socket) -> None:
         (size,) = _CODE.unpack(_recv_exact(conn, _CODE.size))
         request = json.loads(_recv_exact(conn, size).decode())
         if _recv_exact(conn, 1) != b"!":  # the client's benchmark has found this process: start
-            raise RuntimeError("permerge.warm: the client left before the job started")
+            raise RuntimeError("permerge.tooling.warm: the client left before the job started")
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.close(devnull)
@@ -186,7 +186,7 @@ class Server:
     def __init__(self, preload=PRELOAD):
         self.dir = tempfile.mkdtemp(prefix="permerge-warm-")
         self.path = os.path.join(self.dir, "socket")
-        args = [sys.executable, "-m", "permerge.warm", self.path]
+        args = [sys.executable, "-m", "permerge.tooling.warm", self.path]
         if tuple(preload) != PRELOAD:
             args += ["--preload", ",".join(preload)]
         # huggingface_hub reads this when imported, i.e. in the server, not in each job (setup_job sets it there)
@@ -198,7 +198,7 @@ class Server:
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"permerge.warm: the server exited with status {self.proc.returncode}")
+                raise RuntimeError(f"permerge.tooling.warm: the server exited with status {self.proc.returncode}")
             conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 conn.connect(self.path)
@@ -206,7 +206,9 @@ class Server:
             except (FileNotFoundError, ConnectionRefusedError) as err:
                 conn.close()
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"permerge.warm: no server on {self.path} after {timeout:.0f} s") from err
+                    raise RuntimeError(
+                        f"permerge.tooling.warm: no server on {self.path} after {timeout:.0f} s"
+                    ) from err
                 time.sleep(0.02)
 
     def close(self) -> None:
@@ -247,7 +249,7 @@ def run_script(
     request = json.dumps(
         {"script": os.path.abspath(path), "cwd": cwd or os.getcwd(), "env": dict(os.environ if env is None else env)}
     ).encode()
-    cmd = f"python {path} (forked from the warm interpreter, permerge.warm)"
+    cmd = f"python {path} (forked from the warm interpreter, permerge.tooling.warm)"
     with (srv or server()).connect() as conn:
         socket.send_fds(conn, [b"."], [1, 2])  # what a subprocess would inherit
         conn.sendall(_CODE.pack(len(request)) + request)
@@ -315,7 +317,7 @@ def main(argv=None) -> None:
 
     parser = argparse.ArgumentParser(description="permerge's warm job server (started by the workflow)")
     parser.add_argument("socket")
-    parser.add_argument("--preload", help="comma-separated modules (default: permerge.warm.PRELOAD)")
+    parser.add_argument("--preload", help="comma-separated modules (default: permerge.tooling.warm.PRELOAD)")
     args = parser.parse_args(argv)
     serve(args.socket, args.preload.split(",") if args.preload else PRELOAD)
 

@@ -1,6 +1,6 @@
 """Apply permutations to a model's parameters: check them against the spec, gather tensors along the
 permuted axes, and permute a model (tied weights stay tied). Per-head maps (``map.{perm}`` entries,
-``permerge.headmaps``) given with the permutations are applied after them.
+``permerge.alignment.headmaps``) given with the permutations are applied after them.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from .headmaps import apply_maps, split_maps
-from .spec import PermutationSpec, spec_for_model
+from permerge.alignment.headmaps import apply_maps, split_maps
+from permerge.alignment.spec import PermutationSpec, spec_for_model
 
 
 def validate_permutations(spec: PermutationSpec, perms: Mapping[str, np.ndarray]) -> None:

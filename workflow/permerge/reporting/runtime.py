@@ -18,8 +18,8 @@ import re
 from datetime import datetime
 from pathlib import Path
 
-from .barriers import read_tsv, write_tsv
-from .io import atomic_path
+from permerge.evaluation.barriers import read_tsv, write_tsv
+from permerge.io import atomic_path
 
 COLUMNS = ("rule", "jobs", "wall_s", "wall_share", "cpu_s", "max_rss_mb")
 GRID_ROW = "(grid)"

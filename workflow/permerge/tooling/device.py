@@ -6,7 +6,7 @@ without a visible GPU, or a device index that does not exist then fails the job 
 naming the host, torch's version and CUDA build, what the driver offers, CUDA_VISIBLE_DEVICES and the SLURM
 job, instead of deep inside the first model load. When CUDA works, one log line says what was found.
 
-`device: cpu` is a no-op: torch is not imported here (a light job stays light). `python -m permerge.device
+`device: cpu` is a no-op: torch is not imported here (a light job stays light). `python -m permerge.tooling.device
 DEVICE` runs the same check in a process of its own (config.check_device does, at the start of a local run,
 so the Snakemake process itself never holds a CUDA context).
 """
@@ -183,10 +183,10 @@ def job_preflight(device, log) -> None:
 
 
 def main(argv=None) -> None:
-    """python -m permerge.device DEVICE: exit 0 and print the found line, or exit 1 with the report."""
+    """python -m permerge.tooling.device DEVICE: exit 0 and print the found line, or exit 1 with the report."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        raise SystemExit("usage: python -m permerge.device DEVICE (cpu, cuda, cuda:N)")
+        raise SystemExit("usage: python -m permerge.tooling.device DEVICE (cpu, cuda, cuda:N)")
     try:
         line = preflight(argv[0])
     except DeviceError as err:
