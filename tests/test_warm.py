@@ -203,3 +203,76 @@ def test_ctrl_c_interrupts_the_job_not_the_server(srv, tmp_path):
     srv.proc.send_signal(2)
     warm.run_script(str(_script(tmp_path, "pass\n")), srv=srv)
     assert srv.proc.poll() is None
+
+
+@pytest.fixture
+def script_class(monkeypatch):
+    """Snakemake's PythonScript, its execute_script restored after the test whatever install() does."""
+    from snakemake.script import PythonScript
+
+    monkeypatch.setattr(PythonScript, "execute_script", PythonScript.execute_script)
+    return PythonScript
+
+
+def test_installs_on_the_release_it_was_written_for(script_class):
+    import snakemake
+
+    assert snakemake.__version__ == warm.WRITTEN_FOR  # the pin in pyproject.toml
+    assert warm.install() is True
+    assert script_class.execute_script.permerge_warm
+    assert warm.install() is True  # idempotent: wraps once
+    assert not getattr(script_class.execute_script.cold, "permerge_warm", False)
+
+
+@pytest.mark.parametrize(
+    "break_it, reason",
+    [
+        (lambda mp, cls, sm: mp.setattr(sm, "__version__", "10.0.0"), "written for snakemake 9.27.1, this is 10.0.0"),
+        (lambda mp, cls, sm: mp.delattr(cls, "execute_script"), "PythonScript has no execute_script"),
+        (
+            lambda mp, cls, sm: mp.setattr(cls, "execute_script", lambda self, fname, edit=False, notebook=None: 0),
+            "takes (self, fname, edit, notebook), not (self, fname, edit)",
+        ),
+    ],
+    ids=["version", "method gone", "signature"],
+)
+def test_another_snakemake_keeps_plain_script_jobs(script_class, monkeypatch, capsys, break_it, reason):
+    import snakemake
+
+    break_it(monkeypatch, script_class, snakemake)
+    before = getattr(script_class, "execute_script", None)
+    assert warm.install() is False
+    assert getattr(script_class, "execute_script", None) is before
+    err = capsys.readouterr().err
+    assert reason in err
+    assert "script jobs run as plain python processes" in err
+
+
+def test_another_snakemake_runs_the_workflow_without_the_server(tmp_path):
+    """End to end: with Snakemake's version changed before install(), a `script:` job runs in a fresh python
+    (torch not imported at its start), the run succeeds and its log says why."""
+    (tmp_path / "job.py").write_text(
+        'import json, sys\njson.dump({"torch": "torch" in sys.modules}, open(snakemake.output[0], "w"))\n'
+    )
+    (tmp_path / "Snakefile").write_text(
+        textwrap.dedent(
+            f"""
+            import sys
+            sys.path.insert(0, {str(ROOT / "workflow")!r})
+            import snakemake
+            snakemake.__version__ = "10.0.0"
+            from permerge.tooling import warm
+            assert warm.install() is False
+
+            rule run:
+                output: "out.json"
+                script: "job.py"
+            """
+        )
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "workflow"))
+    cmd = [sys.executable, "-m", "snakemake", "-j", "1", "out.json"]
+    run = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads((tmp_path / "out.json").read_text()) == {"torch": False}
+    assert "written for snakemake 9.27.1, this is 10.0.0; script jobs run as plain python processes" in run.stderr

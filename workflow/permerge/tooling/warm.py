@@ -14,6 +14,10 @@ environment (with the thread variables Snakemake sets for a job), standard outpu
 file as `__main__` and ends as `python FILE` would: exit status 0, the `SystemExit` code, or 1 after an
 exception (traceback on stderr). The job's benchmark samples the child. Jobs with a conda environment, a
 container or environment modules, and notebook edits, run as before.
+
+Fail safe: the replaced method is private, so `install()` replaces it only on the Snakemake release it was
+written for (`WRITTEN_FOR`) and only while the method has the signature it expects; otherwise it logs one
+line saying why and leaves Snakemake's own script jobs (fresh `python` processes) in place.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import atexit
 import contextlib
 import gc
 import importlib
+import inspect
 import json
 import os
 import runpy
@@ -294,22 +299,66 @@ def job_env(threads, resources) -> dict[str, str]:
     return env
 
 
-def install() -> None:
-    """Route Snakemake's Python `script:` jobs through the warm server (idempotent)."""
+# The Snakemake release whose private `PythonScript.execute_script(self, fname, edit=False)` install()
+# replaces (pinned in pyproject.toml). On any other release the job runs as Snakemake runs it.
+WRITTEN_FOR = "9.27.1"
+_SIGNATURE = ["self", "fname", "edit"]
+
+
+def unsupported() -> str | None:
+    """Why warm jobs cannot be installed on this Snakemake, or None when they can."""
+    try:
+        import snakemake
+        from snakemake.script import PythonScript
+    except ImportError as err:
+        return f"snakemake.script.PythonScript cannot be imported ({err})"
+    version = getattr(snakemake, "__version__", "unknown")
+    if version != WRITTEN_FOR:
+        return f"written for snakemake {WRITTEN_FOR}, this is {version}"
+    method = vars(PythonScript).get("execute_script")  # its own, not an inherited abstract one
+    if method is None:
+        return "snakemake.script.PythonScript has no execute_script"
+    try:
+        params = list(inspect.signature(method).parameters)
+    except (TypeError, ValueError) as err:
+        return f"PythonScript.execute_script has no readable signature ({err})"
+    if params != _SIGNATURE:
+        return f"PythonScript.execute_script takes ({', '.join(params)}), not ({', '.join(_SIGNATURE)})"
+    return None
+
+
+def _fallback(reason: str) -> None:
+    print(f"permerge.tooling.warm: {reason}; script jobs run as plain python processes", file=sys.stderr)
+
+
+def install() -> bool:
+    """Route Snakemake's Python `script:` jobs through the warm server (idempotent). Returns whether they
+    are; on a Snakemake it was not written for, logs why and changes nothing."""
+    reason = unsupported()
+    if reason is not None:
+        _fallback(reason)
+        return False
     from snakemake.script import PythonScript
 
     cold = PythonScript.execute_script
     if getattr(cold, "permerge_warm", False):
-        return
+        return True
 
     def execute_script(self, fname, edit=False):
-        if edit or self.conda_env is not None or self.container_img is not None or self.env_modules is not None:
+        try:
+            plain = edit or any(getattr(self, a) is not None for a in ("conda_env", "container_img", "env_modules"))
+            env, bench_record = job_env(self.threads, self.resources), self.bench_record
+        except AttributeError as err:  # the job lacks what this reads: Snakemake's own way, said once per job
+            _fallback(f"PythonScript lacks {err.name or err}")
+            plain = True
+        if plain:
             return cold(self, fname, edit)
-        run_script(fname, env=job_env(self.threads, self.resources), bench_record=self.bench_record)
+        run_script(fname, env=env, bench_record=bench_record)
 
     execute_script.permerge_warm = True
     execute_script.cold = cold
     PythonScript.execute_script = execute_script
+    return True
 
 
 def main(argv=None) -> None:
