@@ -9,5 +9,9 @@ Layers (each imports only those above it; ``permerge.tasks`` is the task registr
 * ``rdata``     R lazy-load databases and ``.rda`` files; ``sword`` SWORD zText Bibles; ``wordnet`` WordNet 3.0;
 * ``roles``     the text roles (pretrain, books, heldout) built from the archives;
 * ``jsonl``     task files: reading, writing, checking them against the registry;
-* ``standins``  the GLUE-shaped stand-in tasks and their builders.
+* ``resources`` the archives a stand-in is built from, parsed lazily; ``splits`` disjoint splits;
+  ``lexicon`` sentence sentiment (SST-2); ``corruption`` corrupted sentences (CoLA);
+* ``novel_tasks``, ``bible_tasks``, ``wordnet_tasks``  the eight stand-in builders, by source;
+* ``standins``  the stand-in tasks' facts (sources, sizes), their builders' registry and ``build_task``;
+* ``hub``       the paper configuration's counterpart: text roles and GLUE tasks from the HuggingFace hub.
 """

@@ -197,3 +197,10 @@ def write_lines(lines: Iterable[str], path: str | os.PathLike) -> int:
                 f.write(line + "\n")
                 n += 1
     return n
+
+
+_WORD = re.compile(r"[A-Za-z]+(?:['-][A-Za-z]+)*")
+
+
+def words(text: str) -> list[str]:
+    return [w.lower() for w in _WORD.findall(text)]

@@ -1,10 +1,14 @@
-"""WordNet 3.0 database files (``data.noun``, ``index.noun``, ``noun.exc`` ...) from the pinned package."""
+"""WordNet 3.0 database files (``data.noun``, ``index.noun``, ``noun.exc`` ...) from the pinned package, and
+``WordNet``: the parsed database as the lookups the NLI stand-ins use (parts of speech, senses, hypernyms,
+hyponyms, antonyms, substitute words)."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import random
 import re
+from collections.abc import Mapping
 
 from .archives import archive_member
 
@@ -104,3 +108,227 @@ def wordnet(deb: str | os.PathLike) -> dict[str, Synset]:
     for pos in ("noun", "verb", "adj", "adv"):
         synsets.update(parse_wordnet_data(archive_member(deb, f"wordnet/data.{pos}").decode("utf-8", "replace")))
     return synsets
+
+
+class WordNet:
+    """Synsets and the lemma index of WordNet, with lookups for word substitutions; ``vocab`` (word counts of
+    the pre-training text) makes substitutes the models have read preferred."""
+
+    def __init__(
+        self,
+        synsets: dict[str, Synset],
+        index: dict[tuple[str, str], list[str]],
+        vocab: Mapping[str, int] | None = None,
+    ):
+        self.synsets = synsets
+        self.index = index  # (lemma, pos) -> synset keys in sense order
+        self.vocab = vocab or {}
+
+    def plain_pos(self, word: str) -> str | None:
+        """'n' or 'a' for a word that is only a noun or only an adjective in WordNet and does not look
+        like an inflected verb (less sense/POS ambiguity when the sense is not annotated)."""
+        poss = [p for p in "nvar" if (word, p) in self.index]
+        if len(poss) != 1 or poss[0] not in "na" or word in FUNCTION_WORDS or self.inflected(word):
+            return None
+        return poss[0]
+
+    def inflected(self, word: str) -> bool:
+        """Looks like a regular inflection of another lemma (threads, walked, walking)."""
+        for suffix, stems in (("ed", ("", "e")), ("ing", ("", "e")), ("s", ("",)), ("es", ("",)), ("ies", ("y",))):
+            if word.endswith(suffix) and any(
+                (word[: -len(suffix)] + st, p) in self.index for st in stems for p in "nv"
+            ):
+                return True
+        return False
+
+    def main_pos(self, word: str) -> str | None:
+        """The part of speech with the most senses (ties: n, v, a, r)."""
+        poss = [(len(self.index[(word, p)]), -i, p) for i, p in enumerate("nvar") if (word, p) in self.index]
+        return max(poss)[2] if poss else None
+
+    def lemmas(self, key: str) -> list[str]:
+        return [w for w in self.synsets[key].words]
+
+    def first_sense(self, word: str, pos: str) -> str | None:
+        keys = self.index.get((word, pos))
+        return keys[0] if keys else None
+
+    def pos_count(self, word: str) -> int:
+        return sum((word, p) in self.index for p in "nvar")
+
+    def hypernyms(self, key: str) -> list[str]:
+        return self.synsets[key].targets("@", "@i")
+
+    def hyponyms(self, key: str) -> list[str]:
+        return self.synsets[key].targets("~")
+
+    def antonyms(self, key: str, word: str) -> list[str]:
+        """Antonym lemmas of ``word`` in synset ``key`` (direct, or indirect through a satellite's head)."""
+        s = self.synsets[key]
+        if word not in s.words:
+            return []
+        wi = s.words.index(word) + 1
+        out = [
+            self.synsets[t].words[tw - 1]
+            for sym, t, sw, tw in s.pointers
+            if sym == "!" and sw == wi and t in self.synsets
+        ]
+        if not out and s.pos == "s":
+            for head in s.targets("&"):
+                h = self.synsets.get(head)
+                if h is None:
+                    continue
+                for sym, t, _sw, tw in h.pointers:
+                    if sym == "!" and t in self.synsets:
+                        out.append(self.synsets[t].words[tw - 1])
+        return out
+
+    def substitutes(self, key: str, word: str, relation: str, rng: random.Random) -> list[str]:
+        """Candidate replacement lemmas of ``word`` (sense ``key``) standing in ``relation`` to it."""
+        if relation == "hypernym":
+            ks = self.hypernyms(key)
+            if ks and rng.random() < 0.3:
+                ks = ks + [h for k in ks for h in self.hypernyms(k)]
+            cands = [w for k in ks for w in self.lemmas(k)]
+        elif relation == "synonym":
+            cands = [w for w in self.lemmas(key) if w != word]
+        elif relation == "hyponym":
+            cands = [w for k in self.hyponyms(key) for w in self.lemmas(k)]
+        elif relation == "cohyponym":
+            cands = [w for h in self.hypernyms(key) for k in self.hyponyms(h) if k != key for w in self.lemmas(k)]
+        elif relation == "antonym":
+            cands = self.antonyms(key, word)
+        else:  # pragma: no cover
+            raise ValueError(relation)
+        cands = [c for c in dict.fromkeys(cands) if _good_substitute(word, c)]
+        if self.vocab:
+            # Prefer replacements the pre-training text contains (every word of a multi-word lemma).
+            known = [c for c in cands if all(self.vocab.get(x, 0) >= 2 for x in re.split(r"[ -]", c))]
+            cands = known or cands
+        return cands
+
+
+_SUBSTITUTE = re.compile(r"[a-z]+(?:[ '-][a-z]+){0,2}")
+
+
+def _good_substitute(word: str, cand: str) -> bool:
+    return (
+        cand != word
+        and _SUBSTITUTE.fullmatch(cand) is not None
+        and word not in cand.split()
+        and cand not in word.split()
+    )
+
+
+FUNCTION_WORDS = {
+    "about",
+    "above",
+    "after",
+    "again",
+    "against",
+    "also",
+    "although",
+    "always",
+    "another",
+    "anything",
+    "because",
+    "been",
+    "before",
+    "being",
+    "below",
+    "between",
+    "both",
+    "could",
+    "does",
+    "done",
+    "down",
+    "during",
+    "each",
+    "either",
+    "else",
+    "enough",
+    "even",
+    "ever",
+    "every",
+    "first",
+    "from",
+    "further",
+    "have",
+    "having",
+    "here",
+    "herself",
+    "himself",
+    "into",
+    "itself",
+    "last",
+    "least",
+    "less",
+    "like",
+    "little",
+    "many",
+    "more",
+    "most",
+    "much",
+    "must",
+    "myself",
+    "neither",
+    "never",
+    "next",
+    "none",
+    "nothing",
+    "often",
+    "once",
+    "only",
+    "other",
+    "ought",
+    "over",
+    "same",
+    "shall",
+    "should",
+    "since",
+    "some",
+    "something",
+    "such",
+    "sure",
+    "than",
+    "that",
+    "their",
+    "them",
+    "then",
+    "there",
+    "these",
+    "they",
+    "this",
+    "those",
+    "though",
+    "through",
+    "till",
+    "together",
+    "under",
+    "until",
+    "upon",
+    "very",
+    "were",
+    "what",
+    "when",
+    "where",
+    "whether",
+    "which",
+    "while",
+    "whom",
+    "whose",
+    "will",
+    "with",
+    "within",
+    "without",
+    "would",
+    "your",
+    "yourself",
+    "lord",
+    "lady",
+    "miss",
+    "mister",
+    "master",
+    "sir",
+    "madam",
+}
