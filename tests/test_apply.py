@@ -6,9 +6,7 @@ import torch
 from transformers import (
     AutoModelForMaskedLM,
     BertConfig,
-    BertForMaskedLM,
     BertForPreTraining,
-    BertForSequenceClassification,
 )
 
 from permerge.alignment.spec import bert_spec, random_permutations, spec_for_model
@@ -21,6 +19,7 @@ from permerge.checkpoints import (
 )
 from permerge.merging.interpolate import interpolate, interpolate_, model_tensors
 from permerge.merging.permute import apply_permutations, permute_params
+from tests import tiny
 
 torch.set_num_threads(1)
 
@@ -35,8 +34,7 @@ CONFIG = dict(
 
 
 def mlm(seed=0, **overrides):
-    torch.manual_seed(seed)
-    return BertForMaskedLM(BertConfig(**{**CONFIG, **overrides})).eval()
+    return tiny.model(tiny.bert_config(CONFIG, **overrides), "mlm", seed=seed)
 
 
 def test_permute_params_is_pure_and_gathers_along_axes():
@@ -182,8 +180,7 @@ def test_save_pretrained_atomic(tmp_path):
 
 
 def test_sequence_classification_pooler_perm_moves_classifier_columns():
-    torch.manual_seed(0)
-    model = BertForSequenceClassification(BertConfig(**CONFIG, num_labels=1)).eval()
+    model = tiny.model(tiny.bert_config(CONFIG, num_labels=1), "cls", seed=0)
     p = np.random.default_rng(0).permutation(12)
     out = apply_permutations(model, {"pooler": p})
     torch.testing.assert_close(out.classifier.weight, model.classifier.weight[:, p], rtol=0, atol=0)
@@ -195,8 +192,7 @@ def test_pretraining_checkpoint_permute_interpolate_save(tmp_path):
     from permerge.models import load_model
 
     def pretraining(seed):
-        torch.manual_seed(seed)
-        return BertForPreTraining(BertConfig(**CONFIG, architectures=["BertForPreTraining"])).eval()
+        return tiny.model(tiny.bert_config(CONFIG, architectures=["BertForPreTraining"]), "pretraining", seed=seed)
 
     a, b = pretraining(0), pretraining(1)
     perms = random_permutations(spec_for_model(b), np.random.default_rng(2))

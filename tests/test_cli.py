@@ -9,14 +9,12 @@ import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import (
     AutoModelForMaskedLM,
-    BertConfig,
-    BertForMaskedLM,
-    BertForSequenceClassification,
     BertTokenizerFast,
 )
 
 from permerge.checkpoints import load_permutations, read_permutation_metadata
 from permerge.cli import build_parser, main
+from tests import tiny
 
 torch.set_num_threads(1)
 
@@ -44,15 +42,7 @@ def save_tokenizer(path):
 
 
 def config(vocab_size, **kw):
-    return BertConfig(
-        vocab_size=vocab_size,
-        hidden_size=16,
-        num_attention_heads=2,
-        intermediate_size=24,
-        num_hidden_layers=2,
-        max_position_embeddings=32,
-        **kw,
-    )
+    return tiny.bert_config(vocab_size=vocab_size, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -60,11 +50,9 @@ def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     vocab = save_tokenizer(root / "tok")
     for seed in (1, 2):
-        torch.manual_seed(seed)
-        BertForMaskedLM(config(vocab)).save_pretrained(root / f"mlm{seed}")
+        tiny.model(config(vocab), "mlm", seed=seed).save_pretrained(root / f"mlm{seed}")
         save_tokenizer(root / f"mlm{seed}")
-    torch.manual_seed(3)
-    BertForSequenceClassification(config(vocab)).save_pretrained(root / "cls")
+    tiny.model(config(vocab), "cls", seed=3).save_pretrained(root / "cls")
     save_tokenizer(root / "cls")
     rng = np.random.default_rng(0)
     lines = [" ".join(rng.choice(WORDS, size=rng.integers(2, 12))) for _ in range(40)]

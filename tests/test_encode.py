@@ -3,7 +3,6 @@
 import pytest
 import torch
 from transformers import (
-    BertConfig,
     BertForMaskedLM,
     BertForSequenceClassification,
     DistilBertConfig,
@@ -14,6 +13,7 @@ from transformers import (
 
 from permerge.evaluation.encode import encode_at, prunable
 from permerge.evaluation.evaluate import _masked_logits, glue_logits
+from tests import tiny
 
 # Large initial weights: peaked attention, so a wrong score scale or mask shows (at BERT's 0.02 every
 # head attends almost uniformly).
@@ -21,7 +21,7 @@ SHAPE = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, interme
 
 
 def bert_config(**kw):
-    return BertConfig(vocab_size=60, max_position_embeddings=40, **SHAPE, **kw)
+    return tiny.bert_config(SHAPE, vocab_size=60, max_position_embeddings=40, **kw)
 
 
 def batch(seed=0, rows=5, length=24):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
-from transformers import AutoModelForMaskedLM, BertConfig, BertForMaskedLM
+from transformers import AutoModelForMaskedLM
 
 from permerge.alignment.matching import match_attention, match_ff, residual_correlation
 from permerge.alignment.spec import random_permutations, spec_for_model
@@ -13,6 +13,7 @@ from permerge.checkpoints import load_permutations
 from permerge.cli import main
 from permerge.evaluation.evaluate import IGNORE_INDEX, mlm_loss
 from permerge.merging.permute import apply_permutations
+from tests import tiny
 from tests.test_cli import save_tokenizer
 
 torch.set_num_threads(1)
@@ -30,8 +31,7 @@ SHAPE = dict(
 
 
 def mlm(seed=0, **kw):
-    torch.manual_seed(seed)
-    return BertForMaskedLM(BertConfig(**{**SHAPE, **kw})).eval()
+    return tiny.model(tiny.bert_config(SHAPE, **kw), "mlm", seed=seed)
 
 
 def batch(n=3, length=7):
@@ -118,10 +118,8 @@ def test_collect_statistics_rejects_models_of_different_shapes(field, value):
 
 
 def test_collect_statistics_rejects_a_pooler_mismatch():
-    from transformers import BertForSequenceClassification
 
-    torch.manual_seed(0)
-    cls = BertForSequenceClassification(BertConfig(**SHAPE)).eval()
+    cls = tiny.model(tiny.bert_config(SHAPE), "cls", seed=0)
     with pytest.raises(ValueError, match="model 'b' and model 'a' differ in pooler presence"):
         collect_statistics([mlm(0), cls], [batch()], names=["a", "b"])
 

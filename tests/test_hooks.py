@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import BertConfig, BertForSequenceClassification
 
 from permerge.alignment.stats import collect_statistics, feature_names
+from tests import tiny
 
 torch.set_num_threads(1)
 
@@ -94,12 +94,7 @@ def hand_features(model, batch) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def models():
-    config = BertConfig(**CONFIG)
-    out = []
-    for seed in (0, 1):
-        torch.manual_seed(seed)
-        out.append(BertForSequenceClassification(config).eval())
-    return out
+    return tiny.models(tiny.bert_config(CONFIG), "cls", seeds=(0, 1))
 
 
 def test_hand_forward_matches_the_model(models):

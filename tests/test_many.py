@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 import torch
-from transformers import BertConfig, BertForMaskedLM
 
 from permerge.alignment.spec import random_permutations, spec_for_model
 from permerge.alignment.weight_matching import weight_matching
 from permerge.merging.interpolate import model_tensors
 from permerge.merging.many import average, into_model, iterative, to_reference
 from permerge.merging.permute import apply_permutations
+from tests import tiny
 
 CFG = dict(
     vocab_size=60,
@@ -25,8 +25,7 @@ CFG = dict(
 
 @pytest.fixture(scope="module")
 def planted():
-    torch.manual_seed(0)
-    a = BertForMaskedLM(BertConfig(**CFG)).eval()
+    a = tiny.model(tiny.bert_config(CFG), "mlm", seed=0)
     spec = spec_for_model(a)
     rng = np.random.default_rng(1)
     models = [a] + [apply_permutations(a, random_permutations(spec, rng, qk="shared")) for _ in range(3)]

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
+from transformers import BertConfig
 
 from permerge.alignment.matching import (
     compute_permutations,
@@ -18,6 +18,7 @@ from permerge.alignment.stats import Statistics, collect_statistics
 from permerge.alignment.variants import Variant
 from permerge.merging.interpolate import interpolate
 from permerge.merging.permute import apply_permutations
+from tests import tiny
 
 torch.set_num_threads(1)
 
@@ -209,9 +210,8 @@ def random_batches(config, num=6, batch=8, length=16, seed=0):
 
 @pytest.mark.parametrize("head, qk", [("mlm", "separate"), ("cls", "shared"), ("cls1", "separate")])
 def test_planted_recovery_and_flat_interpolation(head, qk):
-    config = BertConfig(**CONFIG, num_labels=1 if head == "cls1" else 2)
-    torch.manual_seed(0)
-    model_a = (BertForMaskedLM if head == "mlm" else BertForSequenceClassification)(config).eval()
+    config = tiny.bert_config(CONFIG, num_labels=1 if head == "cls1" else 2)
+    model_a = tiny.model(config, "mlm" if head == "mlm" else "cls", seed=0)
     spec = spec_for_model(model_a)
     planted = random_permutations(spec, np.random.default_rng(7), qk=qk)
     model_b = apply_permutations(model_a, planted)  # B unit i = A unit planted[i]

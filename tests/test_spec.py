@@ -18,6 +18,7 @@ from permerge.alignment.spec import (
 )
 from permerge.alignment.variants import COMPONENTS, VARIANT_KEYS, Variant, VariantError
 from permerge.merging.permute import apply_permutations
+from tests import tiny
 
 torch.set_num_threads(1)
 
@@ -36,23 +37,14 @@ SHAPES = [
     ),
 ]
 HEADS = [("mlm", None), ("cls", 3), ("cls", 1), ("pretraining", None)]
-MODEL_CLASSES = {"mlm": BertForMaskedLM, "cls": BertForSequenceClassification, "pretraining": BertForPreTraining}
 
 
 def make_config(shape, num_labels=2):
-    return BertConfig(
-        **shape,
-        max_position_embeddings=19,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        initializer_range=0.2,
-        num_labels=num_labels,
-    )
+    return tiny.bert_config(shape, max_position_embeddings=19, **tiny.PRESERVING, num_labels=num_labels)
 
 
 def make_model(config, head, seed=0):
-    torch.manual_seed(seed)
-    model = MODEL_CLASSES[head](config).eval()
+    model = tiny.model(config, head, seed=seed)
     with torch.no_grad():  # non-trivial LayerNorms and biases so that a wrong permutation shows
         for name, p in model.named_parameters():
             if "LayerNorm" in name or name.endswith("bias"):

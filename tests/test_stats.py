@@ -18,6 +18,7 @@ from permerge.alignment.stats import (
     text_batches,
     write_safetensors,
 )
+from tests import tiny
 
 torch.set_num_threads(1)
 
@@ -34,13 +35,8 @@ CONFIG = dict(
 )
 
 
-def make_models(cls=BertForSequenceClassification, n=3):
-    config = BertConfig(**CONFIG)
-    out = []
-    for seed in range(n):
-        torch.manual_seed(seed)
-        out.append(cls(config).eval())
-    return out
+def make_models(head="cls", n=3):
+    return tiny.models(tiny.bert_config(CONFIG), head, seeds=range(n))
 
 
 def make_batches(num=4, batch=5, length=12, vocab=97, seed=0):
@@ -111,8 +107,8 @@ def test_streamed_correlation_equals_numpy_corrcoef():
 
 
 def test_every_feature_has_the_documented_size_and_a_diagonal_of_one():
-    ms = make_models(BertForMaskedLM, n=1)
-    twin = make_models(BertForMaskedLM, n=1)[0]  # same seed: identical model
+    ms = make_models("mlm", n=1)
+    twin = make_models("mlm", n=1)[0]  # same seed: identical model
     stats = collect_statistics([ms[0], twin], make_batches(num=2), names=["x", "y"])
     L = CONFIG["num_hidden_layers"]
     assert stats.features == feature_names(ms[0])
@@ -128,7 +124,7 @@ def test_every_feature_has_the_documented_size_and_a_diagonal_of_one():
 
 
 def test_one_forward_per_model_per_batch_and_no_head():
-    ms = make_models(BertForMaskedLM, n=2)
+    ms = make_models("mlm", n=2)
     calls = {"base": [0, 0], "head": [0, 0]}
     for i, m in enumerate(ms):
         m.bert.register_forward_hook(lambda *_, i=i: calls["base"].__setitem__(i, calls["base"][i] + 1))

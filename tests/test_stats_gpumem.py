@@ -21,7 +21,7 @@ def _tensors(stats):
 @pytest.mark.parametrize("path", ["numpy", "torch"])
 @pytest.mark.parametrize("micro_batch, cross_device", [(2, None), (1, "cpu"), (3, "cpu"), (None, "cpu")])
 def test_micro_batches_and_host_cross_blocks_same_statistics(path, micro_batch, cross_device):
-    models = make_models(BertForMaskedLM, n=3)
+    models = make_models("mlm", n=3)
     batches = make_batches()  # padded, varying lengths
     names = ["a", "b", "c"]
     seen = {}
@@ -51,7 +51,7 @@ def test_micro_batches_and_host_cross_blocks_same_statistics(path, micro_batch, 
 
 
 def test_micro_batch_must_be_positive():
-    models = make_models(BertForMaskedLM, n=2)
+    models = make_models("mlm", n=2)
     with pytest.raises(ValueError, match="micro_batch"):
         collect_statistics(models, make_batches(1), names=["a", "b"], micro_batch=0)
 
@@ -149,10 +149,10 @@ def test_cuda_plan_same_statistics_and_peak_within_10_percent():
     torch.cuda.max_memory_allocated is within 10 % of statistics_device_bytes (cross blocks on the GPU)."""
     shape = fp.Shape(layers=2, hidden=64, heads=2, ff=256, vocab=300, positions=128)
     feats = [f"res.{i}" for i in range(5)] + ["ff.0", "ff.1", "ctx.0", "ctx.1"]
-    models = make_models(BertForMaskedLM, n=3)
+    models = make_models("mlm", n=3)
     batches = make_batches()
     ref = collect_statistics(models, batches, names=["a", "b", "c"])
-    moved = [m.to("cuda") for m in make_models(BertForMaskedLM, n=3)]
+    moved = [m.to("cuda") for m in make_models("mlm", n=3)]
     got = collect_statistics(moved, batches, names=["a", "b", "c"], device="cuda", micro_batch=2, cross_device="cpu")
     for f in ref.features:
         c_ref, c_got = ref.correlation(f, "a", "c"), got.correlation(f, "a", "c")

@@ -13,7 +13,7 @@ from transformers import BertConfig, BertForMaskedLM
 import permerge.alignment.stats as stats_mod
 from permerge.alignment.stats import collect_statistics, force_path
 from permerge.evaluation.evaluate import bert_mask, mlm_loss
-from tests import test_stats
+from tests import test_stats, tiny
 
 torch.set_num_threads(1)
 
@@ -109,9 +109,7 @@ def compare_statistics(device: str):
 
 
 def compare_mlm_loss(device: str):
-    config = BertConfig(**test_stats.CONFIG)
-    torch.manual_seed(0)
-    model = BertForMaskedLM(config).eval()
+    model = tiny.model(config := tiny.bert_config(test_stats.CONFIG), "mlm", seed=0)
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(5, config.vocab_size, (12, 20), generator=g)
     masked, labels = bert_mask(ids, special=[0, 1, 2, 3, 4], mask_token_id=4, vocab_size=config.vocab_size, generator=g)

@@ -6,7 +6,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
 
 from permerge.alignment.spec import head_assignment, is_function_preserving, random_permutations, spec_for_model
 from permerge.evaluation.barriers import (
@@ -27,6 +26,7 @@ from permerge.evaluation.evaluate import (
     write_loss_table,
 )
 from permerge.merging.permute import apply_permutations
+from tests import tiny
 
 torch.set_num_threads(1)
 
@@ -42,13 +42,13 @@ CONFIG = dict(
     max_position_embeddings=32,
     initializer_range=0.2,
 )
+
 LAMBDAS = [0.0, 0.5, 1.0]
 MLM_COLUMNS = ["lambda", "loss", "n_tokens", "pseudo_perplexity", "accuracy"]
 
 
 def mlm(seed):
-    torch.manual_seed(seed)
-    return BertForMaskedLM(BertConfig(**CONFIG)).eval()
+    return tiny.model(tiny.bert_config(CONFIG), "mlm", seed=seed)
 
 
 @pytest.fixture(scope="module")
@@ -168,10 +168,7 @@ def test_loss_files_and_barrier_table_carry_both(tmp_path, sweeps):
 
 
 def test_glue_metric_of_unpermuted_b():
-    torch.manual_seed(3)
-    a = BertForSequenceClassification(BertConfig(**CONFIG, num_labels=2)).eval()
-    torch.manual_seed(4)
-    b = BertForSequenceClassification(BertConfig(**CONFIG, num_labels=2)).eval()
+    a, b = tiny.models(tiny.bert_config(CONFIG, num_labels=2), "cls", seeds=(3, 4))
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(5, VOCAB, (12, 10), generator=g)
     data = {

@@ -11,7 +11,6 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import numpy as np
 import pytest
 import torch
-from transformers import BertConfig
 
 from permerge.alignment.spec import head_assignment, is_function_preserving, spec_for_model
 from permerge.alignment.variants import Variant
@@ -19,6 +18,7 @@ from permerge.alignment.weight_matching import assign_heads, component_of, match
 from permerge.checkpoints import load_permutations, read_permutation_metadata
 from permerge.merging.interpolate import interpolate
 from permerge.merging.permute import apply_permutations
+from tests import tiny
 
 from .test_spec import logits, make_inputs, make_model, variant_perms
 
@@ -43,14 +43,7 @@ PRESERVING = [("head_perm", "shared"), ("head_perm", "separate"), ("monotonic", 
 
 
 def make_config(shape, num_labels=3):
-    return BertConfig(
-        **shape,
-        max_position_embeddings=19,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        initializer_range=0.2,
-        num_labels=num_labels,
-    )
+    return tiny.bert_config(shape, max_position_embeddings=19, **tiny.PRESERVING, num_labels=num_labels)
 
 
 def pair_of_models(shape, head):
