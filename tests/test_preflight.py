@@ -56,9 +56,7 @@ def fake_nvidia_smi(bindir: Path, driver: str) -> None:
 
 
 def test_cpu_is_a_noop_and_imports_no_torch():
-    code = (
-        "import sys; from permerge.tooling import device; assert device.preflight('cpu') is None; print('torch' in sys.modules)"
-    )
+    code = "import sys; from permerge.tooling import device; assert device.preflight('cpu') is None; print('torch' in sys.modules)"
     env = {"PYTHONPATH": str(ROOT / "workflow"), "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "False", out.stdout + out.stderr
