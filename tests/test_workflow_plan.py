@@ -22,7 +22,7 @@ def test_embedded_seed_models(wf):
 
 def test_embedded_full_grid(wf):
     jobs = planned_jobs(wf, "results/figures/all.pdf")
-    mlm_variants, glue_tasks, glue_variants = 10, len(GLUE_TASKS), 2
+    mlm_variants, glue_tasks, glue_variants = 10, len(GLUE_TASKS), 3  # vanilla, all, paper_glue
     per_pair = mlm_variants + glue_tasks * glue_variants
     # barrier vs pre-training step: mlm at 2 intermediate steps with vanilla and all (tests/test_trajectory.py)
     steps, step_variants = 2, 2
