@@ -295,6 +295,20 @@ def finetune(
 
         return rest()
 
+    # the run's settings, named once: in the resume fingerprint and in metrics.json
+    hparams = {
+        "seed": int(seed),
+        "head_seed": int(head_seed),
+        "data_seed": data_seed,
+        "lr": float(lr),
+        "batch_size": int(batch_size),
+        "max_length": int(max_length),
+        "warmup": float(warmup),
+        "weight_decay": float(weight_decay),
+        "grad_clip": float(grad_clip),
+        "dropout": float(getattr(model.config, fam.dropouts[0])),  # the hidden dropout, by its family's name
+        "group_by_length": bool(group_by_length),
+    }
     resume = None
     if resume_dir is not None:
         from permerge.training.resume import TrainingState, model_identity, sha256_tensors
@@ -310,18 +324,8 @@ def finetune(
             "train_data": sha256_tensors(train_set[k] for k in ("input_ids", "token_type_ids", "labels")),
             "n_train": int(n),
             "num_labels": int(num_labels),
-            "seed": int(seed),
-            "head_seed": int(head_seed),
-            "data_seed": data_seed,
-            "lr": float(lr),
+            **hparams,
             "epochs": float(epochs),
-            "batch_size": int(batch_size),
-            "max_length": int(max_length),
-            "warmup": float(warmup),
-            "weight_decay": float(weight_decay),
-            "grad_clip": float(grad_clip),
-            "dropout": float(getattr(model.config, fam.dropouts[0])),  # the hidden dropout, by its family's name
-            "group_by_length": bool(group_by_length),
             "fp16_in_effect": amp,
             "device": dev.type,
             "total_steps": total_steps,
@@ -376,17 +380,7 @@ def finetune(
         "epochs": float(epochs),
         "n_train": int(n),
         "n_eval": int(evalset["labels"].shape[0]),
-        "seed": int(seed),
-        "head_seed": int(head_seed),
-        "data_seed": data_seed,
-        "lr": float(lr),
-        "batch_size": int(batch_size),
-        "max_length": int(max_length),
-        "warmup": float(warmup),
-        "weight_decay": float(weight_decay),
-        "grad_clip": float(grad_clip),
-        "dropout": float(getattr(model.config, fam.dropouts[0])),  # the hidden dropout, by its family's name
-        "group_by_length": bool(group_by_length),
+        **hparams,
         "fp16": bool(fp16),
         "fp16_in_effect": amp,
         "fp16_skipped_steps": skipped,
