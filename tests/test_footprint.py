@@ -17,17 +17,7 @@ from permerge.tooling import footprint as fp
 TINY = fp.Shape(layers=2, hidden=32, heads=2, ff=64, vocab=100, positions=64, type_vocab=2)
 
 
-def bert_config(shape: fp.Shape, **kw) -> transformers.BertConfig:
-    return transformers.BertConfig(
-        vocab_size=shape.vocab,
-        hidden_size=shape.hidden,
-        num_hidden_layers=shape.layers,
-        num_attention_heads=shape.heads,
-        intermediate_size=shape.ff,
-        max_position_embeddings=shape.positions,
-        type_vocab_size=shape.type_vocab,
-        **kw,
-    )
+bert_config = fp.bert_config
 
 
 def numel(model) -> int:

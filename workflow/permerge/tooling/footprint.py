@@ -113,6 +113,22 @@ def hf_shape(hf_config) -> Shape:
     )
 
 
+def bert_config(shape: Shape, **kw):
+    """A transformers BertConfig of a Shape (hf_shape's inverse for BERT); kw: further config fields."""
+    import transformers
+
+    return transformers.BertConfig(
+        vocab_size=shape.vocab,
+        hidden_size=shape.hidden,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        intermediate_size=shape.ff,
+        max_position_embeddings=shape.positions,
+        type_vocab_size=shape.type_vocab,
+        **kw,
+    )
+
+
 BERT_BASE = Shape(layers=12, hidden=768, heads=12, ff=3072, vocab=30522, positions=512, type_vocab=2)
 # the classes `architecture` names: the BERT family's (the workflow's planned seeds); _parts counts every
 # family's (families.FAMILIES)
@@ -409,15 +425,7 @@ def measure_statistics_peak(
 
     if threads:
         torch.set_num_threads(threads)
-    config = transformers.BertConfig(
-        vocab_size=shape.vocab,
-        hidden_size=shape.hidden,
-        num_hidden_layers=shape.layers,
-        num_attention_heads=shape.heads,
-        intermediate_size=shape.ff,
-        max_position_embeddings=shape.positions,
-        type_vocab_size=shape.type_vocab,
-    )
+    config = bert_config(shape)
     torch.manual_seed(0)
     models = [transformers.BertForMaskedLM(config).eval() for _ in range(num_models)]
     g = torch.Generator().manual_seed(0)
