@@ -10,9 +10,10 @@
 #   stats/{task}/{cohort}/fraction{f}.safetensors       activation statistics of a cohort of seed pairs, one pass
 #                                                       each: seeds1-2-3-4-5 (a fresh grid: every pair), seeds6x1-2-3-4-5
 #                                                       (seed 6 added later: its pairs only); see permerge/cohorts.py
-#   permutations/{task}/{variant}/seed{a}-seed{b}.safetensors   one job per (task, variant, pair)
-#   losses/{task}/{variant}/seed{a}-seed{b}.tsv         one row per λ (task mlm_compat: mlm's models and
-#                                                       permutations on the character-spaced text the paper scored)
+#   permutations/{task}/{variant}/{cohort}/seed{a}-seed{b}.safetensors   one job per (task, variant, cohort)
+#   losses/{task}/{variant}/{cohort}/seed{a}-seed{b}.tsv    one row per λ, one job per (task, variant, cohort)
+#                                                       (task mlm_compat: mlm's models and permutations on the
+#                                                       character-spaced text the paper scored)
 #   tables/barriers.tsv, tables/summary.tsv, tables/trajectory.tsv, figures/all.pdf
 #   merged/{task}/{variant}/seed{a}-seed{b}/lambda{λ}/  merged checkpoints: their own target, `snakemake merged`
 

@@ -137,7 +137,7 @@ def agreement_run(tmp_path_factory):
     if cache.is_dir():
         shutil.copytree(cache, wd / "results" / "data" / "downloads", copy_function=shutil.copy2)
     (wd / "configs" / "agree.yaml").write_text(yaml.safe_dump(AGREE))
-    targets = [f"results/permutations/mlm/{v}/seed1-seed2.safetensors" for v in AGREE["variants"]]
+    targets = [f"results/permutations/mlm/{v}/seeds1-2" for v in AGREE["variants"]]  # seeds 1, 2: one cohort
     snakemake(wd, "-j", "2", *targets, "--configfile", "configs/smoke.yaml", "configs/agree.yaml")
     return wd
 
@@ -157,7 +157,7 @@ def test_cli_gives_the_workflows_permutations(agreement_run, tmp_path, variant):
     argv += ["--batch-size", st["batch_size"], "--max-length", st["max_length"], "--max-lines", st["max_lines"]]
     assert main([str(x) for x in argv]) == 0
     got = load_permutations(tmp_path / "aligned" / PERMUTATIONS_FILE)
-    path = wd / "results" / "permutations" / "mlm" / variant / "seed1-seed2.safetensors"
+    path = wd / "results" / "permutations" / "mlm" / variant / "seeds1-2" / "seed1-seed2.safetensors"
     want = load_permutations(path)
     assert sorted(got) == sorted(want) and len(want) >= 5
     for k in want:

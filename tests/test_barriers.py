@@ -157,3 +157,11 @@ def test_unpermuted_column_must_repeat_one_value(tmp_path):
     p.write_text("lambda\tloss\tloss_b_unpermuted\n0.0\t1.0\t\n1.0\t2.0\t\n")
     with pytest.raises(ValueError, match="one value repeated"):
         read_curve(p)
+
+
+def test_loss_paths_are_read_with_or_without_their_cohort_folder():
+    from permerge.evaluation.barriers import parse_loss_path
+
+    assert parse_loss_path("results/losses/mlm/all/seeds1-2-3/seed1-seed2.tsv") == ("mlm", "all", "seed1-seed2")
+    assert parse_loss_path("r/losses/sst2/vanilla/pairs2-1/seed2-seed1.tsv") == ("sst2", "vanilla", "seed2-seed1")
+    assert parse_loss_path("results/losses/mlm/all/seed1-seed2.tsv") == ("mlm", "all", "seed1-seed2")  # older

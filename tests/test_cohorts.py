@@ -1,5 +1,5 @@
-"""Statistics cohorts (permerge.cohorts): which statistics pass covers which seed pair, decided from the
-cohorts already on disk, so that adding a seed computes only its own pairs' cross blocks."""
+"""Cohorts (permerge.cohorts): which statistics pass, permutation job and sweep job cover which seed pair,
+decided from the cohorts already on disk, so that adding a seed computes only its own pairs."""
 
 from itertools import combinations
 
@@ -15,7 +15,11 @@ def test_names_round_trip_to_their_pairs_and_seeds():
     assert cohorts.pairs("seeds6x1-2-5") == [(1, 6), (2, 6), (5, 6)]
     assert cohorts.seeds("seeds6x1-2-5") == [1, 2, 5, 6]
     assert cohorts.pairs("seeds6-7x1") == [(1, 6), (1, 7), (6, 7)]
-    assert cohorts.listed([(2, 1), (4, 3)]) == "pairs1-2_3-4"
+    # a listed pair keeps its orientation (A, B); its statistics need the cross block once
+    assert cohorts.listed([(4, 3), (1, 2)]) == "pairs1-2_4-3"
+    assert cohorts.pairs("pairs1-2_4-3") == [(1, 2), (4, 3)]
+    assert cohorts.blocks("pairs1-2_4-3") == [(1, 2), (3, 4)]
+    assert cohorts.blocks("pairs1-2_2-1") == [(1, 2)]
     assert cohorts.pairs("pairs1-2_3-4") == [(1, 2), (3, 4)]
     assert cohorts.seeds("pairs1-2_3-4") == [1, 2, 3, 4]
     assert all(cohorts.is_cohort(c) for c in ("seeds1-2", "seeds6x1-2", "pairs1-2"))
@@ -24,7 +28,7 @@ def test_names_round_trip_to_their_pairs_and_seeds():
 
 @pytest.mark.parametrize("bad", ["fraction0.5.safetensors", "seeds1-", "pairs1-2_"])
 def test_a_name_that_is_no_cohort_is_rejected(bad):
-    with pytest.raises(ValueError, match="not a statistics cohort"):
+    with pytest.raises(ValueError, match="is not a cohort"):
         cohorts.pairs(bad)
 
 
@@ -65,8 +69,26 @@ def test_pairs_of_seeds_already_covered_are_listed_exactly():
     assignment = cohorts.assign(combinations([1, 2, 3, 4, 5, 6], 2), done)
     assert assignment[(3, 6)] == "pairs3-6"
     assert sum(c == "pairs3-6" for c in assignment.values()) == 1
-    # explicit pairs of a fresh grid: exactly those cross blocks, however ordered
-    assert set(cohorts.assign([(2, 1), (3, 4)], []).values()) == {"pairs1-2_3-4"}
+    # explicit pairs of a fresh grid: exactly those pairs, each with its reference seed as A
+    assert set(cohorts.assign([(2, 1), (3, 4)], []).values()) == {"pairs2-1_3-4"}
+    assert set(cohorts.assign([(1, 2), (3, 4)], []).values()) == {"pairs1-2_3-4"}
+
+
+def test_a_pair_is_covered_only_in_its_own_orientation():
+    # (2, 1) maps seed 1 into seed 2's basis: seeds1-2's file is seed1-seed2, so (2, 1) needs a cohort of its own
+    assignment = cohorts.assign([(1, 2), (2, 1)], ["seeds1-2"])
+    assert assignment == {(1, 2): "seeds1-2", (2, 1): "pairs2-1"}
+    # all-seed merges to reference 3 reuse the pairs (3, b): with the grid's pairs, one listed cohort
+    needed = [*combinations([1, 2, 3], 2), (3, 1), (3, 2)]
+    assert set(cohorts.assign(needed, []).values()) == {"pairs1-2_1-3_3-1_2-3_3-2"}
+
+
+def test_a_long_list_of_reversed_pairs_is_a_clear_error():
+    many = [(b, a) for a, b in combinations(range(100, 140), 2)]
+    with pytest.raises(ValueError, match="smaller seed first"):
+        cohorts.assign(many, [])
+    # the same pairs the usual way round: one cohort named by the seeds
+    assert set(cohorts.assign([(a, b) for b, a in many], []).values()) == {cohorts.name(range(100, 140))}
 
 
 def test_the_oldest_cohort_covering_a_pair_wins():

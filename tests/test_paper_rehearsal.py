@@ -128,7 +128,7 @@ def test_whole_evaluation_splits(rehearsal):
     text = (wd / R / "data/text/heldout.txt").read_text().splitlines()
     ids = tokenize_lines(load_tokenizer(wd / R / "models/mlm/seed1"), text)
     assert n_blocks == len(ids) // 128
-    log = (wd / R / "logs/sweep_lambdas/mnli/vanilla/seed1-seed2.log").read_text()
+    log = (wd / R / "logs/sweep_lambdas/mnli/vanilla/seeds1-2-3.log").read_text()
     assert f"{hub_fixtures.GLUE_SIZES['validation']} validation examples" in log
     assert "validation_mismatched" in log
 
@@ -160,7 +160,7 @@ def test_mlm_compat_scores_mlms_permutations_on_character_spaced_text(rehearsal)
         assert not (wd / R / d / "mlm_compat").exists(), d
     for v in COMPAT_VARIANTS:
         for a, b in ((1, 2), (1, 3), (2, 3)):
-            assert (wd / R / "losses/mlm_compat" / v / f"seed{a}-seed{b}.tsv").is_file(), (v, a, b)
+            assert (wd / R / "losses/mlm_compat" / v / "seeds1-2-3" / f"seed{a}-seed{b}.tsv").is_file(), (v, a, b)
     rows = {(r["task"], r["variant"], r["pair"]): r for r in read_tsv(wd / R / "tables/barriers.tsv")}
     compat = {k: r for k, r in rows.items() if k[0] == "mlm_compat"}
     assert sorted({k[1] for k in compat}) == sorted(COMPAT_VARIANTS) and len(compat) == 3 * len(COMPAT_VARIANTS)
@@ -175,8 +175,10 @@ def test_mlm_compat_scores_mlms_permutations_on_character_spaced_text(rehearsal)
 def test_paper_glue_and_all_align_what_they_say(rehearsal):
     wd = rehearsal["wd"]
     for task in GLUE_TASKS:
-        paper_glue = load_permutations(wd / R / "permutations" / task / "paper_glue" / "seed1-seed2.safetensors")
-        full = load_permutations(wd / R / "permutations" / task / "all" / "seed1-seed2.safetensors")
+        paper_glue = load_permutations(
+            wd / R / "permutations" / task / "paper_glue" / "seeds1-2-3" / "seed1-seed2.safetensors"
+        )
+        full = load_permutations(wd / R / "permutations" / task / "all" / "seeds1-2-3" / "seed1-seed2.safetensors")
         assert "res" in paper_glue and "ff.0" in paper_glue and "attn.0" in paper_glue
         assert "pooler" not in paper_glue and "pooler" in full
 

@@ -75,13 +75,14 @@ def test_variant_option_reruns_only_that_variant(smoke_run, smoke_config, tmp_pa
     ov = overlay(wd, "residual_first", variants=changed)
     args = (*TARGETS, "--configfile", SMOKE, str(ov.relative_to(wd)))
 
-    # One permutation/merge/sweep job per (task, variant, pair), 3 pairs: mlm, sst2, stsb, and the
-    # trajectory's mlm_step20 (permutations and sweeps only: no merged checkpoints at a step).
+    # One permutation and one sweep job per (task, variant, cohort): a fresh grid is one cohort (seeds1-2-3)
+    # of mlm, sst2, stsb and the trajectory's mlm_step20; merged checkpoints one job per pair (3 pairs; none
+    # at a step).
     jobs = planned_jobs(wd, *args)
     assert dict(jobs) == {
-        "compute_permutations": 3 * 4,
+        "compute_permutations": 4,
         "merge_checkpoints": 3 * 3,
-        "sweep_lambdas": 3 * 4,
+        "sweep_lambdas": 4,
         "merge_many": 3,
         "tabulate_barriers": 1,
         "tabulate_many": 1,
@@ -151,7 +152,7 @@ def test_new_lambda_reruns_only_sweeps(smoke_run, smoke_config, tmp_path):
     lambdas = sorted([*smoke_config["lambdas"], 0.6])
     ov = overlay(wd, "more_lambdas", lambdas=lambdas)
     jobs = planned_jobs(wd, *TARGETS, "--configfile", SMOKE, str(ov.relative_to(wd)))
-    n_sweeps = 3 * (4 + 2 * 2 + 2)  # 3 pairs x (mlm variants + glue tasks x glue variants + mlm_step20's)
+    n_sweeps = 4 + 2 * 2 + 2  # one cohort x (mlm variants + glue tasks x glue variants + mlm_step20's)
     assert dict(jobs) == {
         "sweep_lambdas": n_sweeps,
         "tabulate_barriers": 1,
@@ -217,8 +218,11 @@ def test_new_seed_computes_only_its_own_pairs_and_removing_one_only_tables(smoke
     assert sorted(jobs["collect_statistics"]) == [
         f"task={t}, cohort=seeds4x1-2-3" for t in ("mlm", "mlm_step20", "sst2", "stsb")
     ], jobs["collect_statistics"]
+    # permutations and sweeps: one job per task and variant, of the cohort seeds4x1-2-3 (its 3 pairs)
     task_variants, step_variants, new_pairs = 4 + 2 * 2, 2, 3
-    assert counts["compute_permutations"] == counts["sweep_lambdas"] == new_pairs * (task_variants + step_variants)
+    for rule in ("compute_permutations", "sweep_lambdas"):
+        assert len(jobs[rule]) == task_variants + step_variants, jobs[rule]
+        assert all(w.endswith("cohort=seeds4x1-2-3") for w in jobs[rule]), jobs[rule]
     assert counts["merge_checkpoints"] == new_pairs * task_variants
     for rule in ("fetch_source", "build_texts", "build_task", "train_tokenizer", "build_mlm_evalset"):
         assert rule not in jobs, f"{rule} rescheduled by a new seed"
@@ -230,7 +234,8 @@ def test_new_seed_computes_only_its_own_pairs_and_removing_one_only_tables(smoke
     after = stamps(wd, old_pair_file)
     changed = sorted(k for k in before if after.get(k) != before[k])
     assert not changed, f"files of old seeds/pairs rewritten or touched: {changed[:10]}"
-    assert (wd / "results/losses/mlm/all/seed1-seed4.tsv").is_file()
+    assert (wd / "results/losses/mlm/all/seeds4x1-2-3/seed1-seed4.tsv").is_file()
+    assert (wd / "results/permutations/mlm/all/seeds4x1-2-3/seed3-seed4.safetensors").is_file()
     assert (wd / "results/stats/mlm/seeds4x1-2-3").is_dir()
     rows = [line.split("\t") for line in (wd / "results/tables/barriers.tsv").read_text().splitlines()]
     assert {r[rows[0].index("pair")] for r in rows[1:]} == {

@@ -98,7 +98,7 @@ def slurm_cluster():
 
 
 SMOKE = ("--configfile", "configs/smoke.yaml")
-SMOKE_TARGETS = [f"results/losses/mlm/{v}/{p}.tsv" for v in ("ff_attn", "all") for p in ("seed1-seed2", "seed1-seed3")]
+SMOKE_TARGETS = [f"results/losses/mlm/{v}/seeds1-2-3" for v in ("ff_attn", "all")]  # the smoke grid's cohort
 
 
 def site_profile(dest: Path) -> Path:
@@ -137,11 +137,11 @@ def test_slurm_profile_dry_run(tmp_path):
     assert "the SLURM profile's partitions are still placeholders" in text, text[:3000]
     for key in ("default-resources: slurm_partition", "set-resources: sweep_lambdas: slurm_partition"):
         assert key in text, text[:3000]
-    assert "Group job align" in text and "Group job sweeps" in text, text[-4000:]
+    assert "Group job align" in text and "Group job sweeps" not in text, text[-4000:]  # sweeps are not grouped
     blocks = re.split(r"\n\s*\n", text)
     sweeps = [b for b in blocks if "rule sweep_lambdas:" in b]
     perms = [b for b in blocks if "rule compute_permutations:" in b]
-    assert len(sweeps) == len(perms) == 4, text[-4000:]  # one job per (variant, pair)
+    assert len(sweeps) == len(perms) == 2, text[-4000:]  # one job per (variant, cohort)
     # memory comes from the footprint model of the rule (the profile sets none), GPU and partition from the profile
     from permerge import config as cfg
     from permerge.tooling import footprint
@@ -152,6 +152,10 @@ def test_slurm_profile_dry_run(tmp_path):
         assert "slurm_partition=CHANGE_ME_GPU_PARTITION" in block, block
     for block in perms:
         assert "slurm_partition=CHANGE_ME_CPU_PARTITION" in block and "gpu=" not in block, block
+    # time limits per job grow with its cohort's pairs (3 here): 10 min + 10 per pair (activation matching),
+    # 10 + 30 per pair for a sweep
+    assert all(re.search(r"resources:.*\bruntime=40\b", b) for b in perms), perms
+    assert all(re.search(r"resources:.*\bruntime=100\b", b) for b in sweeps), sweeps
 
 
 def test_placeholder_partitions_stop_a_real_run(slurm_cluster, tmp_path):

@@ -22,6 +22,7 @@ from tests.workflow_utils import snakemake
 TASKS = ["mlm", "sst2", "stsb"]
 VARIANTS = {"mlm": ["vanilla", "ff_attn", "all", "wm_all"], "sst2": ["vanilla", "all"], "stsb": ["vanilla", "all"]}
 PAIRS = ["seed1-seed2", "seed1-seed3", "seed2-seed3"]
+COHORT = "seeds1-2-3"  # a fresh grid's one cohort: permutations and losses of every pair in one folder
 LAMBDAS = [0.0, 0.25, 0.5, 0.75, 1.0]
 
 
@@ -74,9 +75,9 @@ def test_layout(smoke_run):
         assert (r / "figures" / f"{task}.png").is_file()
         for v in VARIANTS[task]:
             for pair in PAIRS:
-                assert (r / "permutations" / task / v / f"{pair}.safetensors").is_file()
+                assert (r / "permutations" / task / v / COHORT / f"{pair}.safetensors").is_file()
                 assert (r / "merged" / task / v / pair / "lambda0.5" / "model.safetensors").is_file()
-                lams, losses = read_losses(r / "losses" / task / v / f"{pair}.tsv")
+                lams, losses = read_losses(r / "losses" / task / v / COHORT / f"{pair}.tsv")
                 assert lams == LAMBDAS and all(math.isfinite(x) for x in losses)
     rows = read_tsv(r / "tables" / "finetune.tsv")
     assert sorted((x["task"], x["seed"]) for x in rows) == [(t, s) for t in ("sst2", "stsb") for s in "123"]
@@ -115,7 +116,7 @@ def test_permutation_files_hold_what_the_variant_asks_for(smoke_run, smoke_confi
             assert {"ff.0", "attn.0", "qk.0"} <= want  # the expectation itself is not empty
             assert ("res" in want) == ("res" in comps) and ("pooler" in want) == ("pooler" in comps)
         for pair in PAIRS:
-            path = smoke_run / "results" / "permutations" / task / v / f"{pair}.safetensors"
+            path = smoke_run / "results" / "permutations" / task / v / COHORT / f"{pair}.safetensors"
             perms = load_permutations(path)
             assert set(perms) == want, (task, v, pair)
             note = read_permutation_metadata(path).get("pooler", "")
@@ -136,7 +137,7 @@ def test_merged_midpoint_is_the_aligned_interpolation_and_differs_from_vanilla(s
         model_a, model_b = (load_model(model_dir(smoke_run, task, s)) for s in (a, b))
         merged = {}
         for v in VARIANTS[task]:
-            perms = load_permutations(r / "permutations" / task / v / f"{pair}.safetensors")
+            perms = load_permutations(r / "permutations" / task / v / COHORT / f"{pair}.safetensors")
             ta, tb = model_a.state_dict(), apply_permutations(model_b, perms).state_dict()
             on_disk = load_file(r / "merged" / task / v / pair / "lambda0.5" / "model.safetensors")
             assert on_disk, (task, v, pair)
@@ -146,7 +147,10 @@ def test_merged_midpoint_is_the_aligned_interpolation_and_differs_from_vanilla(s
                         t, torch.lerp(ta[name], tb[name], 0.5), rtol=0, atol=1e-6, msg=f"{task} {v} {pair} {name}"
                     )
             merged[v] = on_disk
-        mid = {v: read_losses(r / "losses" / task / v / f"{pair}.tsv")[1][LAMBDAS.index(0.5)] for v in VARIANTS[task]}
+        mid = {
+            v: read_losses(r / "losses" / task / v / COHORT / f"{pair}.tsv")[1][LAMBDAS.index(0.5)]
+            for v in VARIANTS[task]
+        }
         for v in VARIANTS[task]:
             if v == "vanilla":
                 continue
@@ -164,9 +168,9 @@ def test_aligned_b_is_b(smoke_run, task):
 
     Measured on the smoke run: the largest relative difference is 4.5e-8 (float32 summation order)."""
     for pair in PAIRS:
-        _, ref, ref_b = read_curve_by_hand(smoke_run / "results" / "losses" / task / "vanilla" / f"{pair}.tsv")
+        _, ref, ref_b = read_curve_by_hand(smoke_run / "results" / "losses" / task / "vanilla" / COHORT / f"{pair}.tsv")
         for v in VARIANTS[task]:
-            _, losses, loss_b = read_curve_by_hand(smoke_run / "results" / "losses" / task / v / f"{pair}.tsv")
+            _, losses, loss_b = read_curve_by_hand(smoke_run / "results" / "losses" / task / v / COHORT / f"{pair}.tsv")
             assert losses[0] == pytest.approx(ref[0], rel=1e-6)  # λ=0 is model A for every variant
             assert losses[-1] == pytest.approx(ref[-1], rel=1e-6), (task, v, pair)
             # the sweep's own score of the unpermuted B: the same model for every variant, and π(B) scores it
@@ -203,7 +207,7 @@ def test_barrier_tables_equal_recomputation(smoke_run):
     )
     exact = {}
     for row in rows:
-        curve = read_curve_by_hand(r / "losses" / row["task"] / row["variant"] / f"{row['pair']}.tsv")
+        curve = read_curve_by_hand(r / "losses" / row["task"] / row["variant"] / COHORT / f"{row['pair']}.tsv")
         b = exact[row["task"], row["variant"], row["pair"]] = by_hand(*curve)
         for key in (
             "barrier",
@@ -253,7 +257,7 @@ def test_merged_checkpoint_is_the_interpolation(smoke_run):
     evalset = load_evalset(r / "data" / "evalsets" / "mlm.safetensors")
     with torch.no_grad():
         loss = mlm_loss(model, evalset, batch_size=32)["loss"]
-    lams, losses = read_losses(r / "losses" / "mlm" / "all" / "seed1-seed2.tsv")
+    lams, losses = read_losses(r / "losses" / "mlm" / "all" / COHORT / "seed1-seed2.tsv")
     assert loss == pytest.approx(losses[lams.index(0.5)], rel=1e-5)
 
 
@@ -283,7 +287,7 @@ def test_all_seed_merges(smoke_run):
     params = [model_tensors(m) for m in models]
     spec = spec_for_model(models[0])
     perms = [{}] + [
-        load_permutations(r / "permutations" / "mlm" / "all" / f"seed1-seed{b}.safetensors") for b in (2, 3)
+        load_permutations(r / "permutations" / "mlm" / "all" / COHORT / f"seed1-seed{b}.safetensors") for b in (2, 3)
     ]
     evalset = load_evalset(r / "data" / "evalsets" / "mlm.safetensors")
     table = {(x["variant"], x["merge"]): float(x["loss"]) for x in rows if x["task"] == "mlm"}

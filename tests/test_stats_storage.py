@@ -4,6 +4,7 @@ features its variants need) from one pass, or empty files for vanilla without ru
 
 import os
 import runpy
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -232,13 +233,13 @@ def test_collect_script_writes_every_fraction_from_one_pass(trained, corpus_dir,
     with pytest.raises(ValueError, match="ascending"):
         run_script("collect_statistics.py", **collect_job(trained, text, fractions[::-1], tmp_path / "bad"))
     assert not (tmp_path / "bad").exists()
-    # the permutations script reads the fraction file of its variant
-    perm_outs = [tmp_path / "perms" / f"{p}.safetensors" for p in ("seed1-seed2", "seed1-seed3")]
-    perm_outs[0].parent.mkdir()
+    # the permutations script reads the fraction file of its variant; it writes a cohort folder of pair files
+    perm_dir = tmp_path / "perms" / "seeds1-2-3"
+    perm_outs = [perm_dir / f"{p}.safetensors" for p in ("seed1-seed2", "seed1-seed3")]
     run_script(
         "compute_permutations.py",
         input=SimpleNamespace(stats=str(folder), model_config=str(trained[0])),
-        output=[str(o) for o in perm_outs],
+        output=[str(perm_dir)],
         params=SimpleNamespace(options=VARIANTS["qk_separate"], pairs=[(1, 2), (1, 3)], stats_name=outs[2].name),
         wildcards=SimpleNamespace(task="mlm", variant="qk_separate"),
     )
@@ -251,10 +252,36 @@ def test_collect_script_writes_every_fraction_from_one_pass(trained, corpus_dir,
         run_script(
             "compute_permutations.py",
             input=SimpleNamespace(stats=str(folder), model_config=str(trained[0])),
-            output=[str(o) for o in perm_outs],
+            output=[str(tmp_path / "perms" / "failed")],
             params=SimpleNamespace(options=VARIANTS["ff"], pairs=[(1, 2), (1, 3)], stats_name=outs[2].name),
             wildcards=SimpleNamespace(task="mlm", variant="ff"),
         )
+    # no half-written folder that looks complete (only the failed try's hidden work folder, for a retry)
+    assert sorted(p.name for p in (tmp_path / "perms").iterdir() if not p.name.startswith(".")) == ["seeds1-2-3"]
+
+    # A retry of an interrupted job keeps the pairs it had finished: seed1-seed2 is left in the job's work
+    # folder (stamped with this job's fingerprint) as a marker file; the retry matches seed1-seed3 only.
+    from permerge.io import job_fingerprint, resumable_folder
+
+    retry = dict(
+        input=SimpleNamespace(stats=str(folder), model_config=str(trained[0])),
+        output=[str(tmp_path / "retry" / "seeds1-2-3")],
+        params=SimpleNamespace(options=VARIANTS["qk_separate"], pairs=[(1, 2), (1, 3)], stats_name=outs[2].name),
+        wildcards=SimpleNamespace(task="mlm", variant="qk_separate"),
+    )
+    with pytest.raises(RuntimeError, match="preempted"):
+        with resumable_folder(retry["output"][0], job_fingerprint(SimpleNamespace(**retry))) as work:
+            shutil.copy(perm_outs[0], work / "seed1-seed2.safetensors")
+            (work / "seed1-seed2.safetensors").touch()  # newer than the first run's: not rewritten
+            raise RuntimeError("preempted")
+    kept = (tmp_path / "retry" / ".seeds1-2-3.partial" / "seed1-seed2.safetensors").stat().st_mtime_ns
+    run_script("compute_permutations.py", **retry)
+    done = tmp_path / "retry" / "seeds1-2-3"
+    assert sorted(p.name for p in done.iterdir()) == ["seed1-seed2.safetensors", "seed1-seed3.safetensors"]
+    assert (done / "seed1-seed2.safetensors").stat().st_mtime_ns == kept  # kept, not matched again
+    got = load_permutations(done / "seed1-seed3.safetensors")
+    assert all(np.array_equal(got[k], want[k]) for k in want)
+    assert not (tmp_path / "retry" / ".seeds1-2-3.partial").exists()
 
 
 def test_vanilla_only_writes_an_empty_file_without_the_models(trained, tmp_path):
@@ -269,12 +296,12 @@ def test_vanilla_only_writes_an_empty_file_without_the_models(trained, tmp_path)
     run_script("collect_statistics.py", **collect_job(bare, tmp_path / "missing.txt", [[1.0, [{}]]], out.parent))
     stats = Statistics.load(out)
     assert stats.features == [] and stats.pairs == [("seed1", "seed2"), ("seed1", "seed3"), ("seed2", "seed3")]
-    perm = tmp_path / "seed1-seed2.safetensors"
+    perm = tmp_path / "perms" / "seed1-seed2.safetensors"
     # vanilla's job gets no statistics at all (the rule gives it none)
     run_script(
         "compute_permutations.py",
         input=SimpleNamespace(model_config=str(bare[0])),
-        output=[str(perm)],
+        output=[str(perm.parent)],
         params=SimpleNamespace(options={}, pairs=[(1, 2)]),
         wildcards=SimpleNamespace(task="mlm", variant="vanilla"),
     )
@@ -283,11 +310,11 @@ def test_vanilla_only_writes_an_empty_file_without_the_models(trained, tmp_path)
 
 def test_vanilla_permutation_job_imports_neither_torch_nor_transformers(tmp_path):
     """Vanilla's job writes identities: it must not pay the seconds of importing torch and transformers."""
-    out = tmp_path / "seed1-seed2.safetensors"
+    out = tmp_path / "perms" / "seed1-seed2.safetensors"
     code = f"""
 import runpy, sys
 from types import SimpleNamespace as NS
-sm = NS(input=NS(), output=[{str(out)!r}], params=NS(options={{}}, pairs=[(1, 2)]), threads=1, log=[],
+sm = NS(input=NS(), output=[{str(out.parent)!r}], params=NS(options={{}}, pairs=[(1, 2)]), threads=1, log=[],
         wildcards=NS(task="mlm", variant="vanilla"))
 runpy.run_path({str(SCRIPTS / "compute_permutations.py")!r}, init_globals={{"snakemake": sm}}, run_name="__main__")
 print(sorted(m for m in ("torch", "transformers") if m in sys.modules))

@@ -209,25 +209,24 @@ def test_paper_trajectory_plans_the_expected_jobs(wf):
     glue = [t for t in c["tasks"] if t != "mlm"]
     final_task_variants = sum(len(cfg.variants_for(c, t)) for t in c["tasks"])
     step_task_variants = len(tasks) * steps * len(c["trajectory"]["variants"])
-    pairs = len(cfg.pairs(c))  # permutations and sweeps: one job per (task, variant, pair)
+    # permutations and sweeps: one job per (task, variant, cohort), a fresh grid one cohort of every pair
     expected = {
         "fetch_model": seeds * (1 + steps),  # the final checkpoints and every step's
         "finetune": seeds * len(glue) + seeds * steps * len([t for t in tasks if t != "mlm"]),
         "collect_statistics": len(c["tasks"]) + len(tasks) * steps,
-        "compute_permutations": pairs * (final_task_variants + step_task_variants),
-        "sweep_lambdas": pairs * (final_task_variants + step_task_variants),
+        "compute_permutations": final_task_variants + step_task_variants,
+        "sweep_lambdas": final_task_variants + step_task_variants,
         "tabulate_trajectory": 1,
         "plot_barriers": 1,
     }
     assert {r: jobs[r] for r in expected} == expected
-    # the same numbers, written out: 5 seeds x (final + 6 steps); 10 pairs x (mlm (3 variants) + sst2 (2) +
-    # 12 step tasks x 2)
+    # the same numbers, written out: 5 seeds x (final + 6 steps); mlm (3 variants) + sst2 (2) + 12 step tasks x 2
     assert expected == {
         "fetch_model": 35,
         "finetune": 35,
         "collect_statistics": 14,
-        "compute_permutations": 290,
-        "sweep_lambdas": 290,
+        "compute_permutations": 29,
+        "sweep_lambdas": 29,
         "tabulate_trajectory": 1,
         "plot_barriers": 1,
     }
@@ -236,7 +235,7 @@ def test_paper_trajectory_plans_the_expected_jobs(wf):
 
 def test_paper_trajectory_step_jobs_read_the_steps_models(wf):
     out = snakemake(
-        wf, "-n", "results/trajectory/losses/sst2_step20000/all/seed0-seed1.tsv", "--configfile", *PAPER_TRAJECTORY
+        wf, "-n", "results/trajectory/losses/sst2_step20000/all/seeds0-1-2-3-4", "--configfile", *PAPER_TRAJECTORY
     )
     text = out.stdout + out.stderr
     assert "output: results/trajectory/models/mlm_step20000/seed0" in text
@@ -273,11 +272,12 @@ def test_smoke_trajectory_table_and_figure(smoke_run):
     with open(r / "tables" / "trajectory.tsv", newline="") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
     variants = c["trajectory"]["variants"]
+    cohort = "seeds" + "-".join(map(str, sorted(c["seeds"])))  # a fresh grid's one cohort
     assert [(x["task"], x["variant"], int(x["step"])) for x in rows] == [
         ("mlm", v, k) for v in sorted(variants) for k in (*steps, final)
     ]
     files = [
-        r / "losses" / (t if k == final else at_step(t, k)) / v / f"seed{a}-seed{b}.tsv"
+        r / "losses" / (t if k == final else at_step(t, k)) / v / cohort / f"seed{a}-seed{b}.tsv"
         for t in ("mlm",)
         for v in variants
         for k in (*steps, final)
@@ -316,7 +316,7 @@ def test_adding_a_step_reruns_only_that_step(smoke_run, tmp_path):
     cohort = "seeds" + "-".join(map(str, sorted(c["seeds"])))  # the new step's statistics: one cohort of all seeds
     assert jobs["collect_statistics"] == [f"task={task}, cohort={cohort}"]
     for rule in ("compute_permutations", "sweep_lambdas"):
-        expected = [f"task={task}, variant={v}, a={a}, b={b}" for v in variants for a, b in cfg.pairs(c)]
+        expected = [f"task={task}, variant={v}, cohort={cohort}" for v in variants]
         assert sorted(jobs[rule]) == sorted(expected), rule
     assert jobs["tabulate_trajectory"] == [""] and jobs["plot_barriers"] == [""]
     assert set(jobs) == {

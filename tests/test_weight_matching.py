@@ -293,7 +293,7 @@ def test_script_weight_and_hybrid_without_and_with_statistics(tmp_path):
         run_script(
             "compute_permutations.py",
             input=SimpleNamespace(model_config=str(dirs[1]), **inputs),
-            output=[str(o) for o in outs],
+            output=[str(tmp_path / out_dir)],  # the cohort's folder of pair files
             params=SimpleNamespace(options=opts, pairs=pairs, seeds=[1, 2, 3], stats_name="fraction1.safetensors"),
             wildcards=SimpleNamespace(task="mlm", variant=variant),
         )

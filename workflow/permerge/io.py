@@ -31,6 +31,69 @@ def atomic_path(path: str | os.PathLike, *, is_dir: bool = False):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+PARTIAL = ".partial"  # suffix of a resumable job's work folder (a hidden sibling of its output)
+
+
+def inputs_fingerprint(paths) -> list:
+    """What identifies a job's inputs cheaply: each file's (path, size, mtime) and, for a folder, its files'
+    (no content is read: a checkpoint at bert-base is 440 MB)."""
+    out = []
+    for p in map(Path, paths):
+        files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+        for f in files:
+            st = f.stat()
+            out.append([str(f), st.st_size, st.st_mtime_ns])
+    return out
+
+
+def job_fingerprint(snakemake) -> dict:
+    """A Snakemake job's params, wildcards and inputs_fingerprint of its inputs, for resumable_folder."""
+
+    def fields(obj):
+        return dict(obj.items()) if hasattr(obj, "items") else dict(vars(obj))
+
+    paths = []
+    for value in fields(snakemake.input).values():
+        paths += [value] if isinstance(value, (str, os.PathLike)) else list(value)
+    return {
+        "params": fields(snakemake.params),
+        "wildcards": fields(snakemake.wildcards),
+        "inputs": inputs_fingerprint(paths),
+    }
+
+
+@contextlib.contextmanager
+def resumable_folder(path: str | os.PathLike, fingerprint, log=None):
+    """Yield a work folder for the output folder `path` that survives an interrupted job: `.{name}.partial`
+    beside it, holding a `fingerprint.json` of the job (its params and inputs_fingerprint) and the files
+    written so far. A later try of the same job (same fingerprint: a preempted SLURM job, a killed local
+    run) finds them and keeps them; any other job starts from an empty folder. When the block succeeds the
+    folder, without its fingerprint, replaces `path` whole. Write each file atomically (`atomic_path`) inside
+    it, so that a file present there is complete."""
+    import json
+
+    path = Path(path)
+    work = path.parent / f".{path.name}{PARTIAL}"
+    stamp = work / "fingerprint.json"
+    text = json.dumps(fingerprint, sort_keys=True, default=str)
+    if work.is_dir() and not (stamp.is_file() and stamp.read_text() == text):
+        shutil.rmtree(work)  # another job's, or an older version of this one
+    if work.is_dir():
+        kept = sorted(f.name for f in work.iterdir() if f != stamp and not f.name.startswith("."))
+        if log is not None and kept:
+            log.info("resuming %s: %d file(s) from an interrupted try kept: %s", path, len(kept), ", ".join(kept))
+    else:
+        work.mkdir(parents=True)
+        stamp.write_text(text)
+    yield work
+    stamp.unlink()
+    for leftover in work.glob(".*"):  # an atomic_path temporary of a killed try
+        shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+    if path.is_dir():
+        shutil.rmtree(path)
+    os.replace(work, path)
+
+
 def setup_job(snakemake=None, *, threads: int | None = None) -> logging.Logger:
     """Configure logging (to the rule's log file when it has one) and torch's thread count."""
     log_file = None

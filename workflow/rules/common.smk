@@ -138,35 +138,90 @@ def variant_options(wildcards):
     return config["variants"][wildcards.variant]
 
 
-def stats_cohorts(task):
-    """Unordered pair -> the statistics cohort (stats/{task}/{cohort}/) that covers it: the cohorts complete
-    on disk (a cohort's folder appears whole, atomically, when its job ends), oldest first, then one new
+def cohort_pairs(task):
+    """The oriented pairs whose work lands in `task`'s cohorts: the configured pairs, and the (reference, b)
+    pairs an all-seed merge reuses (many:)."""
+    needed = list(PAIRS)
+    if any(cfg.many_variants(config, t) for t in TASKS if TASK_REGISTRY.models_of(t) == task):
+        ref = cfg.many_reference(config)
+        needed += [(ref, b) for b in SEEDS if b != ref]
+    return list(dict.fromkeys(needed))
+
+
+def task_cohorts(task):
+    """Oriented pair -> its cohort, for the statistics, permutations and loss files of `task` (and of the
+    evaluation-only tasks that read its models, mlm_compat). The cohorts complete on disk (each cohort
+    folder appears whole, atomically, when its job ends) in any of those places, oldest first, then one new
     cohort for the pairs none covers (permerge.cohorts). A fresh grid: one cohort of every seed."""
+    task = TASK_REGISTRY.models_of(task)
     if task not in _COHORTS:
-        root = res(f"stats/{task}")
-        names = [n for n in os.listdir(root) if COHORTS.is_cohort(n)] if os.path.isdir(root) else []
-        done = sorted(names, key=lambda n: (os.stat(os.path.join(root, n)).st_mtime_ns, n))
-        _COHORTS[task] = COHORTS.assign(PAIRS, done)
+        roots = [res(f"stats/{task}")]
+        for kind, tasks in (("permutations", [task]), ("losses", _tasks_reading(task))):
+            for t in tasks:
+                top = res(f"{kind}/{t}")
+                roots += [os.path.join(top, v) for v in sorted(os.listdir(top))] if os.path.isdir(top) else []
+        found = {}
+        for root in filter(os.path.isdir, roots):
+            for n in filter(COHORTS.is_cohort, os.listdir(root)):
+                mtime = os.stat(os.path.join(root, n)).st_mtime_ns
+                found[n] = min(found.get(n, mtime), mtime)
+        done = sorted(found, key=lambda n: (found[n], n))
+        _COHORTS[task] = COHORTS.assign(cohort_pairs(task), done)
     return _COHORTS[task]
 
 
 _COHORTS = {}  # read once per Snakemake process: the DAG is built from one view of the disk
 
 
+def _tasks_reading(task):
+    """`task` and the evaluation-only tasks that score its models and permutations."""
+    return [
+        t for t in {*TASKS, *STEP_TASKS, *TASK_REGISTRY.PAPER_COMPAT_EVALSETS} if TASK_REGISTRY.models_of(t) == task
+    ]
+
+
+def cohort_dir(kind, task, variant, a, b):
+    """The cohort folder of pair (a, b): permutations/{task}/{variant}/{cohort} or losses/..."""
+    cohorts = task_cohorts(task)
+    if (int(a), int(b)) not in cohorts:
+        raise WorkflowError(f"{pair_name(a, b)} is not a pair of this configuration (seeds: / pairs:): {PAIRS}")
+    return res(f"{kind}/{task}/{variant}/{COHORTS.cohort_of(cohorts, a, b)}")
+
+
+def pair_file(kind, task, variant, a, b):
+    """A pair's file inside its cohort folder: permutations (.safetensors) or losses (.tsv)."""
+    ext = "safetensors" if kind == "permutations" else "tsv"
+    return f"{cohort_dir(kind, task, variant, a, b)}/{pair_name(a, b)}.{ext}"
+
+
+def cohort_minutes(per_pair):
+    """The time limit (minutes; SLURM --time) of a job over a cohort's pairs: 10 + per_pair(wildcards) each."""
+    return lambda wildcards: 10 + per_pair(wildcards) * len(COHORTS.pairs(wildcards.cohort))
+
+
 def stats_dir(wildcards):
-    """The statistics cohort of the job's pair; vanilla averaging and weight matching need no statistics."""
+    """The statistics of the job's cohort; vanilla averaging and weight matching need none."""
     if not cfg.needs_statistics(config, wildcards.variant):
         return []
-    cohorts = stats_cohorts(wildcards.task)
-    a, b = int(wildcards.a), int(wildcards.b)
-    if (min(a, b), max(a, b)) not in cohorts:
-        raise WorkflowError(f"seed{a}-seed{b} is not a pair of this configuration (seeds: / pairs:): {PAIRS}")
-    return res(f"stats/{wildcards.task}/{COHORTS.cohort_of(cohorts, a, b)}")
+    return res(f"stats/{wildcards.task}/{wildcards.cohort}")
 
 
 def cohort_models(wildcards):
-    """The checkpoints of the seeds a statistics cohort forwards."""
-    return [res(f"models/{wildcards.task}/seed{s}") for s in COHORTS.seeds(wildcards.cohort)]
+    """The checkpoints of the seeds a cohort's job loads (mlm_compat: mlm's)."""
+    task = TASK_REGISTRY.models_of(wildcards.task)
+    return [res(f"models/{task}/seed{s}") for s in COHORTS.seeds(wildcards.cohort)]
+
+
+def cohort_seeds(wildcards):
+    return COHORTS.seeds(wildcards.cohort)
+
+
+def cohort_pair_list(wildcards):
+    return [list(p) for p in COHORTS.pairs(wildcards.cohort)]
+
+
+def first_model(wildcards):
+    return cohort_models(wildcards)[0]
 
 
 def pair_models(wildcards):
@@ -184,13 +239,21 @@ def the_pair(wildcards):
 
 
 def matching_models(wildcards):
-    """The pair's checkpoints, for the variants whose matching reads weights (weight, hybrid)."""
-    return pair_models(wildcards) if cfg.needs_weights(config, wildcards.variant) else []
+    """The cohort's checkpoints, for the variants whose matching reads weights (weight, hybrid)."""
+    return cohort_models(wildcards) if cfg.needs_weights(config, wildcards.variant) else []
 
 
 def pooler_models(wildcards):
-    """The pair's checkpoints, for the variants that align the pooler (their metrics say how it was drawn)."""
-    return pair_models(wildcards) if "pooler" in (config["variants"][wildcards.variant].get("components") or []) else []
+    """The cohort's checkpoints, for the variants that align the pooler (their metrics say how it was drawn)."""
+    return (
+        cohort_models(wildcards) if "pooler" in (config["variants"][wildcards.variant].get("components") or []) else []
+    )
+
+
+def cohort_permutations(wildcards):
+    """The variant's permutations of the job's cohort (mlm_compat: mlm's)."""
+    task = TASK_REGISTRY.models_of(wildcards.task)
+    return res(f"permutations/{task}/{wildcards.variant}/{wildcards.cohort}")
 
 
 def stats_name(wildcards):
@@ -222,30 +285,40 @@ def stats_fraction_params(task):
     ]
 
 
-def many_permutations(wildcards):
+def many_permutation_files(wildcards):
     """The pair files (reference, b) an activation/hybrid all-seed merge reuses."""
     if not cfg.needs_statistics(config, wildcards.variant):
         return []
     ref = cfg.many_reference(config)
-    return [
-        f"{R}/permutations/{wildcards.task}/{wildcards.variant}/{pair_name(ref, b)}.safetensors"
-        for b in SEEDS
-        if b != ref
-    ]
+    return [pair_file("permutations", wildcards.task, wildcards.variant, ref, b) for b in SEEDS if b != ref]
+
+
+def many_permutations(wildcards):
+    return folders(many_permutation_files(wildcards))
+
+
+def folders(files):
+    """The cohort folders holding `files`, each once, in order: what a job reading those files waits for."""
+    return list(dict.fromkeys(os.path.dirname(f) for f in files))
 
 
 def seed_models(wildcards):
     return expand(res("models/{task}/seed{seed}"), task=TASK_REGISTRY.models_of(wildcards.task), seed=SEEDS)
 
 
-def pair_permutations(wildcards):
+def pair_permutation_file(wildcards):
     """The variant's permutation file of the job's pair (mlm_compat: mlm's)."""
     task = TASK_REGISTRY.models_of(wildcards.task)
-    return [res(f"permutations/{task}/{wildcards.variant}/{pair_name(wildcards.a, wildcards.b)}.safetensors")]
+    return pair_file("permutations", task, wildcards.variant, wildcards.a, wildcards.b)
+
+
+def pair_permutations(wildcards):
+    return folders([pair_permutation_file(wildcards)])
 
 
 def loss_files(task):
-    return [f"{R}/losses/{task}/{v}/{pair_name(a, b)}.tsv" for v in cfg.variants_for(config, task) for a, b in PAIRS]
+    """The loss file of every variant and pair of `task`, inside their cohort folders."""
+    return [pair_file("losses", task, v, a, b) for v in cfg.variants_for(config, task) for a, b in PAIRS]
 
 
 def merged_models(task):
@@ -314,12 +387,7 @@ def mlm_evalset_options(evalset):
 def trajectory_loss_files():
     """The loss files of the trajectory: every step task's, and its final task's (the last point)."""
     tasks = [*STEP_TASKS, *config["trajectory"]["tasks"]] if STEP_TASKS else []
-    return [
-        f"{R}/losses/{t}/{v}/{pair_name(a, b)}.tsv"
-        for t in tasks
-        for v in config["trajectory"]["variants"]
-        for a, b in PAIRS
-    ]
+    return [pair_file("losses", t, v, a, b) for t in tasks for v in config["trajectory"]["variants"] for a, b in PAIRS]
 
 
 # Data (data.smk)

@@ -25,28 +25,29 @@ rule build_mlm_evalset:
         "../scripts/build_mlm_evalset.py"
 
 
-# One job per (task, variant, pair), like the permutations: a new seed sweeps only its own pairs.
+# One job per (task, variant, cohort), like the permutations: a new seed sweeps only its own pairs. Its folder
+# holds a loss file per pair, seed{a}-seed{b}.tsv, and appears whole when the job ends.
 rule sweep_lambdas:
     input:
-        models=pair_models,  # mlm_compat: mlm's models and permutations
-        permutations=pair_permutations,
+        models=cohort_models,  # mlm_compat: mlm's models and permutations
+        permutations=cohort_permutations,
         data=evaluation_data,
     output:
-        res("losses/{task}/{variant}/seed{a}-seed{b}.tsv"),
+        directory(res("losses/{task}/{variant}/{cohort}")),
     log:
-        res("logs/sweep_lambdas/{task}/{variant}/seed{a}-seed{b}.log"),
+        res("logs/sweep_lambdas/{task}/{variant}/{cohort}.log"),
     benchmark:
-        res("benchmarks/sweep_lambdas/{task}/{variant}/seed{a}-seed{b}.tsv")
+        res("benchmarks/sweep_lambdas/{task}/{variant}/{cohort}.tsv")
     conda:
         ENV
     threads: config["threads"]
     resources:
         mem_mb=lambda w: FOOTPRINT.mem_mb("sweep_lambdas", config, w.task),
-        runtime=240,
+        runtime=cohort_minutes(lambda w: 30),  # per pair: ~12 min on a GPU at bert-base, 21 λ
         gpu=GPU,
     params:
-        seeds=pair_seeds,
-        pairs=the_pair,
+        seeds=cohort_seeds,
+        pairs=cohort_pair_list,
         lambdas=LAMBDAS,
         evaluation=config["evaluation"],
         max_length=config["finetune"]["max_length"],

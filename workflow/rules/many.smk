@@ -22,6 +22,7 @@ rule merge_many:
         runtime=120,
         gpu=GPU,
     params:
+        permutation_files=many_permutation_files,
         options=variant_options,
         seeds=SEEDS,
         reference=cfg.many_reference(config),

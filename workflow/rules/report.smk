@@ -1,6 +1,9 @@
 # Barrier tables and figures: the user-facing end of the pipeline.
 
 
+LOSS_FILES = [f for task in TASKS for f in loss_files(task)]  # each inside its cohort folder
+
+
 localrules:
     merged,
     tabulate_barriers,
@@ -12,7 +15,7 @@ localrules:
 
 rule tabulate_barriers:
     input:
-        losses=[f for task in TASKS for f in loss_files(task)],
+        losses=folders(LOSS_FILES),
     output:
         barriers=report(
             res("tables/barriers.tsv"),
@@ -31,6 +34,7 @@ rule tabulate_barriers:
     conda:
         ENV
     params:
+        losses=LOSS_FILES,
         function_preserving={v: cfg.variant_options(config, v).function_preserving for v in config["variants"]},
     script:
         "../scripts/tabulate_barriers.py"
@@ -82,7 +86,7 @@ rule tabulate_finetuning:
 # Barrier vs pre-training step (trajectory:): the trajectory's tasks at each step and at the end.
 rule tabulate_trajectory:
     input:
-        losses=trajectory_loss_files(),
+        losses=folders(trajectory_loss_files()),
     output:
         report(
             res("tables/trajectory.tsv"),
@@ -95,6 +99,7 @@ rule tabulate_trajectory:
     conda:
         ENV
     params:
+        losses=trajectory_loss_files(),
         final_step=cfg.final_step(config),
     script:
         "../scripts/tabulate_trajectory.py"
@@ -102,7 +107,7 @@ rule tabulate_trajectory:
 
 rule plot_barriers:
     input:
-        losses=[f for task in TASKS for f in loss_files(task)],
+        losses=folders(LOSS_FILES),
         summary=res("tables/summary.tsv"),
         finetune=[res("tables/finetune.tsv")] if GLUE else [],
         many=[res("tables/many.tsv")] if any(cfg.many_variants(config, t) for t in TASKS) else [],
@@ -140,6 +145,7 @@ rule plot_barriers:
     conda:
         ENV
     params:
+        losses=LOSS_FILES,
         tasks=TASKS,
     script:
         "../scripts/plot_barriers.py"

@@ -1,6 +1,8 @@
-"""Permutations aligning model B to model A, for one variant and the pairs of `params.pairs` (the workflow
-gives one pair a job; outputs in the same order): ``matching.align_pair`` with what the variant's method
-reads (``matchers.METHOD``).
+"""Permutations aligning model B to model A, for one variant and the pairs (A, B) of `params.pairs` (the
+workflow gives a job the pairs of one cohort): ``matching.align_pair`` with what the variant's method reads
+(``matchers.METHOD``). The output folder holds seed{a}-seed{b}.safetensors per pair and replaces any old one
+only when every file is written; the pairs an interrupted try of the same job finished are kept
+(permerge.io.resumable_folder).
 
 Activation statistics (method activation, hybrid): memory does not grow with the pairs: a Statistics read
 from a file keeps only means and M2; each pair's cross blocks are read when matched and dropped afterwards
@@ -9,10 +11,11 @@ from a file keeps only means and M2; each pair's cross blocks are read when matc
 """
 
 import time
+from pathlib import Path
 
 from permerge.alignment.variants import Variant
 from permerge.checkpoints import save_permutations
-from permerge.io import atomic_path, setup_job
+from permerge.io import atomic_path, job_fingerprint, resumable_folder, setup_job
 
 log = setup_job(snakemake)
 w, p = snakemake.wildcards, snakemake.params
@@ -29,7 +32,11 @@ def metadata_of(variant, **extra):
     }
 
 
-def align(variant):
+def pair_files(folder):
+    return [Path(folder) / f"seed{a}-seed{b}.safetensors" for a, b in p.pairs]
+
+
+def align(variant, folder):
     """The permutations of every pair (imports here: vanilla's jobs need none of them, seconds each)."""
     from transformers import AutoConfig
 
@@ -73,7 +80,9 @@ def align(variant):
             raise ValueError(f"variant {w.variant!r}: no model directory for seed(s) {absent}")
     metadata = metadata_of(variant, **pooler_note)
     loaded = {}  # seed -> model; only the current pair's models are kept
-    for (a, b), out in zip(p.pairs, snakemake.output):
+    for (a, b), out in zip(p.pairs, pair_files(folder)):
+        if out.is_file():  # done by an interrupted try of this job
+            continue
         start = time.perf_counter()
         name = f"seed{a}-seed{b}"
         if reads.weights:
@@ -110,9 +119,12 @@ def align(variant):
             save_permutations(perms, tmp, metadata={**metadata, "pair": name, **info})
 
 
-if variant.components:
-    align(variant)
-else:  # vanilla averaging: the identity for every pair, read from nothing
-    for (a, b), out in zip(p.pairs, snakemake.output):
-        save_permutations({}, out, metadata=metadata_of(variant, pair=f"seed{a}-seed{b}"))
-    log.info("%s %s: identity (no components) for %d pairs", w.task, w.variant, len(p.pairs))
+# The cohort's folder appears whole when every pair is done; the pairs an interrupted try of this same job
+# finished (a preempted SLURM job) are kept, not matched again.
+with resumable_folder(snakemake.output[0], job_fingerprint(snakemake), log) as folder:
+    if variant.components:
+        align(variant, folder)
+    else:  # vanilla averaging: the identity for every pair, read from nothing
+        for (a, b), out in zip(p.pairs, pair_files(folder)):
+            save_permutations({}, out, metadata=metadata_of(variant, pair=f"seed{a}-seed{b}"))
+        log.info("%s %s: identity (no components) for %d pairs", w.task, w.variant, len(p.pairs))

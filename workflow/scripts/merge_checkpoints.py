@@ -12,7 +12,7 @@ p = snakemake.params
 model_dirs = dict(zip(p.seeds, snakemake.input.models))
 models = {s: load_model(d) for s, d in model_dirs.items()}
 outputs = iter(snakemake.output)  # ordered pair by pair, λ by λ (see the rule)
-for (a, b), perm_file in zip(p.pairs, snakemake.input.permutations):
+for (a, b), perm_file in zip(p.pairs, p.permutation_files):  # inside the pair's cohort folder
     aligned_b = apply_permutations(models[b], load_permutations(perm_file))
     for lam in p.lambdas:
         out = next(outputs)

@@ -71,7 +71,7 @@ if variant.components:
     if not reads.statistics:  # weight matching, here
         res = to_reference(spec, params, match, reference=ref)
     else:  # activation/hybrid: the pair files (reference, b) the workflow computed
-        files = iter(snakemake.input.permutations)
+        files = iter(snakemake.params.permutation_files)  # inside their cohort folders
         perms = [{} if i == ref else load_permutations(next(files)) for i in range(len(seeds))]
         if reads.weights:  # hybrid: weight matching from them
             perms = [{} if i == ref else match(params[ref], params[i], init=perms[i]) for i in range(len(seeds))]

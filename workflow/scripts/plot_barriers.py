@@ -14,7 +14,7 @@ with atomic_path(pdf) as tmp_pdf:
     many = read_tsv(snakemake.input.many[0]) if snakemake.input.many else None
     trajectory = read_tsv(snakemake.input.trajectory[0]) if snakemake.input.trajectory else None
     pngs = write_figures(
-        snakemake.input.losses,
+        snakemake.params.losses,
         read_tsv(snakemake.input.summary),
         tmp_pdf,
         tmp_pdf.parent,

@@ -1,13 +1,17 @@
-"""Loss (and task metric) of θ(λ) for every λ and each pair of `params.pairs` (the workflow gives one pair a
-job) of one variant; one TSV row per λ, plus the unpermuted B's values as `*_b_unpermuted` columns
-repeated on every row.
+"""Loss (and task metric) of θ(λ) for every λ and each pair (A, B) of `params.pairs` (the workflow gives a job
+the pairs of one cohort) of one variant: the output folder holds seed{a}-seed{b}.tsv per pair, one row per λ,
+plus the unpermuted B's values as `*_b_unpermuted` columns repeated on every row. The permutations are read
+from the cohort's folder of pair files. The folder replaces any old one only when every file is written; the
+pairs an interrupted try of the same job finished are kept (permerge.io.resumable_folder).
 
 θ(λ) is interpolated in memory into one working model; evaluation data is prepared once for the job.
 """
 
+from pathlib import Path
+
 from permerge.checkpoints import load_permutations
 from permerge.evaluation.evaluate import lambda_sweep, task_evaluator, write_loss_table
-from permerge.io import setup_job
+from permerge.io import atomic_path, job_fingerprint, resumable_folder, setup_job
 from permerge.merging.permute import apply_permutations
 from permerge.models import load_model
 from permerge.tasks import base_task
@@ -43,7 +47,7 @@ def score(seed):
     return scores[seed]
 
 
-for (a, b), perm_file, out in zip(p.pairs, snakemake.input.permutations, snakemake.output):
+def sweep(a, b, perm_file, out):
     aligned_b = apply_permutations(models[b], load_permutations(perm_file))
     # model_b: the unpermuted B is scored too (loss_b_unpermuted, ...): π(B) is not B when the variant is
     # not function-preserving, and for one that is, the λ=1 row must match it.
@@ -63,3 +67,14 @@ for (a, b), perm_file, out in zip(p.pairs, snakemake.input.permutations, snakema
         abs(loss_pi_b - loss_b) / loss_b if loss_b else 0.0,
     )
     write_loss_table(rows, out)
+
+
+# The cohort's folder appears whole when every pair is done; a pair finished by an interrupted try of this
+# same job (a preempted SLURM job) is kept, not swept again.
+with resumable_folder(snakemake.output[0], job_fingerprint(snakemake), log) as folder:
+    for a, b in p.pairs:
+        name = f"seed{a}-seed{b}"
+        if (folder / f"{name}.tsv").is_file():
+            continue
+        with atomic_path(folder / f"{name}.tsv") as tmp:
+            sweep(a, b, Path(snakemake.input.permutations) / f"{name}.safetensors", tmp)

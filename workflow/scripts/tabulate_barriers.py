@@ -7,7 +7,7 @@ from permerge.io import atomic_path, setup_job
 PRESERVATION_TOLERANCE = 1e-4
 
 log = setup_job(snakemake)
-rows = barrier_rows(snakemake.input.losses, snakemake.params.function_preserving)
+rows = barrier_rows(snakemake.params.losses, snakemake.params.function_preserving)
 summary = summarize(rows)
 for out, data, cols in (
     (snakemake.output.barriers, rows, BARRIER_COLUMNS),

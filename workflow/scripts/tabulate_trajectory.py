@@ -4,7 +4,7 @@ from permerge.evaluation.barriers import TRAJECTORY_COLUMNS, barrier_rows, summa
 from permerge.io import atomic_path, setup_job
 
 log = setup_job(snakemake)
-rows = trajectory(summarize(barrier_rows(snakemake.input.losses)), snakemake.params.final_step)
+rows = trajectory(summarize(barrier_rows(snakemake.params.losses)), snakemake.params.final_step)
 with atomic_path(snakemake.output[0]) as tmp:
     write_tsv(rows, tmp, TRAJECTORY_COLUMNS)
 for r in rows:

@@ -12,6 +12,8 @@ import math
 from pathlib import Path
 from statistics import mean
 
+from permerge.cohorts import is_cohort
+
 # The columns after `function_preserving` were added later; readers select columns by name.
 BARRIER_COLUMNS = [
     "task",
@@ -121,9 +123,11 @@ def _rel_diff(x: float, ref: float) -> float:
 
 
 def parse_loss_path(path: str | Path) -> tuple[str, str, str]:
-    """results/losses/{task}/{variant}/{pair}.tsv -> (task, variant, pair)."""
+    """results/losses/{task}/{variant}/{cohort}/{pair}.tsv (or, written before cohorts,
+    results/losses/{task}/{variant}/{pair}.tsv) -> (task, variant, pair)."""
     p = Path(path)
-    return p.parent.parent.name, p.parent.name, p.stem
+    folder = p.parent.parent if is_cohort(p.parent.name) else p.parent
+    return folder.parent.name, folder.name, p.stem
 
 
 def barrier_rows(paths, function_preserving: dict[str, bool] | None = None) -> list[dict]:
