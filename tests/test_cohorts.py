@@ -95,3 +95,12 @@ def test_the_oldest_cohort_covering_a_pair_wins():
     done = ["seeds1-2", "seeds1-2-3"]  # oldest first
     assert cohorts.assign([(1, 2), (1, 3)], done) == {(1, 2): "seeds1-2", (1, 3): "seeds1-2-3"}
     assert cohorts.assign([(1, 2)], list(reversed(done))) == {(1, 2): "seeds1-2-3"}
+
+
+def test_a_pairs_file_is_named_once_for_the_workflow_and_its_jobs():
+    assert cohorts.pair_file("r/permutations/mlm/all/seeds1-2", "permutations", 1, 2) == (
+        "r/permutations/mlm/all/seeds1-2/seed1-seed2.safetensors"
+    )
+    assert (
+        cohorts.pair_file("r/losses/sst2/all/pairs2-1", "losses", 2, 1) == "r/losses/sst2/all/pairs2-1/seed2-seed1.tsv"
+    )

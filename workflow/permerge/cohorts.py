@@ -128,3 +128,12 @@ def assign(needed: Iterable[Pair], complete: Sequence[str]) -> dict[Pair, str]:
 
 def cohort_of(assignment: dict[Pair, str], a: int, b: int) -> str:
     return assignment[(int(a), int(b))]
+
+
+SUFFIX = {"permutations": ".safetensors", "losses": ".tsv"}  # a pair's file in a cohort folder, by kind
+
+
+def pair_file(folder, kind: str, a: int, b: int) -> str:
+    """The file of pair (a, b) inside a cohort folder of `kind` (permutations, losses): seed{a}-seed{b}.ext,
+    the one name the workflow's inputs and the jobs that write and read them share."""
+    return f"{folder}/seed{a}-seed{b}{SUFFIX[kind]}"

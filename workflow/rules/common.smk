@@ -190,8 +190,7 @@ def cohort_dir(kind, task, variant, a, b):
 
 def pair_file(kind, task, variant, a, b):
     """A pair's file inside its cohort folder: permutations (.safetensors) or losses (.tsv)."""
-    ext = "safetensors" if kind == "permutations" else "tsv"
-    return f"{cohort_dir(kind, task, variant, a, b)}/{pair_name(a, b)}.{ext}"
+    return COHORTS.pair_file(cohort_dir(kind, task, variant, a, b), kind, a, b)
 
 
 def cohort_minutes(per_pair):

@@ -2,6 +2,7 @@
 
 
 LOSS_FILES = [f for task in TASKS for f in loss_files(task)]  # each inside its cohort folder
+TRAJECTORY_LOSS_FILES = trajectory_loss_files()
 
 
 localrules:
@@ -86,7 +87,7 @@ rule tabulate_finetuning:
 # Barrier vs pre-training step (trajectory:): the trajectory's tasks at each step and at the end.
 rule tabulate_trajectory:
     input:
-        losses=folders(trajectory_loss_files()),
+        losses=folders(TRAJECTORY_LOSS_FILES),
     output:
         report(
             res("tables/trajectory.tsv"),
@@ -99,7 +100,7 @@ rule tabulate_trajectory:
     conda:
         ENV
     params:
-        losses=trajectory_loss_files(),
+        losses=TRAJECTORY_LOSS_FILES,
         final_step=cfg.final_step(config),
     script:
         "../scripts/tabulate_trajectory.py"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from permerge.alignment.variants import Variant
 from permerge.checkpoints import save_permutations
+from permerge.cohorts import pair_file
 from permerge.io import atomic_path, job_fingerprint, resumable_folder, setup_job
 
 log = setup_job(snakemake)
@@ -33,7 +34,7 @@ def metadata_of(variant, **extra):
 
 
 def pair_files(folder):
-    return [Path(folder) / f"seed{a}-seed{b}.safetensors" for a, b in p.pairs]
+    return [Path(pair_file(folder, "permutations", a, b)) for a, b in p.pairs]
 
 
 def align(variant, folder):

@@ -10,6 +10,7 @@ pairs an interrupted try of the same job finished are kept (permerge.io.resumabl
 from pathlib import Path
 
 from permerge.checkpoints import load_permutations
+from permerge.cohorts import pair_file
 from permerge.evaluation.evaluate import lambda_sweep, task_evaluator, write_loss_table
 from permerge.io import atomic_path, job_fingerprint, resumable_folder, setup_job
 from permerge.merging.permute import apply_permutations
@@ -73,8 +74,8 @@ def sweep(a, b, perm_file, out):
 # same job (a preempted SLURM job) is kept, not swept again.
 with resumable_folder(snakemake.output[0], job_fingerprint(snakemake), log) as folder:
     for a, b in p.pairs:
-        name = f"seed{a}-seed{b}"
-        if (folder / f"{name}.tsv").is_file():
+        out = Path(pair_file(folder, "losses", a, b))
+        if out.is_file():
             continue
-        with atomic_path(folder / f"{name}.tsv") as tmp:
-            sweep(a, b, Path(snakemake.input.permutations) / f"{name}.safetensors", tmp)
+        with atomic_path(out) as tmp:
+            sweep(a, b, pair_file(snakemake.input.permutations, "permutations", a, b), tmp)
